@@ -1,0 +1,26 @@
+"""The one error type a user can cause: bad input, named by file and field.
+
+Every command catches :class:`InputError` at its entry point, prints its message
+as one line on stderr and exits with status 2 (DESIGN.md, "Exit status").
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """Bad input a user can fix: a file, a field inside it, and what is wrong.
+
+    ``str(error)`` is the one line shown to the user, e.g.
+    ``site.toml: cells[3].polygon: needs at least 3 points``.
+    """
+
+    def __init__(self, source: str | None, field: str | None, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        parts = [p for p in (source, field, problem) if p]
+        super().__init__(": ".join(parts))
+
+    def with_source(self, source: str) -> InputError:
+        """The same error attributed to ``source`` (when the parser did not know the file)."""
+        return InputError(source, self.field, self.problem)

@@ -1,0 +1,245 @@
+"""Records that cross process boundaries, defined once, with a versioned wire form.
+
+* :class:`IQBlock` — a run of contiguous complex samples from one receiver.
+* :class:`Detection` — one burst seen by one sensor (DESIGN.md "Detection").
+* :class:`Heartbeat` — a node's periodic health report.
+
+Wire form: a JSON object (one per line in files, one per message on ZeroMQ)
+holding the record's fields plus ``"v": WIRE_VERSION``. Parsing validates every
+field and raises :class:`~dsp.errors.InputError` naming the field, so a malformed
+message is rejected with a clear reason instead of crashing its reader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from dsp.errors import InputError
+from dsp.iq import ComplexArray
+
+WIRE_VERSION = 1
+TECHNOLOGIES = ("gsm", "lte", "nr", "umts", "unknown")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class IQBlock:
+    """Contiguous complex64 samples from one receiver, with where and when they were taken.
+
+    ``sample_index`` counts samples since the stream started (dropped samples
+    included), so ``t_start_s`` of later blocks can be checked against it, and
+    ``n_dropped`` says how many samples were lost just before this block.
+    """
+
+    samples: ComplexArray  # complex64, shape (n_samples,)
+    center_freq_hz: int
+    sample_rate_hz: float
+    t_start_s: float  # UTC of the first sample, seconds since the Unix epoch
+    sensor_id: str = ""
+    sample_index: int = 0
+    gain_db: float | None = None
+    n_dropped: int = 0
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sample_rate_hz
+
+    @property
+    def t_end_s(self) -> float:
+        """UTC time just after the last sample."""
+        return self.t_start_s + self.duration_s
+
+
+def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: bool = False) -> Any:
+    if name not in obj or obj[name] is None:
+        if optional:
+            return None
+        raise InputError(None, name, "missing")
+    value = obj[name]
+    if isinstance(value, bool) and bool not in kinds:
+        raise InputError(None, name, f"expected {kinds[0].__name__}, got bool")
+    if not isinstance(value, kinds):
+        raise InputError(None, name, f"expected {kinds[0].__name__}, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(None, name, "must be finite")
+    return value
+
+
+def _check_keys(obj: dict[str, Any], allowed: set[str], kind: str) -> None:
+    unknown = sorted(set(obj) - allowed - {"v"})
+    if unknown:
+        raise InputError(None, unknown[0], f"unknown field in {kind}")
+    version = obj.get("v", WIRE_VERSION)
+    if version != WIRE_VERSION:
+        raise InputError(None, "v", f"unsupported wire version {version!r} (this build reads {WIRE_VERSION})")
+
+
+_NUM = (int, float)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One burst seen by one sensor; the fields and units of DESIGN.md's detection record."""
+
+    sensor_id: str
+    t_start_s: float
+    duration_s: float
+    freq_hz: float
+    bandwidth_hz: float
+    power_dbfs: float
+    snr_db: float
+    tech: str = "unknown"
+    rssi_dbm: float | None = None
+    seq: int | None = None
+    sample_start: int | None = None
+    sample_count: int | None = None
+    channel: str | None = None
+    flags: tuple[str, ...] = field(default_factory=tuple)
+    gain_db: float | None = None
+    session_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: DESIGN.md's fields, optional ones only when set, plus ``v``."""
+        out: dict[str, Any] = {"v": WIRE_VERSION}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "rssi_dbm":
+                out[f.name] = value  # part of the contract even when null
+            elif f.name == "flags":
+                if value:
+                    out[f.name] = list(value)
+            elif value is not None:
+                out[f.name] = value
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Detection:
+        """Validate a wire-form object; raises InputError naming the first bad field."""
+        if not isinstance(obj, dict):
+            raise InputError(None, None, f"detection must be a JSON object, got {type(obj).__name__}")
+        _check_keys(obj, {f.name for f in fields(cls)}, "detection")
+        sensor_id = _require(obj, "sensor_id", (str,))
+        if not sensor_id:
+            raise InputError(None, "sensor_id", "must not be empty")
+        tech = _require(obj, "tech", (str,), optional=True) or "unknown"
+        if tech not in TECHNOLOGIES:
+            raise InputError(None, "tech", f"must be one of {', '.join(TECHNOLOGIES)}, got {tech!r}")
+        duration_s = float(_require(obj, "duration_s", _NUM))
+        if duration_s < 0:
+            raise InputError(None, "duration_s", "must not be negative")
+        bandwidth_hz = float(_require(obj, "bandwidth_hz", _NUM))
+        if bandwidth_hz < 0:
+            raise InputError(None, "bandwidth_hz", "must not be negative")
+        flags = obj.get("flags") or []
+        if not isinstance(flags, list) or not all(isinstance(x, str) for x in flags):
+            raise InputError(None, "flags", "must be a list of strings")
+        rssi = _require(obj, "rssi_dbm", _NUM, optional=True)
+        gain = _require(obj, "gain_db", _NUM, optional=True)
+        return cls(
+            sensor_id=sensor_id,
+            t_start_s=float(_require(obj, "t_start_s", _NUM)),
+            duration_s=duration_s,
+            freq_hz=float(_require(obj, "freq_hz", _NUM)),
+            bandwidth_hz=bandwidth_hz,
+            power_dbfs=float(_require(obj, "power_dbfs", _NUM)),
+            snr_db=float(_require(obj, "snr_db", _NUM)),
+            tech=tech,
+            rssi_dbm=None if rssi is None else float(rssi),
+            seq=_require(obj, "seq", (int,), optional=True),
+            sample_start=_require(obj, "sample_start", (int,), optional=True),
+            sample_count=_require(obj, "sample_count", (int,), optional=True),
+            channel=_require(obj, "channel", (str,), optional=True),
+            flags=tuple(flags),
+            gain_db=None if gain is None else float(gain),
+            session_id=_require(obj, "session_id", (str,), optional=True),
+        )
+
+    @classmethod
+    def from_json(cls, line: str | bytes) -> Detection:
+        try:
+            obj = json.loads(line)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InputError(None, None, f"not valid JSON ({exc})") from None
+        return cls.from_dict(obj)
+
+
+@dataclass(frozen=True, slots=True)
+class BandHealth:
+    """Health of one band a node watches."""
+
+    band: str
+    noise_floor_dbfs: float
+    watched_fraction: float = 1.0
+    revisit_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A node's periodic report: is it alive, is its radio working, what has it lost."""
+
+    sensor_id: str
+    t_s: float
+    source_state: str  # "running", "retrying", "stopped", ...
+    n_dropped_samples: int = 0
+    n_overload_blocks: int = 0
+    clock_offset_s: float | None = None
+    bands: tuple[BandHealth, ...] = ()
+    seq: int | None = None
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"v": WIRE_VERSION, **asdict(self)}
+        out["bands"] = [asdict(b) for b in self.bands]
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> Heartbeat:
+        if not isinstance(obj, dict):
+            raise InputError(None, None, "heartbeat must be a JSON object")
+        _check_keys(obj, {f.name for f in fields(cls)}, "heartbeat")
+        bands_raw = obj.get("bands") or []
+        if not isinstance(bands_raw, list):
+            raise InputError(None, "bands", "must be a list")
+        bands = []
+        for i, b in enumerate(bands_raw):
+            if not isinstance(b, dict):
+                raise InputError(None, f"bands[{i}]", "must be an object")
+            try:
+                bands.append(
+                    BandHealth(
+                        band=str(_require(b, "band", (str,))),
+                        noise_floor_dbfs=float(_require(b, "noise_floor_dbfs", _NUM)),
+                        watched_fraction=float(_require(b, "watched_fraction", _NUM, optional=True) or 1.0),
+                        revisit_s=float(_require(b, "revisit_s", _NUM, optional=True) or 0.0),
+                    )
+                )
+            except InputError as exc:
+                raise InputError(None, f"bands[{i}].{exc.field}", exc.problem) from None
+        offset = _require(obj, "clock_offset_s", _NUM, optional=True)
+        return cls(
+            sensor_id=_require(obj, "sensor_id", (str,)),
+            t_s=float(_require(obj, "t_s", _NUM)),
+            source_state=_require(obj, "source_state", (str,)),
+            n_dropped_samples=int(_require(obj, "n_dropped_samples", (int,), optional=True) or 0),
+            n_overload_blocks=int(_require(obj, "n_overload_blocks", (int,), optional=True) or 0),
+            clock_offset_s=None if offset is None else float(offset),
+            bands=tuple(bands),
+            seq=_require(obj, "seq", (int,), optional=True),
+            message=str(_require(obj, "message", (str,), optional=True) or ""),
+        )
+
+
+def as_complex64(samples: Any) -> ComplexArray:
+    """``samples`` as a contiguous complex64 array, without copying when it already is one."""
+    return np.ascontiguousarray(samples, dtype=np.complex64)

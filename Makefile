@@ -1,0 +1,39 @@
+# cellwatch — two commands on a fresh machine: `make demo` and `make test`.
+# Everything a target needs is installed here, idempotently (a stamp file per step).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.cellwatch-installed
+
+.PHONY: demo test bench lint clean help
+
+help:
+	@echo "make demo   - install into $(VENV) and run the whole system on the bundled demo prison"
+	@echo "make test   - install into $(VENV) if needed and run the whole test suite"
+	@echo "make bench  - long benchmarks (detection, localization, throughput); results in bench/results/"
+	@echo "make lint   - ruff, mypy and the package-boundary contracts"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cellwatch needs Python >= 3.11")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/cellwatch demo
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dsp sdr service calibration tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

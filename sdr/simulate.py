@@ -1,0 +1,368 @@
+"""The simulated prison: phones transmit, the building attenuates, RTL-SDR sensors record.
+
+``simulate()`` renders one SigMF recording per sensor, exactly as the dongles would
+deliver them (cu8 by default, all sensors on one clock), plus ``truth.jsonl``
+(DESIGN.md's truth record, one line per transmitted burst) and the truth bursts as
+SigMF annotations. Same site, scenario and seed: same bytes.
+
+How a burst reaches a sensor: the phone's transmit power, minus the deterministic
+path loss of :class:`calibration.propagation.PropagationModel` (the part a locator
+may know), minus static log-normal shadowing for that position/sensor pair, plus
+per-burst fast fading (the parts a locator must cope with). Each burst is rendered
+once and added to every sensor's stream with that sensor's amplitude and a random
+carrier phase; the receiver model then adds thermal noise and the dongle's
+impairments and quantizes to 8 bits.
+
+Memory stays bounded: time advances in blocks, a burst is rendered when it starts
+and forgotten when it ends, continuous emitters (carriers, FM radios) are generated
+block by block with continuous phase.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibration.propagation import PropagationModel, ShadowingField, fading_db
+from calibration.site import Site
+from dsp import activity
+from dsp.errors import InputError
+from dsp.waveform import TxBurst, render_burst
+from sdr.receiver import ReceiverConfig, RtlSdrModel
+from sdr.recording import SigMFWriter
+from sdr.scenario import InterfererSpec, PhoneSpec, Scenario, check_against_site
+
+log = logging.getLogger(__name__)
+
+BLOCK_DURATION_S = 0.1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an emitter is: its 3-D point and the place that contains it (DESIGN.md truth fields)."""
+
+    xyz: np.ndarray  # (3,) metres
+    position: tuple[float, float]
+    floor: int
+    cell: str | None
+    zone: str | None
+    wing: str | None
+
+
+@dataclass
+class SimulatedBurst:
+    """A transmitted burst with its absolute sample span and its power at every sensor."""
+
+    burst: TxBurst
+    phone_id: str
+    placement: Placement
+    tx_power_dbm: float  # mean power of this burst (phone power + the burst's own offset)
+    start_sample: int
+    n_samples: int
+    rx_power_dbm: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_sensors,)
+    phases: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (n_sensors,) radians
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + self.n_samples
+
+
+@dataclass
+class SimulationResult:
+    out_dir: Path
+    recordings: list[Path]
+    truth_path: Path
+    n_bursts: int
+    duration_s: float
+
+
+def place(site: Site, spec: PhoneSpec | InterfererSpec, rng: np.random.Generator) -> Placement:
+    """A point for the emitter: uniformly inside its cell or zone, or the given position."""
+    if spec.position is not None:
+        assert spec.floor is not None
+        xy = np.asarray(spec.position, dtype=float)
+        floor = int(spec.floor)
+        index = int(site.locate(xy[None, :], floor)[0])
+    else:
+        place_id = spec.cell if spec.cell is not None else spec.zone
+        assert place_id is not None
+        index = site.place_index(place_id)
+        candidates = site.sample_points(index, spacing_m=0.25, margin_m=0.4)
+        xy = candidates[rng.integers(len(candidates))] + rng.uniform(-0.125, 0.125, size=2)
+        floor = site.places[index].floor
+    the_place = site.places[index] if index >= 0 else None
+    z = float(site.z_m(floor, spec.height_m))
+    return Placement(
+        xyz=np.array([xy[0], xy[1], z]),
+        position=(float(xy[0]), float(xy[1])),
+        floor=floor,
+        cell=the_place.id if the_place is not None and the_place.kind == "cell" else None,
+        zone=the_place.id if the_place is not None and the_place.kind != "cell" else None,
+        wing=the_place.wing if the_place is not None else None,
+    )
+
+
+def _power_walk(spec: PhoneSpec, t_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Transmit power at times ``t_s``: fixed, or power control's bounded random walk."""
+    if spec.power_control is None:
+        default_dbm = 23.0 if spec.tech != "gsm" else 30.0
+        return np.full(t_s.shape, spec.tx_power_dbm if spec.tx_power_dbm is not None else default_dbm)
+    control = spec.power_control
+    n_periods = int(np.max(t_s, initial=0.0) // control.period_s) + 2
+    steps = rng.choice([-control.step_db, 0.0, control.step_db], size=n_periods)
+    level = rng.uniform(control.min_dbm, control.max_dbm)
+    levels = np.empty(n_periods)
+    for i, step in enumerate(steps):  # a loop over 480 ms periods, not samples
+        level = float(np.clip(level + step, control.min_dbm, control.max_dbm))
+        levels[i] = level
+    return levels[(t_s // control.period_s).astype(int)]
+
+
+class Simulation:
+    """A scenario on a site, ready to render: placements, bursts and received powers drawn."""
+
+    def __init__(self, site: Site, scenario: Scenario, *, seed: int = 0, duration_s: float | None = None,
+                 scenario_source: str = "scenario") -> None:
+        check_against_site(scenario, site, scenario_source)
+        self.site = site
+        self.scenario = scenario
+        self.seed = seed
+        self.duration_s = float(duration_s if duration_s is not None else scenario.duration_s)
+        if self.duration_s <= 0:
+            raise InputError(scenario_source, "duration_s", "must be positive")
+        receiver = scenario.receiver
+        self.sample_rate_hz = float(receiver.sample_rate_hz)
+        self.n_samples = int(round(self.duration_s * self.sample_rate_hz))
+        self.start_epoch_s = scenario.start_epoch_s
+        wanted = scenario.sensors or [s.id for s in site.sensors]
+        self.sensor_indices = np.array([site.sensor_index(s) for s in wanted], dtype=int)
+        self.sensor_ids = list(wanted)
+
+        streams = np.random.SeedSequence(seed).spawn(6)
+        placement_rng, schedule_seq, power_rng, fading_rng, phase_rng, receiver_seq = (
+            np.random.default_rng(streams[0]), streams[1], np.random.default_rng(streams[2]),
+            np.random.default_rng(streams[3]), np.random.default_rng(streams[4]), streams[5],
+        )
+        overrides = {**site.propagation, **scenario.propagation}
+        self.model = PropagationModel.from_dict(overrides, source=scenario_source)
+        self.shadowing = ShadowingField(site, self.model, seed=int(streams[0].generate_state(1)[0]))
+        self.center_freq_hz = int(receiver.center_freq_hz or self._default_center_hz())
+
+        self.bursts: list[SimulatedBurst] = []
+        schedule_seeds = schedule_seq.spawn(max(1, len(scenario.phones)))
+        for phone, phone_seq in zip(scenario.phones, schedule_seeds, strict=False):
+            placement = place(site, phone, placement_rng)
+            txs = activity.schedule(phone, self.duration_s, np.random.default_rng(phone_seq))
+            txs = [b for b in txs if b.t_start_s < self.duration_s]
+            powers = _power_walk(phone, np.array([b.t_start_s for b in txs]), power_rng)
+            for burst, power in zip(txs, powers, strict=True):
+                start = int(round(burst.t_start_s * self.sample_rate_hz))
+                n = int(math.ceil(burst.duration_s * self.sample_rate_hz))
+                self.bursts.append(SimulatedBurst(burst, phone.id, placement, float(power) + burst.power_offset_db, start, n))
+        self.bursts.sort(key=lambda b: (b.start_sample, b.phone_id))
+        self._draw_received_powers(fading_rng, phase_rng)
+        self.interferers = [(spec, place(site, spec, placement_rng)) for spec in scenario.interferers]
+        self._interferer_rx_dbm = self._interferer_powers()
+        self._receiver_seeds = receiver_seq.spawn(len(self.sensor_ids))
+        self._interferer_phases = phase_rng.uniform(0, 2 * np.pi, size=(len(self.interferers), len(self.sensor_ids)))
+
+    def _default_center_hz(self) -> float:
+        """Tune to the first phone's channel when the scenario does not say (a dongle sees 2.4 MHz)."""
+        probe = [activity.nominal_freq_hz(p) for p in self.scenario.phones]
+        if not probe:
+            probe = [i.freq_hz for i in self.scenario.interferers]
+        if not probe:
+            return 902.4e6
+        return float(probe[0])
+
+    def _sensor_xyz(self) -> np.ndarray:
+        return self.site.sensor_xyz()[self.sensor_indices]
+
+    def mean_path_loss_db(self, xyz: np.ndarray, freq_hz: float) -> np.ndarray:
+        """Deterministic path loss (dB) from one point to every recorded sensor."""
+        rx = self._sensor_xyz()
+        tx = np.broadcast_to(xyz, rx.shape)
+        return self.model.mean_path_loss_db(self.site, tx, rx, freq_hz)
+
+    def _static_loss_db(self, xyz: np.ndarray, freq_hz: float) -> np.ndarray:
+        shadow = self.shadowing.sample(self.sensor_indices, np.broadcast_to(xyz, (len(self.sensor_indices), 3)))
+        return self.mean_path_loss_db(xyz, freq_hz) + shadow
+
+    def _draw_received_powers(self, fading_rng: np.random.Generator, phase_rng: np.random.Generator) -> None:
+        n_sensors = len(self.sensor_ids)
+        cache: dict[tuple[str, int], np.ndarray] = {}
+        for item in self.bursts:
+            key = (item.phone_id, int(round(item.burst.freq_hz / 1e6)))
+            if key not in cache:
+                cache[key] = self._static_loss_db(item.placement.xyz, item.burst.freq_hz)
+            item.rx_power_dbm = item.tx_power_dbm - cache[key]
+        if not self.bursts:
+            return
+        fading = fading_db(fading_rng, len(self.bursts) * n_sensors, self.model.rician_k_db).reshape(len(self.bursts), n_sensors)
+        phases = phase_rng.uniform(0.0, 2.0 * np.pi, size=(len(self.bursts), n_sensors))
+        for item, fade, phase in zip(self.bursts, fading, phases, strict=True):
+            item.rx_power_dbm = item.rx_power_dbm + fade
+            item.phases = phase
+
+    def _interferer_powers(self) -> np.ndarray:
+        out = np.zeros((len(self.interferers), len(self.sensor_ids)))
+        for i, (spec, placement) in enumerate(self.interferers):
+            out[i] = spec.power_dbm - self._static_loss_db(placement.xyz, spec.freq_hz)
+        return out
+
+    # ------------------------------------------------------------------ truth
+    def truth_records(self) -> list[dict[str, Any]]:
+        """DESIGN.md's truth record for every transmitted burst, plus ``kind`` and per-sensor ``rx_power_dbm``."""
+        records = []
+        for item in self.bursts:
+            b, p = item.burst, item.placement
+            records.append({
+                "phone_id": item.phone_id,
+                "session_id": str(b.params.get("session", f"{item.phone_id}:0")),
+                "tech": b.tech,
+                "kind": b.kind,
+                "t_start_s": round(self.start_epoch_s + item.start_sample / self.sample_rate_hz, 7),
+                "duration_s": b.duration_s,
+                "freq_hz": b.freq_hz,
+                "bandwidth_hz": b.bandwidth_hz,
+                "tx_power_dbm": round(item.tx_power_dbm, 3),
+                "cell": p.cell,
+                "zone": p.zone,
+                "wing": p.wing,
+                "floor": p.floor,
+                "position": [round(p.position[0], 3), round(p.position[1], 3)],
+                "rx_power_dbm": {s: round(float(v), 2) for s, v in zip(self.sensor_ids, item.rx_power_dbm, strict=True)},
+            })
+        return records
+
+    # ------------------------------------------------------------------ rendering
+    def _in_band(self, burst: TxBurst) -> bool:
+        half_band = self.sample_rate_hz / 2.0
+        offset = abs(burst.freq_hz - self.center_freq_hz)
+        return offset - burst.bandwidth_hz / 2.0 < half_band
+
+    def _interferer_block(self, index: int, n0: int, n: int) -> np.ndarray | None:
+        """Unit-power samples of a continuous interferer for samples [n0, n0+n), continuous across blocks."""
+        spec, _ = self.interferers[index]
+        start = int(round(spec.start_s * self.sample_rate_hz))
+        stop = self.n_samples if spec.duration_s is None else start + int(round(spec.duration_s * self.sample_rate_hz))
+        lo, hi = max(n0, start), min(n0 + n, stop)
+        if lo >= hi:
+            return None
+        t = np.arange(lo, hi, dtype=np.float64) / self.sample_rate_hz
+        phase = 2.0 * np.pi * (spec.freq_hz - self.center_freq_hz) * t
+        if spec.kind == "fm":
+            # a voice-like modulating signal: three tones of fixed amplitude, integrated analytically
+            tones_hz = np.array([340.0, 1020.0, 2210.0])
+            weights = np.array([0.5, 0.3, 0.2])
+            phase += 2.0 * np.pi * spec.deviation_hz * np.sum(
+                weights[:, None] * np.sin(2.0 * np.pi * tones_hz[:, None] * t) / (2.0 * np.pi * tones_hz[:, None]), axis=0)
+        out = np.zeros(n, dtype=np.complex64)
+        out[lo - n0:hi - n0] = np.exp(1j * phase)
+        return out
+
+    def run(self, out_dir: Path, *, progress: Callable[[float], None] | None = None) -> SimulationResult:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        receiver = self.scenario.receiver
+        models, writers = [], []
+        spread_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(7)[6])
+        for sensor_id, seq in zip(self.sensor_ids, self._receiver_seeds, strict=True):
+            override = receiver.sensors.get(sensor_id)
+            gain_offset_db = spread_rng.normal(0.0, receiver.gain_spread_db) if receiver.gain_spread_db else 0.0
+            ppm_error = spread_rng.uniform(-receiver.ppm_spread, receiver.ppm_spread) if receiver.ppm_spread else 0.0
+            config = ReceiverConfig(
+                gain_db=override.gain_db if override and override.gain_db is not None else receiver.gain_db,
+                noise_figure_db=override.noise_figure_db if override and override.noise_figure_db is not None else receiver.noise_figure_db,
+                gain_offset_db=override.gain_offset_db if override and override.gain_offset_db is not None else float(gain_offset_db),
+                ppm_error=override.ppm_error if override and override.ppm_error is not None else float(ppm_error),
+                drop_probability=receiver.drop_probability,
+            )
+            models.append(RtlSdrModel(config, self.sample_rate_hz, self.center_freq_hz, np.random.default_rng(seq)))
+            writers.append(SigMFWriter(
+                out_dir / sensor_id,
+                datatype=receiver.datatype,
+                sample_rate_hz=self.sample_rate_hz,
+                center_freq_hz=self.center_freq_hz,
+                t_start_s=self.start_epoch_s,
+                sensor_id=sensor_id,
+                gain_db=config.gain_db,
+                description=f"cellwatch simulation: {self.scenario.name} on {self.site.name} (seed {self.seed})",
+                extra_global={"cellwatch:seed": self.seed, "cellwatch:scenario": self.scenario.name},
+            ))
+        for writer in writers:
+            writer.__enter__()
+        rng_render = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(8)[7])
+        try:
+            self._render(models, writers, rng_render, progress)
+        finally:
+            for writer in writers:
+                writer.__exit__(None, None, None)
+        truth_path = out_dir / "truth.jsonl"
+        with open(truth_path, "w", encoding="utf-8") as stream:
+            for record in self.truth_records():
+                stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        return SimulationResult(out_dir, [out_dir / f"{s}.sigmf-meta" for s in self.sensor_ids], truth_path,
+                                len(self.bursts), self.duration_s)
+
+    def _render(self, models: list[RtlSdrModel], writers: list[SigMFWriter], rng: np.random.Generator,
+                progress: Callable[[float], None] | None) -> None:
+        block_n = int(BLOCK_DURATION_S * self.sample_rate_hz)
+        n_sensors = len(self.sensor_ids)
+        amplitudes_cache: dict[int, np.ndarray] = {}
+        waveforms: dict[int, np.ndarray] = {}
+        next_burst = 0
+        active: list[int] = []
+        for item_index, item in enumerate(self.bursts):
+            if self._in_band(item.burst):
+                for s, writer in enumerate(writers):
+                    writer.annotate(
+                        item.start_sample, item.n_samples,
+                        freq_lower_hz=item.burst.freq_hz - item.burst.bandwidth_hz / 2,
+                        freq_upper_hz=item.burst.freq_hz + item.burst.bandwidth_hz / 2,
+                        label=item.burst.kind,
+                        comment=item.phone_id,
+                        extra={"cellwatch:rx_power_dbm": round(float(item.rx_power_dbm[s]), 2),
+                               "cellwatch:tx_power_dbm": round(item.tx_power_dbm, 2),
+                               "cellwatch:burst_index": item_index},
+                    )
+        for n0 in range(0, self.n_samples, block_n):
+            n = min(block_n, self.n_samples - n0)
+            n1 = n0 + n
+            while next_burst < len(self.bursts) and self.bursts[next_burst].start_sample < n1:
+                if self._in_band(self.bursts[next_burst].burst):
+                    active.append(next_burst)
+                next_burst += 1
+            incident = np.zeros((n_sensors, n), dtype=np.complex64)
+            still_active = []
+            for index in active:
+                item = self.bursts[index]
+                if index not in waveforms:
+                    waveforms[index] = render_burst(item.burst, rng, self.sample_rate_hz, self.center_freq_hz)
+                    amplitudes_cache[index] = (np.sqrt(10.0 ** (item.rx_power_dbm / 10.0)) * np.exp(1j * item.phases)).astype(np.complex64)
+                wave = waveforms[index]
+                lo, hi = max(n0, item.start_sample), min(n1, item.start_sample + wave.shape[0])
+                if lo < hi:
+                    incident[:, lo - n0:hi - n0] += amplitudes_cache[index][:, None] * wave[None, lo - item.start_sample:hi - item.start_sample]
+                if item.start_sample + wave.shape[0] > n1:
+                    still_active.append(index)
+                else:
+                    del waveforms[index], amplitudes_cache[index]
+            active = still_active
+            for i in range(len(self.interferers)):
+                wave = self._interferer_block(i, n0, n)
+                if wave is not None:
+                    amplitude = np.sqrt(10.0 ** (self._interferer_rx_dbm[i] / 10.0)) * np.exp(1j * self._interferer_phases[i])
+                    incident += amplitude.astype(np.complex64)[:, None] * wave[None, :]
+            for s in range(n_sensors):
+                raw, _n_dropped = models[s].process(incident[s], n0)
+                writers[s].write_raw(raw.tobytes())
+            if progress is not None:
+                progress(n / self.sample_rate_hz)

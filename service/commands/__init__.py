@@ -1,0 +1,12 @@
+"""One module per ``cellwatch`` subcommand; each exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+
+from service.commands import info, simulate
+
+
+def register_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for module in (info, simulate):
+        module.register(sub)

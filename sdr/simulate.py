@@ -239,8 +239,25 @@ class Simulation:
                 "floor": p.floor,
                 "position": [round(p.position[0], 3), round(p.position[1], 3)],
                 "rx_power_dbm": {s: round(float(v), 2) for s, v in zip(self.sensor_ids, item.rx_power_dbm, strict=True)},
+                "snr_db": {s: round(float(v - self._noise_dbm(s, b.bandwidth_hz)), 2)
+                           for s, v in zip(self.sensor_ids, item.rx_power_dbm, strict=True)},
             })
         return records
+
+    def _noise_dbm(self, sensor_id: str, bandwidth_hz: float) -> float:
+        """Thermal noise power (dBm) at the antenna in ``bandwidth_hz``: kTB times the noise figure."""
+        override = self.scenario.receiver.sensors.get(sensor_id)
+        nf_db = override.noise_figure_db if override and override.noise_figure_db is not None else self.scenario.receiver.noise_figure_db
+        return -174.0 + nf_db + 10.0 * math.log10(max(min(bandwidth_hz, self.sample_rate_hz), 1.0))
+
+    def metadata(self) -> dict[str, Any]:
+        """What a scorer needs beside the truth: span, sensors, tuning."""
+        return {
+            "site": self.site.name, "scenario": self.scenario.name, "seed": self.seed,
+            "start_epoch_s": self.start_epoch_s, "duration_s": self.duration_s,
+            "sample_rate_hz": self.sample_rate_hz, "center_freq_hz": self.center_freq_hz,
+            "sensors": self.sensor_ids, "n_bursts": len(self.bursts),
+        }
 
     # ------------------------------------------------------------------ rendering
     def _in_band(self, burst: TxBurst) -> bool:
@@ -309,6 +326,7 @@ class Simulation:
         with open(truth_path, "w", encoding="utf-8") as stream:
             for record in self.truth_records():
                 stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        (out_dir / "simulation.json").write_text(json.dumps(self.metadata(), indent=2) + "\n", encoding="utf-8")
         return SimulationResult(out_dir, [out_dir / f"{s}.sigmf-meta" for s in self.sensor_ids], truth_path,
                                 len(self.bursts), self.duration_s)
 

@@ -293,7 +293,8 @@ class Site:
                 raise ValueError(f"loss_scale must have shape ({self.n_walls},), got {scale.shape}")
             losses = losses * scale
         path_idx, wall_idx = np.nonzero(self._wall_hits(a, b))
-        return np.bincount(path_idx, weights=losses[wall_idx], minlength=a.shape[0])
+        total = np.bincount(path_idx, weights=losses[wall_idx], minlength=a.shape[0])
+        return total.astype(np.float64, copy=False)
 
     def floors_crossed(self, a_xyz: npt.ArrayLike, b_xyz: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Number ``(N,)`` of floor slabs strictly between the heights of ``a`` and ``b``."""

@@ -44,6 +44,7 @@ class PhoneSpec(StrictModel):
     duration_s: float | None = Field(None, gt=0.0)
     tx_power_dbm: float | None = Field(None, ge=-50.0, le=40.0)
     power_control: PowerControl | None = None
+    established: bool = False  # the session began before the recording: no setup signalling
     # GSM
     arfcn: int | None = None
     timeslot: int | None = Field(None, ge=0, le=7)

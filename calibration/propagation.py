@@ -94,8 +94,12 @@ class PropagationModel:
             if value is None and name == "floor_loss_db":
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InputError(None, f"propagation.{name}", f"expected a number, got {_type_name(value)}")
-            if math.isnan(value) or (math.isinf(value) and not (name == "rician_k_db" and value < 0)):
+                raise InputError(
+                    None, f"propagation.{name}", f"expected a number, got {_type_name(value)}"
+                )
+            if math.isnan(value) or (
+                math.isinf(value) and not (name == "rician_k_db" and value < 0)
+            ):
                 raise InputError(None, f"propagation.{name}", "must be finite")
             if value < low or (low_open and value == low) or value > high:
                 bound = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
@@ -202,7 +206,9 @@ class PropagationModel:
             sensors = np.asarray(rx)
             if not np.issubdtype(sensors.dtype, np.integer):
                 raise ValueError("shadowing needs rx given as sensor indices")
-            tx = np.broadcast_to(np.atleast_2d(np.asarray(tx_xyz, dtype=np.float64)), (loss.shape[0], 3))
+            tx = np.broadcast_to(
+                np.atleast_2d(np.asarray(tx_xyz, dtype=np.float64)), (loss.shape[0], 3)
+            )
             power = power - shadowing.sample(np.broadcast_to(sensors, loss.shape), tx)
         if rng is not None:
             power = power + fading_db(
@@ -247,7 +253,9 @@ def _receivers(site: Site, rx: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
         return site.sensor_xyz()[indices], gains[indices]
     points = np.atleast_2d(np.asarray(rx, dtype=np.float64))
     if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"rx must be points (N, 3) or sensor indices (N,), got shape {array.shape}")
+        raise ValueError(
+            f"rx must be points (N, 3) or sensor indices (N,), got shape {array.shape}"
+        )
     return points, np.zeros(points.shape[0])
 
 
@@ -304,7 +312,9 @@ class ShadowingField:
         key = (sensor_index, floor)
         if key not in self._components:
             floor_code = 2 * floor if floor >= 0 else -2 * floor - 1  # SeedSequence wants >= 0
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, sensor_index, floor_code]))
+            rng = np.random.default_rng(
+                np.random.SeedSequence([self.seed, sensor_index, floor_code])
+            )
             u = rng.random(self.n_components)
             k = np.sqrt((1.0 - u) ** -2 - 1.0) / self.decorrelation_m
             direction = rng.uniform(0.0, 2.0 * np.pi, self.n_components)
@@ -332,13 +342,15 @@ class ShadowingField:
         if self.sigma_db == 0.0 or n == 0:
             return out
         floors = self.site.floor_of_z(points[:, 2])
-        groups, group_of = np.unique(np.stack([sensors, floors], axis=1), axis=0, return_inverse=True)
+        groups, group_of = np.unique(
+            np.stack([sensors, floors], axis=1), axis=0, return_inverse=True
+        )
         amplitude = self.sigma_db * math.sqrt(2.0 / self.n_components)
         for g, (sensor, floor) in enumerate(groups):  # loop over (sensor, floor) fields, not points
             rows = np.flatnonzero(group_of.reshape(-1) == g)
             kx, ky, phase = self._field(int(sensor), int(floor))
             for start in range(0, rows.size, _SHADOWING_CHUNK):
-                chunk = rows[start:start + _SHADOWING_CHUNK]
+                chunk = rows[start : start + _SHADOWING_CHUNK]
                 arg = np.outer(points[chunk, 0], kx) + np.outer(points[chunk, 1], ky) + phase
                 out[chunk] = amplitude * np.sum(np.cos(arg), axis=1)
         return out

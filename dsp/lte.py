@@ -1208,7 +1208,7 @@ class _Timeline:
             if sf in self.pusch or sf in self.prach:
                 continue
             resource = self.cqi_resource if fmt == "2" else self.ack_resource
-            shortened = sf in self.srs and fmt != "2"
+            short_pucch = sf in self.srs and fmt != "2"
             for slot in (0, 1):
                 out.append(
                     pucch_burst(
@@ -1218,7 +1218,7 @@ class _Timeline:
                         resource=resource,
                         slot=slot,
                         pucch_format=fmt,
-                        shortened=shortened,
+                        shortened=short_pucch,
                         **common,
                     )
                 )
@@ -1349,6 +1349,7 @@ def voice_call_bursts(
 
 def sms_bursts(
     t0_s: float,
+    duration_s: float,
     carrier_freq_hz: float,
     carrier_n_rb: int,
     rng: np.random.Generator,
@@ -1359,9 +1360,11 @@ def sms_bursts(
 
     Random access and connection setup, the SMS in an uplink NAS transport, ACKs for
     the network's CP-ACK and RP-ACK, the phone's CP-ACK, CQI/SRS while connected.
+    Nothing is sent after ``t0_s + duration_s`` (the exchange is cut short there).
     """
     _check_carrier(carrier_n_rb)
     tl = _Timeline(t0_s, 2500, carrier_freq_hz, carrier_n_rb, session, rng)
+    limit = min(tl.n_subframes, int(duration_s / SUBFRAME_S))
     sf = tl.rrc_setup(0)
     sms = sf + 20 + int(rng.integers(40))
     start, n_rb = tl.random_grant(8)
@@ -1375,8 +1378,7 @@ def sms_bursts(
     tl.pusch_with_harq(rp_ack + 12, start, n_rb)  # CP-ACK for the RP-ACK
     end = rp_ack + 200
     tl.periodic(sf, end)
-    tl.n_subframes = end
-    return tl.bursts()
+    return [b for b in tl.bursts() if b.t_end_s <= t0_s + limit * SUBFRAME_S + 1e-9]
 
 
 def idle_update_bursts(

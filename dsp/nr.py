@@ -337,4 +337,6 @@ def data_session_bursts(
 def _dmrs_sequence(c_init: npt.ArrayLike, length: int) -> npt.NDArray[np.complex128]:
     """r(n) = ((1 − 2c(2n)) + j(1 − 2c(2n+1)))/√2, TS 38.211 §6.4.1.1.1.1, one row per c_init."""
     c = lte.gold_sequence(c_init, 2 * length).astype(np.float64)
-    return ((1 - 2 * c[:, 0::2]) + 1j * (1 - 2 * c[:, 1::2])) / math.sqrt(2.0)
+    i_part = (1 - 2 * c[:, 0::2]) / math.sqrt(2.0)
+    q_part = (1 - 2 * c[:, 1::2]) / math.sqrt(2.0)
+    return np.asarray(i_part + 1j * q_part, dtype=np.complex128)

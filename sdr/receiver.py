@@ -38,7 +38,7 @@ first ADC overload at about -25 dBm with 20 dB of gain, i.e. full scale near
 -5 dBm at 0 dB; dongles run at high gain show a thermal floor of -40..-30 dBFS
 over the full 2.4 MHz. -15 dBm sits between the two: with NF 6.5 dB at
 2.4 MS/s (thermal noise -103.7 dBm) the floor is -39 dBFS at 49.6 dB of gain
-(about 1.4 LSB rms per rail), and below the 8-bit quantization floor
+(about 1 LSB rms per rail, 4 LSB peaks), and below the 8-bit quantization floor
 (-49.9 dBFS) under about 40 dB of gain. Full scale at the antenna is
 ``-15 - gain_db`` dBm: -43 dBm at 28 dB, -15 dBm at 0 dB, so the -30..-70 dBm a
 phone a few metres away through walls delivers fits between the rails and the
@@ -70,7 +70,9 @@ R820T_GAINS_DB: tuple[float, ...] = (
 
 ADC_BITS = 8
 LSB = 1.0 / CU8_SCALE  # one ADC step in full-scale units (|x| = 1 is 0 dBFS)
-SAMPLES_PER_TRANSFER = 16384 // 2  # librtlsdr's default 16 KiB USB bulk transfer, 2 bytes a sample
+# Unit of loss: a 16 KiB block, 2 bytes a sample (USB bulk packets are 512 B; librtlsdr's
+# async buffers are 256 KiB, so a lost buffer is 32 consecutive units).
+SAMPLES_PER_TRANSFER = 16384 // 2
 THERMAL_NOISE_DBM_PER_HZ = 10.0 * math.log10(1.380649e-23 * 290.0 * 1e3)  # kT at 290 K: -173.98
 DEFAULT_DBFS_AT_0DB_GAIN_DBM = -15.0
 
@@ -206,7 +208,9 @@ def noise_floor_dbfs(
         return thermal_dbfs
     m = iq_imbalance_matrix(config.iq_amplitude_db, config.iq_phase_deg)
     sigma2_fs = 10.0 ** (thermal_dbfs / 10.0) / 2.0  # per rail before the imbalance
-    leak_fs = 10.0 ** ((config.lo_leakage_dbm + config.total_gain_db - config.dbfs_at_0db_gain_dbm) / 20.0)
+    leak_fs = 10.0 ** (
+        (config.lo_leakage_dbm + config.total_gain_db - config.dbfs_at_0db_gain_dbm) / 20.0
+    )
     dc = config.dc_offset_lsb
     rails = (
         (m[0, 0] ** 2 + m[0, 1] ** 2, m[0, 0] * leak_fs / LSB + dc.real),
@@ -303,15 +307,24 @@ class RtlSdrModel:
         self._amplitude_gain = 10.0 ** ((cfg.total_gain_db - cfg.dbfs_at_0db_gain_dbm) / 20.0)
         iq = iq_imbalance_matrix(cfg.iq_amplitude_db, cfg.iq_phase_deg)
         self._iq = iq.astype(np.float32)
-        self._dc = (np.float32(cfg.dc_offset_lsb.real * LSB), np.float32(cfg.dc_offset_lsb.imag * LSB))
+        self._dc = (
+            np.float32(cfg.dc_offset_lsb.real * LSB),
+            np.float32(cfg.dc_offset_lsb.imag * LSB),
+        )
         # Thermal noise (through gain and imbalance) and ADC noise are independent Gaussians:
         # draw their sum at the ADC directly, two normals a sample, shaped by a Cholesky factor.
-        thermal_fs2 = 10.0 ** (thermal_noise_dbm(cfg.noise_figure_db, self.sample_rate_hz) / 10.0) / 2.0
+        thermal_fs2 = (
+            10.0 ** (thermal_noise_dbm(cfg.noise_figure_db, self.sample_rate_hz) / 10.0) / 2.0
+        )
         thermal_fs2 *= self._amplitude_gain**2  # per rail, full-scale units
         covariance = thermal_fs2 * (iq @ iq.T) + (cfg.adc_noise_lsb * LSB) ** 2 * np.eye(2)
         self._noise_shape = np.linalg.cholesky(covariance).astype(np.float32)
-        self._cycles_per_sample = frequency_error_hz(self.center_freq_hz, cfg.ppm_error) / self.sample_rate_hz
-        fine_cycles = np.mod(np.arange(_ROTATOR_RUN, dtype=np.float64) * self._cycles_per_sample, 1.0)
+        self._cycles_per_sample = (
+            frequency_error_hz(self.center_freq_hz, cfg.ppm_error) / self.sample_rate_hz
+        )
+        fine_cycles = np.mod(
+            np.arange(_ROTATOR_RUN, dtype=np.float64) * self._cycles_per_sample, 1.0
+        )
         self._fine_rotator = np.exp(2j * np.pi * fine_cycles)
         self._drop_key = np.uint64(self.rng.integers(0, 2**63, dtype=np.int64))
         self._started = False
@@ -325,11 +338,17 @@ class RtlSdrModel:
         """
         run = _ROTATOR_RUN
         first, last = t0_sample // run, (t0_sample + n - 1) // run
-        coarse_cycles = np.mod(np.arange(first, last + 1, dtype=np.float64) * (self._cycles_per_sample * run), 1.0)
+        coarse_cycles = np.mod(
+            np.arange(first, last + 1, dtype=np.float64) * (self._cycles_per_sample * run), 1.0
+        )
         coarse = np.exp(2j * np.pi * coarse_cycles)
-        table = np.multiply(coarse[:, None], self._fine_rotator[None, :]).astype(np.complex64).reshape(-1)
+        table = (
+            np.multiply(coarse[:, None], self._fine_rotator[None, :])
+            .astype(np.complex64)
+            .reshape(-1)
+        )
         start = t0_sample - first * run
-        return table[start:start + n]
+        return table[start : start + n]
 
     @property
     def frequency_shift_hz(self) -> float:
@@ -365,7 +384,9 @@ class RtlSdrModel:
         z1, z2 = noise.real, noise.imag
         digital = np.empty(n, dtype=np.complex64)
         digital.real = m[0, 0] * i + m[0, 1] * q + (self._dc[0] + shape[0, 0] * z1)
-        digital.imag = m[1, 0] * i + m[1, 1] * q + (self._dc[1] + shape[1, 0] * z1 + shape[1, 1] * z2)
+        digital.imag = (
+            m[1, 0] * i + m[1, 1] * q + (self._dc[1] + shape[1, 0] * z1 + shape[1, 1] * z2)
+        )
         raw = complex64_to_cu8(digital)
 
         n_lost = 0
@@ -375,7 +396,9 @@ class RtlSdrModel:
             transfers = np.arange(first, last + 1, dtype=np.int64)
             dropped = _uniform_hash(self._drop_key, transfers) < self.config.drop_probability
             if np.any(dropped):
-                sample_transfer = np.arange(t0_sample, t0_sample + n, dtype=np.int64) // SAMPLES_PER_TRANSFER
+                sample_transfer = (
+                    np.arange(t0_sample, t0_sample + n, dtype=np.int64) // SAMPLES_PER_TRANSFER
+                )
                 keep = ~dropped[sample_transfer - first]
                 n_lost = int(n - np.count_nonzero(keep))
                 raw = raw.reshape(n, 2)[keep].reshape(-1)

@@ -109,7 +109,7 @@ class ReceiverSpec(StrictModel):
 
     sample_rate_hz: float = Field(2.4e6, gt=0.0, le=3.2e6)
     center_freq_hz: float | None = Field(None, ge=24e6, le=1766e6)
-    gain_db: float = Field(28.0, ge=0.0, le=49.6)
+    gain_db: float = Field(14.4, ge=0.0, le=49.6)  # full scale at -29 dBm: a phone next door does not clip
     noise_figure_db: float = Field(6.5, ge=0.0, le=30.0)
     datatype: Literal["cu8", "ci16_le", "cf32_le"] = "cu8"
     gain_spread_db: float = Field(0.0, ge=0.0, le=10.0)

@@ -35,9 +35,9 @@ from calibration.site import Site
 from dsp import activity
 from dsp.errors import InputError
 from dsp.waveform import TxBurst, render_burst
-from sdr.receiver import ReceiverConfig, RtlSdrModel
+from sdr.receiver import ReceiverConfig, RtlSdrModel, dbfs_to_dbm, noise_floor_dbfs
 from sdr.recording import SigMFWriter
-from sdr.scenario import InterfererSpec, PhoneSpec, Scenario, check_against_site
+from sdr.scenario import InterfererSpec, PhoneSpec, Scenario, SensorOverride, check_against_site
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ def place(site: Site, spec: PhoneSpec | InterfererSpec, rng: np.random.Generator
     )
 
 
+def _first(value: float | None, default: float) -> float:
+    return float(default if value is None else value)
+
+
 def _power_walk(spec: PhoneSpec, t_s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Transmit power at times ``t_s``: fixed, or power control's bounded random walk."""
     if spec.power_control is None:
@@ -171,7 +175,25 @@ class Simulation:
         self.interferers = [(spec, place(site, spec, placement_rng)) for spec in scenario.interferers]
         self._interferer_rx_dbm = self._interferer_powers()
         self._receiver_seeds = receiver_seq.spawn(len(self.sensor_ids))
+        self.receiver_configs = self._receiver_configs(np.random.default_rng(streams[0].spawn(1)[0]))
         self._interferer_phases = phase_rng.uniform(0, 2 * np.pi, size=(len(self.interferers), len(self.sensor_ids)))
+
+    def _receiver_configs(self, spread_rng: np.random.Generator) -> list[ReceiverConfig]:
+        """Each sensor's dongle: the scenario's settings, a seeded spread of gains and crystal errors, overrides."""
+        receiver = self.scenario.receiver
+        configs = []
+        for sensor_id in self.sensor_ids:
+            override = receiver.sensors.get(sensor_id) or SensorOverride()
+            gain_offset_db = float(spread_rng.normal(0.0, receiver.gain_spread_db)) if receiver.gain_spread_db else 0.0
+            ppm_error = float(spread_rng.uniform(-receiver.ppm_spread, receiver.ppm_spread)) if receiver.ppm_spread else 0.0
+            configs.append(ReceiverConfig(
+                gain_db=_first(override.gain_db, receiver.gain_db),
+                noise_figure_db=_first(override.noise_figure_db, receiver.noise_figure_db),
+                gain_offset_db=_first(override.gain_offset_db, gain_offset_db),
+                ppm_error=_first(override.ppm_error, ppm_error),
+                drop_probability=receiver.drop_probability,
+            ))
+        return configs
 
     def _default_center_hz(self) -> float:
         """Tune to the first phone's channel when the scenario does not say (a dongle sees 2.4 MHz)."""
@@ -182,14 +204,9 @@ class Simulation:
             return 902.4e6
         return float(probe[0])
 
-    def _sensor_xyz(self) -> np.ndarray:
-        return self.site.sensor_xyz()[self.sensor_indices]
-
     def mean_path_loss_db(self, xyz: np.ndarray, freq_hz: float) -> np.ndarray:
         """Deterministic path loss (dB) from one point to every recorded sensor."""
-        rx = self._sensor_xyz()
-        tx = np.broadcast_to(xyz, rx.shape)
-        return self.model.mean_path_loss_db(self.site, tx, rx, freq_hz)
+        return self.model.mean_path_loss_db(self.site, xyz, self.sensor_indices, freq_hz)
 
     def _static_loss_db(self, xyz: np.ndarray, freq_hz: float) -> np.ndarray:
         shadow = self.shadowing.sample(self.sensor_indices, np.broadcast_to(xyz, (len(self.sensor_indices), 3)))
@@ -221,8 +238,12 @@ class Simulation:
     def truth_records(self) -> list[dict[str, Any]]:
         """DESIGN.md's truth record for every transmitted burst, plus ``kind`` and per-sensor ``rx_power_dbm``."""
         records = []
+        noise_cache: dict[float, list[float]] = {}
         for item in self.bursts:
             b, p = item.burst, item.placement
+            if b.bandwidth_hz not in noise_cache:
+                noise_cache[b.bandwidth_hz] = [self.noise_dbm(k, b.bandwidth_hz) for k in range(len(self.sensor_ids))]
+            noise = noise_cache[b.bandwidth_hz]
             records.append({
                 "phone_id": item.phone_id,
                 "session_id": str(b.params.get("session", f"{item.phone_id}:0")),
@@ -239,16 +260,17 @@ class Simulation:
                 "floor": p.floor,
                 "position": [round(p.position[0], 3), round(p.position[1], 3)],
                 "rx_power_dbm": {s: round(float(v), 2) for s, v in zip(self.sensor_ids, item.rx_power_dbm, strict=True)},
-                "snr_db": {s: round(float(v - self._noise_dbm(s, b.bandwidth_hz)), 2)
-                           for s, v in zip(self.sensor_ids, item.rx_power_dbm, strict=True)},
+                "snr_db": {s: round(float(v - noise[k]), 2)
+                           for k, (s, v) in enumerate(zip(self.sensor_ids, item.rx_power_dbm, strict=True))},
             })
         return records
 
-    def _noise_dbm(self, sensor_id: str, bandwidth_hz: float) -> float:
-        """Thermal noise power (dBm) at the antenna in ``bandwidth_hz``: kTB times the noise figure."""
-        override = self.scenario.receiver.sensors.get(sensor_id)
-        nf_db = override.noise_figure_db if override and override.noise_figure_db is not None else self.scenario.receiver.noise_figure_db
-        return -174.0 + nf_db + 10.0 * math.log10(max(min(bandwidth_hz, self.sample_rate_hz), 1.0))
+    def noise_dbm(self, sensor_position: int, bandwidth_hz: float) -> float:
+        """The receiver's whole noise (thermal, ADC, quantization) in ``bandwidth_hz``, referred to the antenna."""
+        config = self.receiver_configs[sensor_position]
+        floor_dbfs = noise_floor_dbfs(config, self.sample_rate_hz)
+        floor_dbm = float(dbfs_to_dbm(floor_dbfs, config.gain_db, config.gain_offset_db, config.dbfs_at_0db_gain_dbm))
+        return floor_dbm + 10.0 * math.log10(max(min(bandwidth_hz, self.sample_rate_hz), 1.0) / self.sample_rate_hz)
 
     def metadata(self) -> dict[str, Any]:
         """What a scorer needs beside the truth: span, sensors, tuning."""
@@ -290,18 +312,7 @@ class Simulation:
         out_dir.mkdir(parents=True, exist_ok=True)
         receiver = self.scenario.receiver
         models, writers = [], []
-        spread_rng = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(7)[6])
-        for sensor_id, seq in zip(self.sensor_ids, self._receiver_seeds, strict=True):
-            override = receiver.sensors.get(sensor_id)
-            gain_offset_db = spread_rng.normal(0.0, receiver.gain_spread_db) if receiver.gain_spread_db else 0.0
-            ppm_error = spread_rng.uniform(-receiver.ppm_spread, receiver.ppm_spread) if receiver.ppm_spread else 0.0
-            config = ReceiverConfig(
-                gain_db=override.gain_db if override and override.gain_db is not None else receiver.gain_db,
-                noise_figure_db=override.noise_figure_db if override and override.noise_figure_db is not None else receiver.noise_figure_db,
-                gain_offset_db=override.gain_offset_db if override and override.gain_offset_db is not None else float(gain_offset_db),
-                ppm_error=override.ppm_error if override and override.ppm_error is not None else float(ppm_error),
-                drop_probability=receiver.drop_probability,
-            )
+        for sensor_id, seq, config in zip(self.sensor_ids, self._receiver_seeds, self.receiver_configs, strict=True):
             models.append(RtlSdrModel(config, self.sample_rate_hz, self.center_freq_hz, np.random.default_rng(seq)))
             writers.append(SigMFWriter(
                 out_dir / sensor_id,

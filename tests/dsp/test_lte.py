@@ -277,7 +277,7 @@ SCHEDULES = {
         12.5, 40.0, CARRIER_HZ, 50, rng, mean_rate_kbps=80.0
     ),
     "voice": lambda rng: lte.voice_call_bursts(12.5, 20.0, CARRIER_HZ, 25, rng),
-    "sms": lambda rng: lte.sms_bursts(12.5, CARRIER_HZ, 15, rng),
+    "sms": lambda rng: lte.sms_bursts(12.5, 3.0, CARRIER_HZ, 15, rng),
     "idle": lambda rng: lte.idle_update_bursts(12.5, 3600.0, CARRIER_HZ, 6, rng, period_s=600.0),
 }
 
@@ -322,9 +322,10 @@ def test_voice_call_sends_a_frame_every_20_ms_while_talking() -> None:
     assert 1 <= n_rb <= 3
     voice = [b for b in pusch if (b.params["start_rb"], b.params["n_rb"]) == (start_rb, n_rb)]
     gaps_ms = np.round(np.diff([b.t_start_s for b in voice]) / 1e-3).astype(int)
-    # Speech frames every 20 ms, SID every 160 ms, HARQ retransmissions 8 ms after.
+    # Speech frames on a 20 ms grid, SID every 160 ms, HARQ retransmissions 8, 16 ms after.
     assert np.mean(gaps_ms == 20) > 0.4
-    assert np.all(np.isin(gaps_ms % 20, [0, 8, 12]))
+    offsets_ms = np.round((np.array([b.t_start_s for b in voice]) - voice[0].t_start_s) / 1e-3)
+    assert np.all(np.isin(offsets_ms.astype(int) % 20, [0, 8, 16, 4]))
     assert np.max(gaps_ms) <= 160
     assert len(voice) > 400
 
@@ -337,5 +338,6 @@ def test_data_session_rate_and_idle_gaps() -> None:
     assert np.max(np.diff(starts)) > 0.3
     airtime = sum(b.duration_s for b in bursts if b.kind == "lte_pusch")
     assert 0.5 < airtime < 60.0
-    sms = lte.sms_bursts(0.0, CARRIER_HZ, 50, rng)
+    sms = lte.sms_bursts(0.0, 3.0, CARRIER_HZ, 50, rng)
+    assert lte.sms_bursts(0.0, 0.2, CARRIER_HZ, 50, rng)[-1].t_end_s <= 0.2 + 1e-9
     assert 0.5 < max(b.t_end_s for b in sms) < 2.5

@@ -26,7 +26,12 @@ from sdr.receiver import (
 
 RATE_HZ = 2.4e6
 CENTER_HZ = 902.4e6
-CLEAN = {"dc_offset_lsb": 0.0, "lo_leakage_dbm": -300.0, "iq_amplitude_db": 0.0, "iq_phase_deg": 0.0}
+CLEAN = {
+    "dc_offset_lsb": 0.0,
+    "lo_leakage_dbm": -300.0,
+    "iq_amplitude_db": 0.0,
+    "iq_phase_deg": 0.0,
+}
 
 
 def model(seed: int = 1, **config) -> RtlSdrModel:
@@ -35,7 +40,9 @@ def model(seed: int = 1, **config) -> RtlSdrModel:
 
 def tone(power_dbm: float, offset_hz: float, n: int, t0: int = 0) -> np.ndarray:
     t = np.arange(t0, t0 + n) / RATE_HZ
-    return (math.sqrt(10.0 ** (power_dbm / 10.0)) * np.exp(2j * np.pi * offset_hz * t)).astype(np.complex64)
+    return (math.sqrt(10.0 ** (power_dbm / 10.0)) * np.exp(2j * np.pi * offset_hz * t)).astype(
+        np.complex64
+    )
 
 
 def spectrum_db(samples: np.ndarray, n_fft: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +93,9 @@ def test_tone_level_follows_the_calibration_relation_and_the_gain_offset():
         levels[offset_db] = mean_power_dbfs(cu8_to_complex64(raw))
         expected = dbm_to_dbfs(power_dbm, gain_db, offset_db)
         assert levels[offset_db] == pytest.approx(expected, abs=0.2)
-        assert dbfs_to_dbm(levels[offset_db], gain_db, offset_db) == pytest.approx(power_dbm, abs=0.2)
+        assert dbfs_to_dbm(levels[offset_db], gain_db, offset_db) == pytest.approx(
+            power_dbm, abs=0.2
+        )
     assert levels[3.0] - levels[0.0] == pytest.approx(3.0, abs=0.1)
 
 
@@ -128,7 +137,9 @@ def test_iq_imbalance_leaves_an_image_at_the_image_rejection_level():
     at = {f: power_db[np.argmin(np.abs(freqs - f))] for f in (offset_hz, -offset_hz)}
     # The textbook figure for gain ratio g and phase error phi.
     g, phi = 10.0 ** (amplitude_db / 20.0), math.radians(phase_deg)
-    textbook_db = 10.0 * math.log10((1 + 2 * g * math.cos(phi) + g * g) / (1 - 2 * g * math.cos(phi) + g * g))
+    textbook_db = 10.0 * math.log10(
+        (1 + 2 * g * math.cos(phi) + g * g) / (1 - 2 * g * math.cos(phi) + g * g)
+    )
     assert image_rejection_db(amplitude_db, phase_deg) == pytest.approx(textbook_db, abs=0.01)
     assert at[offset_hz] - at[-offset_hz] == pytest.approx(textbook_db, abs=1.0)
     assert 30.0 < image_rejection_db(0.2, 1.0) < 45.0  # the defaults: a typical dongle
@@ -175,7 +186,9 @@ def test_a_dropped_transfer_takes_exactly_its_samples():
     # Transfers alternate between two levels: a drop that cut anywhere but a transfer
     # boundary would leave a 16 KiB chunk holding both.
     receiver = model(seed=3, drop_probability=0.3, **CLEAN, gain_db=49.6, dbfs_at_0db_gain_dbm=0.0)
-    amplitude = np.repeat(np.arange(40) % 2 * 0.5 + 0.25, SAMPLES_PER_TRANSFER)  # alternating levels
+    amplitude = np.repeat(
+        np.arange(40) % 2 * 0.5 + 0.25, SAMPLES_PER_TRANSFER
+    )  # alternating levels
     scale = 10.0 ** (-(49.6 - 0.0) / 20.0)
     raw, n_lost = receiver.process((amplitude * scale).astype(np.complex64), 0)
     kept = cu8_to_complex64(raw).real.reshape(-1, SAMPLES_PER_TRANSFER).mean(axis=1)

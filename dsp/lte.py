@@ -647,8 +647,24 @@ def _pusch_plan(burst: TxBurst, rng: np.random.Generator) -> OfdmPlan:
         is_empty = last & np.isin(sf, list(shortened))
         is_dmrs = (sym_in_sf % N_SYMBOLS_PER_SLOT) == 3
         rows = np.flatnonzero(~is_dmrs & ~is_empty)
-        data = qam_symbols(rng, (rows.size, n_sc), modulation)
-        place(chunk, rows, k_alloc, 1, np.fft.fft(data, axis=1, norm="ortho"), k_lo)
+        n_inband = min(k_hi, k_alloc + n_sc - 1) - max(k_lo, k_alloc) + 1
+        if 2 * n_inband >= n_sc:
+            data = qam_symbols(rng, (rows.size, n_sc), modulation)
+            place(chunk, rows, k_alloc, 1, np.fft.fft(data, axis=1, norm="ortho"), k_lo)
+        elif n_inband > 0 and rows.size:
+            # A receiver sees under half of the allocation: its DFT outputs are, to the
+            # central limit, independent unit-power complex Gaussians; draw just those
+            # and book the rest of the symbol at its expected energy (one per RE).
+            gauss = rng.standard_normal((rows.size, n_inband, 2), dtype=np.float32)
+            values = gauss.view(np.complex64)[..., 0] * np.float32(math.sqrt(0.5))
+            first = max(k_lo, k_alloc)
+            chunk.values[rows[:, None], (first - k_lo + np.arange(n_inband))[None, :]] = values
+            power = np.square(values.real) + np.square(values.imag)
+            inband = power.sum(axis=1, dtype=np.float64)
+            chunk.energy_inband[rows] += inband
+            chunk.energy_whole[rows] += inband + (n_sc - n_inband)
+        else:
+            chunk.energy_whole[rows] += n_sc
         rows = np.flatnonzero(is_dmrs)
         alpha = 2 * np.pi * rng.integers(0, 12, size=rows.size) / 12
         place(

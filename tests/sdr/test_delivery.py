@@ -17,17 +17,19 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
 from dsp.records import BandHealth, Detection, Heartbeat
+from dsp.wire import SenderStatus
 from sdr.sender import DetectionSender
 from service.detection_log import DetectionLog
-from service.ingest import IngestServer
+from service.ingest import DetectionStore, IngestServer
 from service.keys import create_keypair, load_allowed_keys, load_keypair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,19 +110,45 @@ def _read_lines(proc: subprocess.Popen[str], timeout_s: float) -> Iterator[str]:
             yield line.strip()
 
 
-def _stop(proc: subprocess.Popen[str], sig: int = signal.SIGTERM) -> str:
-    proc.send_signal(sig)
+def _stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM the process; returns the rest of its standard output."""
+    proc.send_signal(signal.SIGTERM)
     try:
-        _, err = proc.communicate(timeout=15)
+        out, _ = proc.communicate(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, err = proc.communicate()
-    return err
+        out, _ = proc.communicate()
+    return out
 
 
-def _serve_main(bind: str, log_path: str, server_secret: str, allowed_dir: str) -> None:
+class GatedStore:
+    """A DetectionLog that, once it has stored seq ``gate_seq``, does not return (so never acks).
+
+    This pins the worst moment for a crash: detections stored, ack not yet sent. Their
+    resend after the crash must be recognised as duplicates.
+    """
+
+    def __init__(self, log: DetectionLog, gate_seq: int, on_gate: Callable[[], None]) -> None:
+        self.log, self.gate_seq, self.on_gate = log, gate_seq, on_gate
+        self.release = threading.Event()
+
+    def store_detections(self, node_id: str, stream_id: str, detections: Sequence[Detection]) -> int:
+        n_new = self.log.store_detections(node_id, stream_id, detections)
+        if not self.release.is_set() and max(d.seq or 0 for d in detections) >= self.gate_seq:
+            self.on_gate()
+            self.release.wait(30)
+        return n_new
+
+    def store_heartbeat(self, node_id: str, heartbeat: Heartbeat, sender: SenderStatus) -> None:
+        self.log.store_heartbeat(node_id, heartbeat, sender)
+
+
+def _serve_main(bind: str, log_path: str, server_secret: str, allowed_dir: str, gate_seq: str) -> None:
     log = DetectionLog(log_path)
-    ingest = IngestServer(log, bind=bind, server_keys=load_keypair(server_secret),
+    store: DetectionStore = log
+    if int(gate_seq):
+        store = GatedStore(log, int(gate_seq), lambda: print("gated", flush=True))
+    ingest = IngestServer(store, bind=bind, server_keys=load_keypair(server_secret),
                           allowed_keys=load_allowed_keys(allowed_dir)).start()
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
@@ -128,7 +156,7 @@ def _serve_main(bind: str, log_path: str, server_secret: str, allowed_dir: str) 
     while not stopping:
         time.sleep(0.05)
     ingest.stop()
-    print(json.dumps(ingest.stats().__repr__()), flush=True)
+    print(json.dumps(asdict(ingest.stats())), flush=True)
 
 
 def _node_main(endpoint: str, outbox: str, server_public: str, node_secret: str, total: str, chunk: str,
@@ -175,54 +203,62 @@ def test_5000_detections_are_stored_exactly_once(tmp_path: Path, keys: Keys) -> 
 def test_service_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(tmp_path: Path, keys: Keys) -> None:
     log_path = tmp_path / "service.sqlite"
     args = (str(log_path), str(keys.server_secret), str(keys.allowed_dir))
-    service = _spawn("serve", "tcp://127.0.0.1:*", *args)
-    endpoint = next(_read_lines(service, 15))
+    service = _spawn("serve", "tcp://127.0.0.1:*", *args, "1000")  # hangs after storing seq 1000
+    lines = _read_lines(service, 15)
+    endpoint = next(lines)
     sender = new_sender(keys, endpoint, tmp_path / "outbox.sqlite").start()
-    total, acked_at_kill = 3000, -1
+    total = 3000
     try:
-        for i in range(0, total, 50):
+        for i in range(0, 1500, 50):
             sender.submit(make_detections(i, i + 50))
-            time.sleep(0.01)
-            if i == 1000:  # the service has stored part of the stream: kill it hard
-                acked_at_kill = sender.stats().n_acked
-                service.kill()
-                service.wait()
-            if i == 2000:  # same port, same database file
-                service = _spawn("serve", endpoint, *args)
-                assert next(_read_lines(service, 15)) == endpoint
+        assert next(lines) == "gated"  # seq 1000 stored, its ack never sent
+        service.kill()  # SIGKILL
+        service.wait()
+        in_flight_at_kill = sender.stats().n_in_flight
+        for i in range(1500, total, 50):  # the node keeps detecting while the service is down
+            sender.submit(make_detections(i, i + 50))
+        time.sleep(0.3)
+        service = _spawn("serve", endpoint, *args, "0")  # same port, same database file
+        assert next(_read_lines(service, 15)) == endpoint
         assert sender.flush(15.0), sender.stats()
         stats = sender.stats()
     finally:
         sender.close()
-        _stop(service)
-    assert 0 < acked_at_kill < total
-    assert stats.n_connects >= 2 and stats.n_acked == total
+        out = _stop(service)
+    restarted = json.loads(out.splitlines()[-1])
+    assert in_flight_at_kill > 0 and stats.n_resent > 0 and stats.n_connects >= 2
+    assert restarted["n_duplicates"] > 0  # the stored-but-unacked batch came again and was dropped
+    assert stats.n_acked == total
     assert_exactly_once(log_path, total)
 
 
 def test_node_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(tmp_path: Path, keys: Keys) -> None:
     log_path = tmp_path / "service.sqlite"
     log = DetectionLog(log_path)
-    ingest = start_ingest(keys, log)
+    gated = threading.Event()
+    store = GatedStore(log, 1000, gated.set)  # stores seq 1000, then holds its ack until the node is dead
+    ingest = IngestServer(store, bind="tcp://127.0.0.1:*", server_keys=load_keypair(keys.server_secret),
+                          allowed_keys=load_allowed_keys(keys.allowed_dir)).start()
     outbox = tmp_path / "outbox.sqlite"
     total = 3000
     node_args = (ingest.endpoint, str(outbox), str(keys.server_public), str(keys.node_secret), str(total), "50", "0.01")
     try:
         node = _spawn("node", *node_args)
-        for line in _read_lines(node, 15):
-            if line.startswith("submitted") and int(line.split()[1]) >= 1200:
-                node.kill()  # SIGKILL: no clean-up, mid-submit and mid-send
-                break
+        assert gated.wait(15)
+        node.kill()  # SIGKILL: no clean-up, mid-submit and mid-send
         node.wait()
-        stored_at_kill = log.count()
+        store.release.set()
         node = _spawn("node", *node_args)
         lines = list(_read_lines(node, 30))
         assert node.wait(15) == 0, lines
         resumed_at = int(lines[0].split()[1])
+        served = ingest.stats()
     finally:
+        store.release.set()
         ingest.stop()
         log.close()
-    assert 1200 <= resumed_at < total and 0 < stored_at_kill < total
+    assert 1000 <= resumed_at < total
+    assert served.n_duplicates > 0  # the restarted node resent what was stored but not acked
     assert_exactly_once(log_path, total)
 
 

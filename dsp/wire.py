@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -242,6 +242,22 @@ def encode_message(message: Message) -> bytes:
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
+def encode_detection_items(node_id: str, stream_id: str, items_json: Sequence[str]) -> bytes:
+    """A ``detections`` message from detections already in wire form (``Detection.to_json()``, seq set).
+
+    The node's outbox stores each detection's JSON once, validated when it was submitted;
+    splicing it into the envelope spares parsing and re-encoding every detection on every
+    (re)send. Same bytes on the wire as :func:`encode_message` of the parsed batch.
+    """
+    check_node_id(node_id)
+    check_stream_id(stream_id)
+    if not items_json or len(items_json) > MAX_BATCH_ITEMS:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH_ITEMS} detections, got {len(items_json)}")
+    head = json.dumps({"v": ENVELOPE_VERSION, "type": "detections", "node_id": node_id, "stream_id": stream_id},
+                      separators=(",", ":"))
+    return (head[:-1] + ',"items":[' + ",".join(items_json) + "]}").encode("utf-8")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -306,7 +322,7 @@ def _decode_error(obj: dict[str, Any]) -> ErrorReply:
     return ErrorReply(_short(obj["reason"]))
 
 
-_DECODERS = {"detections": _decode_batch, "heartbeat": _decode_heartbeat, "ack": _decode_ack, "error": _decode_error}
+_DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {"detections": _decode_batch, "heartbeat": _decode_heartbeat, "ack": _decode_ack, "error": _decode_error}
 
 
 def decode_message(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:

@@ -204,18 +204,10 @@ class Outbox:
     # -- sender side: read and forget -----------------------------------------------------
 
     def pending(self, limit: int, after_seq: int = 0) -> list[Detection]:
-        """Up to ``limit`` waiting detections with ``seq > after_seq``, oldest first.
-
-        A row that no longer parses (written by a different build) is removed, counted as
-        rejected and logged rather than blocking the queue forever.
-        """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, payload FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            ).fetchall()
+        """Up to ``limit`` waiting detections with ``seq > after_seq``, oldest first (parsed)."""
         out: list[Detection] = []
         unreadable: list[int] = []
-        for seq, payload in rows:
+        for seq, payload in self.pending_json(limit, after_seq):
             try:
                 out.append(Detection.from_json(payload))
             except InputError as exc:
@@ -224,6 +216,17 @@ class Outbox:
         if unreadable:
             self.forget(unreadable, rejected=True)
         return out
+
+    def pending_json(self, limit: int, after_seq: int = 0) -> list[tuple[int, str]]:
+        """``(seq, wire-form JSON)`` of up to ``limit`` waiting detections after ``after_seq``, oldest first.
+
+        What the sender splices into messages as is; a row the service cannot read comes
+        back as a rejected item and is forgotten then.
+        """
+        with self._lock:
+            return self._db.execute(
+                "SELECT seq, payload FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
 
     def forget(self, seqs: Iterable[int], *, rejected: bool = False) -> int:
         """Delete ``seqs`` (acked by the service, or refused for good); returns how many were waiting."""

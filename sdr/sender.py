@@ -48,12 +48,12 @@ from dsp.wire import (
     MAX_MESSAGE_BYTES,
     Ack,
     CurveKeyPair,
-    DetectionBatch,
     ErrorReply,
     HeartbeatMessage,
     SenderStatus,
     check_node_id,
     decode_message,
+    encode_detection_items,
     encode_message,
 )
 from sdr.outbox import DEFAULT_MAX_PENDING, Outbox, OutboxError, WhenFull
@@ -87,7 +87,7 @@ class SenderStats:
 
 @dataclass(slots=True)
 class _Batch:
-    detections: dict[int, Detection]  # seq -> detection, those still unacknowledged
+    items: dict[int, str]  # seq -> wire-form JSON, those still unacknowledged
     deadline_s: float  # monotonic time after which it is sent again
     n_attempts: int = 1  # sends since the last (re)connection: drives the backoff
 
@@ -464,12 +464,12 @@ class DetectionSender:
             if key is None:
                 continue
             batch = self._in_flight[key]
-            batch.detections.pop(seq, None)
-            if not batch.detections:
+            batch.items.pop(seq, None)
+            if not batch.items:
                 del self._in_flight[key]
 
-    def _send(self, detections: list[Detection]) -> bool:
-        payload = encode_message(DetectionBatch(self.node_id, self.outbox.stream_id, tuple(detections)))
+    def _send(self, items_json: list[str]) -> bool:
+        payload = encode_detection_items(self.node_id, self.outbox.stream_id, items_json)
         try:
             self._socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:  # no live connection, or its queue is full: try again later
@@ -483,23 +483,23 @@ class DetectionSender:
         for batch in self._in_flight.values():
             if batch.deadline_s > now:
                 continue
-            if not self._send(list(batch.detections.values())):
+            if not self._send(list(batch.items.values())):
                 return
             batch.n_attempts += 1
             batch.deadline_s = now + self._timeout_s(batch.n_attempts)
-            self._count("n_resent", len(batch.detections))
+            self._count("n_resent", len(batch.items))
 
     def _send_new(self, now: float) -> None:
         while len(self._in_flight) < self.max_in_flight and self.outbox.last_seq > self._cursor:
-            detections = self.outbox.pending(self.batch_size, after_seq=self._cursor)
-            if not detections:
+            rows = self.outbox.pending_json(self.batch_size, after_seq=self._cursor)
+            if not rows:
                 self._cursor = self.outbox.last_seq
                 return
-            if not self._send(detections):
+            if not self._send([payload for _, payload in rows]):
                 return
-            seqs = [d.seq for d in detections if d.seq is not None]
+            seqs = [seq for seq, _ in rows]
             key = seqs[0]
-            self._in_flight[key] = _Batch(dict(zip(seqs, detections, strict=True)), now + self._timeout_s(1))
+            self._in_flight[key] = _Batch(dict(rows), now + self._timeout_s(1))
             for s in seqs:
                 self._batch_of[s] = key
             self._cursor = seqs[-1]

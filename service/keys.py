@@ -52,10 +52,10 @@ def _check_z85_key(key: bytes | None, path: Path, what: str) -> bytes:
 
 
 def _read_certificate(path: Path) -> tuple[bytes | None, bytes | None]:
+    if not path.is_file():
+        raise InputError(str(path), None, "no such key file")
     try:
         return zmq.auth.load_certificate(path)
-    except FileNotFoundError:
-        raise InputError(str(path), None, "no such key file") from None
     except OSError as exc:
         raise InputError(str(path), None, f"cannot read: {exc.strerror or exc}") from None
     except ValueError:

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -268,7 +268,7 @@ def test_heartbeats_reach_the_service_with_the_nodes_delivery_health(tmp_path: P
     sender = new_sender(keys, ingest.endpoint, tmp_path / "outbox.sqlite", max_outbox_bytes=48 * 1024)
     try:
         bad = make_detections(0, 1)[0]
-        assert sender.submit([Detection(**{**_as_kwargs(bad), "power_dbfs": float("-inf")})]) == []
+        assert sender.submit([replace(bad, power_dbfs=float("-inf"))]) == []
         lost = 0
         for i in range(0, 4000, 200):  # fills the capped outbox: SQLITE_FULL, reported, never raised
             lost += 200 - len(sender.submit(make_detections(i, i + 200)))
@@ -288,10 +288,6 @@ def test_heartbeats_reach_the_service_with_the_nodes_delivery_health(tmp_path: P
     assert got.sender.n_invalid == 1 == stats.n_invalid
     assert got.sender.n_write_failures == lost == stats.n_write_failures
     assert stats.n_heartbeats_sent == 1
-
-
-def _as_kwargs(d: Detection) -> dict[str, object]:
-    return {name: getattr(d, name) for name in d.__dataclass_fields__}
 
 
 def test_detections_wait_in_the_outbox_while_the_service_is_down(tmp_path: Path, keys: Keys) -> None:

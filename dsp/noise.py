@@ -13,7 +13,8 @@ IEEE Trans. Speech Audio Proc. 9(5), 2001) does the same job cheaply:
    ``window_s`` seconds, times an exact bias factor.
 
 The bias factor is analytic: with a rectangular window the FFT bins of white Gaussian
-noise are independent, so a cell summing ``g`` bins is Gamma(g) distributed, a sum of
+noise are independent, so a cell summing ``g`` bins is Gamma(g) distributed (a tapered
+window correlates neighbouring bins: ``g`` is then the moment-matched shape), a sum of
 ``n_sum`` cells is Gamma(n_sum·g), and the ``q`` quantile of the minimum of ``n_min`` of
 them is the ``1 - (1-q)^(1/n_min)`` quantile of that Gamma law (:func:`min_statistics_bias`).
 
@@ -34,10 +35,11 @@ from scipy import stats
 FloatArray = npt.NDArray[np.float32]
 
 
-def min_statistics_bias(dof: int, n_sum: int, n_min: int, quantile: float) -> float:
+def min_statistics_bias(dof: float, n_sum: int, n_min: int, quantile: float) -> float:
     """Mean of one cell divided by the ``quantile`` of group minima (see the module docstring).
 
-    ``dof``: independent complex bins in one cell (Gamma shape); ``n_sum``: cells summed
+    ``dof``: Gamma shape of one cell (its number of independent complex bins, or the
+    moment-matched equivalent when a window correlates the bins); ``n_sum``: cells summed
     before taking minima; ``n_min``: sums per minimum. The returned factor turns the
     observed quantile of minima into the mean noise power of *one* cell.
     """
@@ -72,7 +74,7 @@ class NoiseFloorTracker:
         update_frames: int = 1024,
     ) -> None:
         self.n_columns = int(n_columns)
-        self.dofs = np.asarray(dofs, dtype=np.int64).reshape(self.n_columns)
+        self.dofs = np.asarray(dofs, dtype=np.float64).reshape(self.n_columns)
         self.n_sum = int(n_sum)
         self.n_min = int(n_min)
         self.group_frames = self.n_sum * self.n_min
@@ -80,8 +82,8 @@ class NoiseFloorTracker:
         self.n_groups = max(1, int(math.ceil(window_frames / self.group_frames)))
         self.warmup_groups = max(1, int(math.ceil(warmup_frames / self.group_frames)))
         self.update_groups = max(1, int(round(update_frames / self.group_frames)))
-        bias = {int(d): min_statistics_bias(int(d), self.n_sum, self.n_min, self.quantile) for d in np.unique(self.dofs)}
-        self._bias = np.array([bias[int(d)] for d in self.dofs], dtype=np.float64)
+        bias = {float(d): min_statistics_bias(float(d), self.n_sum, self.n_min, self.quantile) for d in np.unique(self.dofs)}
+        self._bias = np.array([bias[float(d)] for d in self.dofs], dtype=np.float64)
         self._ring = np.zeros((self.n_columns, self.n_groups), dtype=np.float32)
         self._n_filled = 0
         self._next = 0

@@ -192,6 +192,7 @@ class DetectionSender:
         self._batch_of: dict[int, int] = {}  # seq -> first seq of its batch
         self._cursor = 0  # highest seq taken from the outbox this session
         self._connected = False
+        self._blocked = False  # the last send would have blocked
         self._heartbeat: Heartbeat | None = None
         self._heartbeat_lock = threading.Lock()
         self._throttle = _Throttle()
@@ -381,7 +382,8 @@ class DetectionSender:
         wait_s = max_wait_s
         if self._connected and self._in_flight:
             wait_s = min(wait_s, max(0.0, min(b.deadline_s for b in self._in_flight.values()) - now))
-        if self._connected and len(self._in_flight) < self.max_in_flight and self.outbox.last_seq > self._cursor:
+        if (self._connected and not self._blocked and len(self._in_flight) < self.max_in_flight
+                and self.outbox.last_seq > self._cursor):
             wait_s = 0.0  # more to send now
         ready = dict(self._poller.poll(int(wait_s * 1000)))
         if self._wake_r in ready:
@@ -472,8 +474,10 @@ class DetectionSender:
         payload = encode_detection_items(self.node_id, self.outbox.stream_id, items_json)
         try:
             self._socket.send(payload, zmq.NOBLOCK)
-        except zmq.Again:  # no live connection, or its queue is full: try again later
+        except zmq.Again:  # link just lost, or its queue is full: retry next round, without spinning
+            self._blocked = True
             return False
+        self._blocked = False
         return True
 
     def _timeout_s(self, n_attempts: int) -> float:

@@ -158,7 +158,9 @@ class IngestServer:
 
     ``server_keys`` is the service's CURVE pair, ``allowed_keys`` maps node id -> public
     key (see :func:`service.keys.load_allowed_keys`). ``sensors_by_node`` lists, per node,
-    the sensor ids its detections may carry (default: only its own node id).
+    the sensor ids its detections and heartbeats may carry (default: only its own node id);
+    a message naming another sensor is refused whole and stays in the node's outbox, so a
+    configuration mistake delays detections instead of losing them.
     """
 
     def __init__(

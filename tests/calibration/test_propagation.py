@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from calibration.propagation import PropagationModel, ShadowingField, fading_db
+from calibration.propagation import PropagationModel, ShadowingField, corridor_waypoints, fading_db
 from calibration.site import Site, load_site, parse_site
 from dsp.errors import InputError
 
@@ -308,3 +308,45 @@ def test_bad_propagation_table_names_the_key(table, field, problem):
     assert caught.value.field == field
     assert problem in caught.value.problem
     assert str(caught.value).startswith(f"site.toml: {field}: ")
+
+
+def _centroid_xyz(site: Site, place_id: str, height_m: float = 1.2) -> np.ndarray:
+    place = site.places[site.place_index(place_id)]
+    return np.array([*place.centroid, float(site.z_m(place.floor, height_m))])
+
+
+def test_corridor_route_replaces_a_row_of_partitions(demo_site_path):
+    # A cell 18 m down the corridor from a sensor: the straight line crosses six 12 dB
+    # partitions; the dominant path leaves through the 10 dB cell front and runs along
+    # the corridor. The model must take the route, with its walls and the bend loss.
+    demo = load_site(demo_site_path)
+    tx = _centroid_xyz(demo, "A-1-10")
+    sensor = demo.sensor_index("A1-S3")
+    straight = PropagationModel(corridor_paths=False).mean_path_loss_db(demo, tx, sensor, 900e6)[0]
+    routed = PropagationModel().mean_path_loss_db(demo, tx, sensor, 900e6)[0]
+    assert straight - routed > 40.0
+    rx = demo.sensor_xyz()[sensor]
+    route_m = np.linalg.norm(rx - tx)  # the route is a little longer than the straight line
+    assert routed >= fspl_db(route_m, 900e6) + 10.0 + 3.0 - 0.01  # front wall + bend at least
+    assert routed <= fspl_db(route_m * 1.3, 900e6) + 10.0 + 3.0 + 12.0  # at most one more wall
+
+
+def test_corridor_route_never_adds_loss_and_is_absent_without_corridors(demo_site_path):
+    demo = load_site(demo_site_path)
+    rng = np.random.default_rng(4)
+    cells = [c.id for c in demo.cells]
+    tx = np.array([_centroid_xyz(demo, cells[i]) for i in rng.integers(len(cells), size=200)])
+    sensors = rng.integers(len(demo.sensors), size=200)
+    routed = PropagationModel().mean_path_loss_db(demo, tx, sensors, 900e6)
+    straight = PropagationModel(corridor_paths=False).mean_path_loss_db(demo, tx, sensors, 900e6)
+    assert np.all(routed <= straight + 1e-9)
+    assert np.any(routed < straight - 10.0)
+    doc_zones = [dict(corridor(1), kind="hall")]  # the same geometry, but no zone of kind corridor
+    plain = parse_site({"name": "hall", "wings": [{"id": "A"}], "zones": doc_zones,
+                        "walls": [{"floor": 1, "points": [[10.0, -1.0], [10.0, 5.0]], "loss_db": 7.0}],
+                        "sensors": [{"id": "S1", "wing": "A", "floor": 1, "position": [2.0, 2.0], "height_m": 1.0}]}, source="hall.toml")
+    a = on_floor(plain, [1.0, 4.0, 9.0], y=8.0)  # outside the hall: a corridor would offer a route
+    b = on_floor(plain, [30.0, 30.0, 30.0])
+    assert np.all(np.isnan(corridor_waypoints(plain, a)))
+    assert np.allclose(PropagationModel().mean_path_loss_db(plain, a, b, 900e6),
+                       PropagationModel(corridor_paths=False).mean_path_loss_db(plain, a, b, 900e6))

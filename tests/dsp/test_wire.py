@@ -22,6 +22,7 @@ from dsp.wire import (
     SenderStatus,
     check_node_id,
     decode_message,
+    encode_detection_items,
     encode_message,
     expand_ranges,
     seq_ranges,
@@ -49,6 +50,16 @@ def test_detection_batch_round_trips_exactly() -> None:
     decoded = decode_message(encode_message(batch))
     assert decoded == batch
     assert isinstance(decoded, DetectionBatch) and decoded.seqs == (1, 2, 5)
+
+
+def test_spliced_items_give_the_same_bytes_as_encoding_the_batch() -> None:
+    batch = DetectionBatch("A1-S1", STREAM, tuple(detection(s, channel="ARFCN 12", flags=("dc",)) for s in (3, 4)))
+    spliced = encode_detection_items("A1-S1", STREAM, [d.to_json() for d in batch.detections])
+    assert spliced == encode_message(batch)
+    with pytest.raises(InputError):
+        encode_detection_items("../x", STREAM, [batch.detections[0].to_json()])
+    with pytest.raises(ValueError):
+        encode_detection_items("A1-S1", STREAM, [])
 
 
 def test_heartbeat_message_round_trips() -> None:

@@ -11,6 +11,7 @@ service and node processes that the kill tests start.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import selectors
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
+import zmq
 
 from dsp.records import BandHealth, Detection, Heartbeat
 from dsp.wire import SenderStatus
@@ -308,6 +310,33 @@ def test_detections_wait_in_the_outbox_while_the_service_is_down(tmp_path: Path,
         ingest.stop()
         log.close()
     assert_exactly_once(tmp_path / "service.sqlite", 300)
+
+
+def test_unacknowledged_batches_are_resent_with_backoff(tmp_path: Path) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)  # receives, never acknowledges
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    arrivals: list[float] = []
+    try:
+        with DetectionSender(f"tcp://127.0.0.1:{port}", NODE, tmp_path / "o.sqlite", insecure=True,
+                             ack_timeout_s=0.1, max_ack_timeout_s=10.0) as sender:
+            sender.submit(make_detections(0, 10))
+            end = time.monotonic() + 1.6
+            while time.monotonic() < end:
+                sender.pump(0.02)
+                while silent.poll(0):
+                    _, payload = silent.recv_multipart()
+                    arrivals.append(time.monotonic())
+                    assert json.loads(payload)["items"][0]["seq"] == 1  # the same batch each time
+            stats = sender.stats()
+    finally:
+        silent.close(linger=0)
+        ctx.term()
+    # sends at about 0, 0.1, 0.3, 0.7, 1.5 s: the gaps double (16 sends without backoff)
+    assert 4 <= len(arrivals) <= 6, arrivals
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert all(later > 1.5 * earlier for earlier, later in itertools.pairwise(gaps)), gaps
+    assert stats.n_sent == 10 and stats.n_resent == 10 * (len(arrivals) - 1) and stats.n_pending == 10
 
 
 if __name__ == "__main__":

@@ -89,10 +89,8 @@ def main() -> None:
             blocks.append(block)
         done.set()
         watcher.join()
-        import rtlsdr.librtlsdr
-
         info.update(
-            library=rtlsdr.librtlsdr.librtlsdr._name,
+            library=sys.modules["rtlsdr.librtlsdr"].librtlsdr._name,  # the package rebinds rtlsdr.librtlsdr
             device_class=None if device is None else f"{device.__module__}.{device.__qualname__}",
             states=states,
             stats=dataclasses.asdict(source.stats()),

@@ -105,8 +105,10 @@ class NoiseFloorTracker:
         self._carry = data[used:].copy()
         if n_groups == 0:
             return
-        block = data[:used].reshape(n_groups, self.n_min, self.n_sum, self.n_columns)
-        minima = block.sum(axis=2).min(axis=1)  # (n_groups, n_columns)
+        sums = data[0:used:self.n_sum].copy() if self.n_sum > 1 else data[:used]
+        for j in range(1, self.n_sum):
+            sums += data[j:used:self.n_sum]
+        minima = sums.reshape(n_groups, self.n_min, self.n_columns).min(axis=1)  # (n_groups, n_columns)
         # Write group by group in order, updating the estimate at the same group indices
         # whatever the batching (groups are few: a loop over them is cheap).
         start = 0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from service.commands import detect, evaluate, info, simulate
+from service.commands import demo, detect, evaluate, info, keys, simulate
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for module in (info, simulate, detect, evaluate):
+    for module in (info, simulate, detect, evaluate, keys, demo):
         module.register(sub)

@@ -1,0 +1,107 @@
+"""The cellwatch command line, run as a user runs it: real processes, exit status, stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdr.recording import SigMFWriter, write_raw_cu8
+from tests.conftest import DEMO_SITE, REPO
+
+CELLWATCH = shutil.which("cellwatch", path=str(Path(sys.executable).parent))
+
+
+def cellwatch(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:
+    assert CELLWATCH
+    result = subprocess.run([CELLWATCH, *map(str, args)], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}: {result.stderr}")
+    return result
+
+
+def _noise(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.05 * (rng.standard_normal(n) + 1j * rng.standard_normal(n))).astype(np.complex64)
+
+
+def test_info_on_a_sigmf_cu8_recording(tmp_path: Path) -> None:
+    with SigMFWriter(tmp_path / "rec", datatype="cu8", sample_rate_hz=2.4e6, center_freq_hz=902_400_000,
+                     t_start_s=1767648600.0, sensor_id="A1-S1") as writer:
+        writer.write(_noise(1_200_000))
+    out = cellwatch("info", tmp_path / "rec.sigmf-meta").stdout
+    assert "902.400000 MHz" in out and "2.4 MS/s" in out and "0.5 s" in out
+    data = json.loads(cellwatch("info", "--json", tmp_path / "rec.sigmf-data").stdout)
+    assert data["sample_rate_hz"] == 2.4e6 and data["center_freq_hz"] == 902_400_000
+    assert data["duration_s"] == pytest.approx(0.5)
+
+
+def test_info_on_a_raw_cu8_named_like_rtl_433(tmp_path: Path) -> None:
+    path = tmp_path / "g001_902.4M_2.4M.cu8"
+    write_raw_cu8(path, _noise(480_000))
+    data = json.loads(cellwatch("info", "--json", path).stdout)
+    assert data["sample_rate_hz"] == 2.4e6 and data["center_freq_hz"] == 902_400_000
+    assert data["duration_s"] == pytest.approx(0.2)
+    other = tmp_path / "capture.cu8"
+    write_raw_cu8(other, _noise(1_000_000))
+    data = json.loads(cellwatch("info", "--json", other, "--rate", "1M", "--freq", "837M").stdout)
+    assert data["sample_rate_hz"] == 1e6 and data["center_freq_hz"] == 837_000_000 and data["duration_s"] == pytest.approx(1.0)
+
+
+def test_truncated_or_malformed_recordings_exit_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "odd.cu8"
+    path.write_bytes(b"\x80" * 1001)  # an odd byte count: a cut I/Q pair
+    result = cellwatch("info", path, "--rate", "2.4M", "--freq", "902M", check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "odd.cu8" in result.stderr
+    meta = tmp_path / "bad.sigmf-meta"
+    meta.write_text("{not json")
+    (tmp_path / "bad.sigmf-data").write_bytes(b"\x80" * 100)
+    result = cellwatch("info", meta, check=False)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "bad.sigmf-meta" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_site_summary(tmp_path: Path) -> None:
+    data = json.loads(cellwatch("info", "--json", DEMO_SITE).stdout)
+    text = cellwatch("info", DEMO_SITE).stdout
+    assert "64 cells" in text and "12 sensors" in text
+    assert data  # the JSON summary parses
+
+
+def test_broken_site_exits_2_naming_the_field(tmp_path: Path) -> None:
+    text = DEMO_SITE.read_text(encoding="utf-8")
+    broken = text.replace('{ id = "A-1-03", wing = "A"', '{ id = "A-1-03", wing = "Q"', 1)
+    assert broken != text
+    path = tmp_path / "broken.toml"
+    path.write_text(broken, encoding="utf-8")
+    result = cellwatch("info", path, check=False)
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert len(line.splitlines()) == 1 and "broken.toml" in line and ".wing" in line and "'Q'" in line
+
+
+def test_simulate_detect_eval_chain(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    cellwatch("simulate", "--site", DEMO_SITE, "--scenario", REPO / "recordings/scenarios/gsm_call.toml",
+              "--out", out, "--duration", "1.0", "--seed", "2")
+    assert (out / "A1-S1.sigmf-meta").exists() and (out / "truth.jsonl").exists()
+    cellwatch("detect", out / "A1-S1.sigmf-meta", "--out", out / "det.jsonl")
+    lines = (out / "det.jsonl").read_text().splitlines()
+    assert len(lines) > 100  # ~217 bursts a second of a GSM call
+    assert {json.loads(x)["sensor_id"] for x in lines} == {"A1-S1"}
+    score = json.loads(cellwatch("eval", "detect", "--truth", out / "truth.jsonl", out / "det.jsonl", "--json").stdout)
+    assert score["probability_of_detection_above_floor"] > 0.9
+    assert score["n_false_alarms"] == 0
+
+
+def test_simulate_rejects_a_scenario_naming_an_unknown_cell(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[[phones]]\nid = "p"\ncell = "X-9-99"\n', encoding="utf-8")
+    result = cellwatch("simulate", "--site", DEMO_SITE, "--scenario", scenario, "--out", tmp_path / "o", check=False)
+    assert result.returncode == 2 and "phones[0].cell" in result.stderr and "s.toml" in result.stderr

@@ -589,6 +589,7 @@ class LiveSource(Source):
         self._overload_fraction = overload_fraction
 
         self._last_chunk_s = 0.0  # monotonic arrival of the last chunk (the stall watchdog)
+        self._produce_lock = threading.Lock()  # keeps chunks in order between producer and idle flush
         self._stopping = threading.Event()
         self._worker_done = threading.Event()
         self._worker_done.set()
@@ -717,7 +718,8 @@ class LiveSource(Source):
                     self._stream()
                 except (SourceError, OSError) as exc:
                     reason = str(exc)
-                self._enqueue_all(self._clock.flush())
+                with self._produce_lock:
+                    self._enqueue_all(self._clock.flush())
                 with self._device_lock:
                     self._connected = False
                     try:
@@ -743,13 +745,14 @@ class LiveSource(Source):
 
     def _deliver(self, raw: npt.NDArray[np.uint8], t_arrival_s: float) -> None:
         """One chunk of cu8 bytes from the radio (called by ``_stream``, in the worker thread)."""
-        self._last_chunk_s = t_arrival_s
-        before = self._clock.n_lost_samples
-        released = self._clock.push(raw, t_arrival_s)
-        lost = self._clock.n_lost_samples - before
-        if lost:
-            self._count(dropped=lost)
-        self._enqueue_all(released)
+        with self._produce_lock:
+            self._last_chunk_s = t_arrival_s
+            before = self._clock.n_lost_samples
+            released = self._clock.push(raw, t_arrival_s)
+            lost = self._clock.n_lost_samples - before
+            if lost:
+                self._count(dropped=lost)
+            self._enqueue_all(released)
 
     def _enqueue_all(self, chunks: list[StampedChunk]) -> None:
         for chunk in chunks:
@@ -772,7 +775,7 @@ class LiveSource(Source):
             except queue.Empty:
                 if self._worker_done.is_set() and self._queue.empty():
                     return None
-                self._check_stall()
+                self._check_quiet()
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
@@ -827,9 +830,17 @@ class LiveSource(Source):
             self._yielded_end = stop
         return blocks
 
-    def _check_stall(self) -> None:
-        """A radio that streams nothing without an error (a hung USB transfer) is restarted."""
+    def _check_quiet(self) -> None:
+        """Hand over held chunks when the radio goes quiet; restart a radio that stalled.
+
+        The clock holds chunks until later ones confirm their timing; with none coming
+        for ``hold_s`` they are released as they are. A radio that streams nothing for
+        ``stall_timeout_s`` without an error (a hung USB transfer) is treated as lost.
+        """
         silent_s = time.monotonic() - self._last_chunk_s
+        if silent_s > self._hold_s:
+            with self._produce_lock:
+                self._enqueue_all(self._clock.flush())
         if self._state == RUNNING and self._connected and silent_s > self._stall_timeout_s:
             logger.warning("source_stalled source=%s silent_s=%.1f", self._spec, silent_s)
             self._last_chunk_s = time.monotonic()  # once per stall timeout

@@ -141,29 +141,28 @@ class RtlTcpSource(LiveSource):
                     self._spec, TUNER_NAMES.get(tuner_type, tuner_type), n_gains, self._gain_applied_db)
 
     def _configure(self, tuner_type: int) -> None:
-        self._send(SET_SAMPLE_RATE, self._requested_rate_hz)
-        self._send(SET_FREQ, self._center_freq_hz)
+        """Send every setting in one write, so the server applies them together."""
+        commands = [(SET_SAMPLE_RATE, self._requested_rate_hz), (SET_FREQ, self._center_freq_hz)]
         if self._ppm_int:
-            self._send(SET_FREQ_CORRECTION, self._ppm_int)
+            commands.append((SET_FREQ_CORRECTION, self._ppm_int))
         if self._gain_requested_db is None:
-            self._send(SET_GAIN_MODE, 0)  # tuner AGC: only with allow_agc (a listening test)
+            commands.append((SET_GAIN_MODE, 0))  # tuner AGC: only with allow_agc (a listening test)
             self._gain_applied_db = None
         else:
             tenths = round(self._gain_requested_db * 10)
             steps = TUNER_GAINS_TENTHS_DB.get(tuner_type)
             if steps:
                 tenths = min(steps, key=lambda step: abs(step - tenths))
-            self._send(SET_GAIN_MODE, 1)
-            self._send(SET_GAIN, tenths)
+            commands += [(SET_GAIN_MODE, 1), (SET_GAIN, tenths)]
             self._gain_applied_db = tenths / 10
-        self._send(SET_AGC_MODE, 0)
-        self._send(SET_BIAS_TEE, int(self._bias_tee))
+        commands += [(SET_AGC_MODE, 0), (SET_BIAS_TEE, int(self._bias_tee))]
+        self._send(*commands)
 
-    def _send(self, command: int, parameter: int) -> None:
+    def _send(self, *commands: tuple[int, int]) -> None:
         sock = self._sock
         if sock is None:
             raise SourceError(self._spec, "not connected")
-        sock.sendall(encode_command(command, parameter))
+        sock.sendall(b"".join(encode_command(command, parameter) for command, parameter in commands))
 
     def _stream(self) -> None:
         sock = self._sock
@@ -205,7 +204,7 @@ class RtlTcpSource(LiveSource):
             sock.close()
 
     def _send_center_freq(self, center_freq_hz: int) -> None:
-        self._send(SET_FREQ, center_freq_hz)
+        self._send((SET_FREQ, center_freq_hz))
 
 
 def _recv_exact(sock: socket.socket, n_bytes: int) -> bytes | None:

@@ -5,7 +5,8 @@ and gain count, uint32 big-endian), then the raw cu8 stream, written ``chunk_byt
 time as rtl_tcp forwards librtlsdr's buffers; it reads 5-byte commands and records them
 (``commands``) so a test can assert what the client asked for. Serving continues where
 the previous connection stopped, so a reconnecting client sees a gap-free file split in
-two. ``realtime`` paces the bytes at the sample rate the client set (0x02);
+two. Streaming starts once the client has sent its settings (rtl_tcp itself starts at
+once; waiting makes the tests deterministic). ``realtime`` paces the bytes at the sample rate the client set (0x02);
 ``drop_after_bytes`` closes the first connection once that many bytes went out;
 ``lose_at_bytes``/``lose_bytes`` skip bytes of the file (their time passes) as a server
 whose dongle overflowed. After the end of the data the connection idles, like a dongle
@@ -33,7 +34,7 @@ class RtlTcpTestServer:
         n_gains: int = 29,
         magic: bytes = b"RTL0",
         realtime: bool = False,
-        chunk_bytes: int = 65_536,
+        chunk_bytes: int = 16_384,
         sample_rate_hz: int = 2_048_000,
         drop_after_bytes: int | None = None,
         lose_at_bytes: int | None = None,
@@ -140,6 +141,9 @@ class RtlTcpTestServer:
         try:
             conn.sendall(HEADER.pack(self.magic, self.tuner_type, self.n_gains))
             reader.start()
+            n_commands = len(self.commands)
+            while len(self.commands) == n_commands and not closed.is_set() and not self._stop.is_set():
+                time.sleep(0.001)  # stream once the client has sent its settings
             deadline = time.monotonic()
             while not self._stop.is_set() and not closed.is_set():
                 with self._lock:

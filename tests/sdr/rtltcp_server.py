@@ -139,9 +139,10 @@ class RtlTcpTestServer:
         closed = threading.Event()
         reader = threading.Thread(target=self._read_commands, args=(conn, closed), daemon=True)
         try:
+            with self._lock:
+                n_commands = len(self.commands)
             conn.sendall(HEADER.pack(self.magic, self.tuner_type, self.n_gains))
             reader.start()
-            n_commands = len(self.commands)
             while len(self.commands) == n_commands and not closed.is_set() and not self._stop.is_set():
                 time.sleep(0.001)  # stream once the client has sent its settings
             deadline = time.monotonic()

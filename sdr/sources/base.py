@@ -531,10 +531,17 @@ class LiveSource(Source):
     ``self._stopping`` is set or the radio is lost), ``_interrupt`` (make ``_stream``
     return, from any thread), ``_disconnect`` and ``_send_center_freq``.
 
+    Options: ``buffer_samples`` (one chunk and one block, a multiple of 256), ``queue_s``
+    (the bounded queue, in seconds of samples: beyond it chunks are dropped and counted),
+    ``hold_s`` and ``loss_threshold_s`` (:class:`LiveClock`; both are raised to suit the
+    transport's bursts), ``settle_s`` (see :meth:`tune`), ``stall_timeout_s`` (a radio
+    silent this long is restarted), ``backoff_s``/``max_backoff_s``, ``overload_fraction``.
+
     Reconnection: when ``_stream`` returns or raises without a ``close()``, the state goes
     ``"retrying"``, the outage is logged and counted, and ``_connect`` is retried with
     exponential backoff (``backoff_s`` doubling up to ``max_backoff_s``); the first block
-    after it carries the gap (from the wall clock) in ``n_dropped``.
+    after it carries the gap (from the wall clock) in ``n_dropped``. After ``close()``,
+    :meth:`read_block` still hands over what was queued, then returns None.
     """
 
     default_settle_s = 0.02
@@ -599,7 +606,6 @@ class LiveSource(Source):
         self._connected = False
         self._queue: queue.Queue[StampedChunk] = queue.Queue(self._queue_chunks)
         self._clock = self._new_clock()
-        self._enqueued_end = 0
         self._ready: collections.deque[IQBlock] = collections.deque()
         self._yielded_end = 0
         self._tunes: collections.deque[_Tune] = collections.deque()
@@ -664,7 +670,7 @@ class LiveSource(Source):
         self._stopping.clear()
         self._queue = queue.Queue(self._queue_chunks)
         self._clock = self._new_clock()
-        self._enqueued_end = self._yielded_end = 0
+        self._yielded_end = 0
         self._ready.clear()
         self._tunes.clear()
         self._block_freq_hz = self._center_freq_hz
@@ -758,11 +764,9 @@ class LiveSource(Source):
         for chunk in chunks:
             try:
                 self._queue.put_nowait(chunk)
-            except queue.Full:
+            except queue.Full:  # the next block's sample_index skips it: n_dropped says so
                 self._count(dropped=chunk.n_samples)
                 logger.debug("queue_full source=%s n_samples=%d", self._spec, chunk.n_samples)
-                continue
-            self._enqueued_end = chunk.sample_index + chunk.n_samples
 
     # -- consumer side --------------------------------------------------------------------------
 

@@ -171,7 +171,7 @@ class RtlTcpSource(LiveSource):
         n_bytes = 2 * self._buffer_samples
         while not self._stopping.is_set():
             chunk = np.empty(n_bytes, dtype=np.uint8)
-            view = memoryview(chunk)
+            view = chunk.data  # recv_into fills the array in place
             got = 0
             while got < n_bytes:
                 try:

@@ -8,7 +8,8 @@ after that is the real code path: ``rtlsdr.RtlSdr`` methods calling into the C l
 
 Usage: ``python driver.py CONFIG.json OUT.npz``. CONFIG holds ``repo``, ``spec``,
 ``options`` (keywords for ``open_source``), and when to stop: ``n_delivered`` samples,
-or ``idle_s`` without a block, or ``timeout_s``; ``consumer_sleep_s`` slows the consumer.
+or ``idle_s`` without a block, or ``timeout_s``; ``consumer_sleep_s`` slows the consumer;
+``tune`` (``after_blocks``, ``center_freq_hz``) retunes the running dongle.
 OUT holds the samples and per-block fields, plus ``info`` (JSON): the library pyrtlsdr
 loaded, the device class, the states seen, the source's stats and its log lines, or
 the error ``open_source`` raised.
@@ -82,6 +83,11 @@ def main() -> None:
                 device = type(source._device)
             if n_delivered is not None and delivered >= n_delivered:
                 break
+            tune = config.get("tune")
+            if tune and len(blocks) == tune["after_blocks"]:
+                t_tune = time.monotonic()
+                source.tune(tune["center_freq_hz"])
+                info["tune_s"] = time.monotonic() - t_tune
             if config.get("consumer_sleep_s"):
                 time.sleep(config["consumer_sleep_s"])
         source.close()

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.propagation import PropagationModel
 from calibration import geometry
+from calibration.propagation import PropagationModel
 from calibration.site import Site, load_site, parse_site
 from dsp.errors import InputError
 

@@ -9,8 +9,13 @@ IEEE Trans. Speech Audio Proc. 9(5), 2001) does the same job cheaply:
 2. the minimum of each group of ``n_min`` such sums is kept — one number per column per
    group, and it is noise whenever a single sum of the group is free of signal, which is
    why a GSM slot (1/8 duty) or an LTE subframe pattern hardly moves it;
-3. the floor is a quantile (default the median) of the group minima of the last
-   ``window_s`` seconds, times an exact bias factor.
+3. each minimum times an exact bias factor estimates the mean cell power; the floor is
+   a quantile (default the median) of these estimates over the last ``window_s``.
+
+Cells the detector has painted as bursts are left out of the minima, and the bias
+factor used is the one for the number of sums actually left in the group: every
+group's estimate then has the same median, so a channel busy half of the time (which
+would push plain minima up by ~1 dB) still reads its noise.
 
 The bias factor is analytic: with a rectangular window the FFT bins of white Gaussian
 noise are independent, so a cell summing ``g`` bins is Gamma(g) distributed (a tapered
@@ -61,6 +66,8 @@ class NoiseFloorTracker:
     sequence alone, never on how it was batched.
     """
 
+    MIN_CLEAN_FRACTION = 0.25  # of the window: below, a column is "all signal" (a level change)
+
     def __init__(
         self,
         n_columns: int,
@@ -82,33 +89,68 @@ class NoiseFloorTracker:
         self.n_groups = max(1, int(math.ceil(window_frames / self.group_frames)))
         self.warmup_groups = max(1, int(math.ceil(warmup_frames / self.group_frames)))
         self.update_groups = max(1, int(round(update_frames / self.group_frames)))
-        bias = {float(d): min_statistics_bias(float(d), self.n_sum, self.n_min, self.quantile) for d in np.unique(self.dofs)}
-        self._bias = np.array([bias[float(d)] for d in self.dofs], dtype=np.float64)
-        self._ring = np.zeros((self.n_columns, self.n_groups), dtype=np.float32)
+        # bias[n, c]: turns the minimum of n (of n_min) usable sums of column c into an
+        # estimate of the mean cell power whose ``quantile`` is that mean
+        self._bias = np.ones((self.n_min + 1, self.n_columns), dtype=np.float64)
+        for d in np.unique(self.dofs):
+            cols = self.dofs == d
+            for n in range(1, self.n_min + 1):
+                self._bias[n, cols] = min_statistics_bias(float(d), self.n_sum, n, self.quantile)
+        self._clean = np.full((self.n_columns, self.n_groups), np.inf, dtype=np.float32)
+        self._raw = np.zeros((self.n_columns, self.n_groups), dtype=np.float32)
         self._n_filled = 0
         self._next = 0
         self._since_update = 0
         self._carry = np.zeros((0, self.n_columns), dtype=np.float32)
+        self._carry_busy = np.zeros((0, self.n_columns), dtype=bool)
         self.floor: npt.NDArray[np.float64] | None = None
 
     @property
     def n_groups_seen(self) -> int:
         return self._n_filled
 
-    def push(self, cells: FloatArray) -> None:
-        """Consume ``(n_frames, n_columns)`` cell powers (not modified)."""
+    def push(self, cells: FloatArray, busy: npt.NDArray[np.bool_] | None = None) -> None:
+        """Consume ``(n_frames, n_columns)`` cell powers (not modified).
+
+        ``busy`` marks cells known to hold a signal (the detector's painted bursts):
+        they are left out of the minima, and each group's minimum is corrected for the
+        number of sums it was taken over, so a channel busy half of the time still reads
+        its noise. Groups with no free sum carry no clean estimate; when fewer than
+        ``MIN_CLEAN_FRACTION`` of the window has one, the column is all signal — a level
+        change (gain step, carrier switching on) that the floor must follow — and the
+        plain minima take over.
+        """
         if cells.shape[0] == 0:
             return
-        data = np.concatenate((self._carry, cells)) if self._carry.shape[0] else cells
+        if busy is None:
+            busy = np.zeros(cells.shape, dtype=bool)
+        if self._carry.shape[0]:
+            data = np.concatenate((self._carry, cells))
+            flags = np.concatenate((self._carry_busy, busy))
+        else:
+            data, flags = cells, busy
         n_groups = data.shape[0] // self.group_frames
         used = n_groups * self.group_frames
         self._carry = data[used:].copy()
+        self._carry_busy = flags[used:].copy()
         if n_groups == 0:
             return
-        sums = data[0:used:self.n_sum].copy() if self.n_sum > 1 else data[:used]
+        sums = data[0:used:self.n_sum].copy() if self.n_sum > 1 else data[:used].copy()
         for j in range(1, self.n_sum):
             sums += data[j:used:self.n_sum]
-        minima = sums.reshape(n_groups, self.n_min, self.n_columns).min(axis=1)  # (n_groups, n_columns)
+        sums = sums.reshape(n_groups, self.n_min, self.n_columns)
+        columns = np.arange(self.n_columns)
+        raw = (sums.min(axis=1) * self._bias[self.n_min, columns]).astype(np.float32)
+        if flags[:used].any():
+            taken = flags[0:used:self.n_sum].copy() if self.n_sum > 1 else flags[:used].copy()
+            for j in range(1, self.n_sum):
+                taken |= flags[j:used:self.n_sum]
+            taken = taken.reshape(n_groups, self.n_min, self.n_columns)
+            n_free = self.n_min - np.count_nonzero(taken, axis=1)
+            free_minima = np.where(taken, np.inf, sums).min(axis=1)  # inf: no free sum
+            clean = (free_minima * self._bias[n_free, columns]).astype(np.float32)
+        else:
+            clean = raw
         # Write group by group in order, updating the estimate at the same group indices
         # whatever the batching (groups are few: a loop over them is cheap).
         start = 0
@@ -117,7 +159,7 @@ class NoiseFloorTracker:
                 step = min(n_groups - start, self.warmup_groups - self._n_filled)
             else:
                 step = min(n_groups - start, self.update_groups - self._since_update)
-            self._write(minima[start : start + step])
+            self._write(clean[start : start + step], raw[start : start + step])
             start += step
             if self._n_filled < self.warmup_groups:
                 continue
@@ -128,20 +170,37 @@ class NoiseFloorTracker:
 
     def scale(self, factor: float) -> None:
         """Multiply the state by ``factor`` (a known receiver gain change, linear power)."""
-        self._ring *= np.float32(factor)
+        self._clean *= np.float32(factor)
+        self._raw *= np.float32(factor)
         self._carry = self._carry * np.float32(factor)
         if self.floor is not None:
             self.floor = self.floor * factor
 
-    def _write(self, minima: FloatArray) -> None:
-        n = minima.shape[0]
+    def _write(self, clean: FloatArray, raw: FloatArray) -> None:
+        n = clean.shape[0]
         idx = (self._next + np.arange(n)) % self.n_groups
-        self._ring[:, idx] = minima.T
+        self._clean[:, idx] = clean.T
+        self._raw[:, idx] = raw.T
         self._next = int((self._next + n) % self.n_groups)
         self._n_filled = min(self.n_groups, self._n_filled + n)
 
     def _estimate(self) -> None:
-        ring = self._ring[:, : self._n_filled] if self._n_filled < self.n_groups else self._ring
-        k = min(ring.shape[1] - 1, int(self.quantile * ring.shape[1]))
-        value = np.partition(ring, k, axis=1)[:, k].astype(np.float64)
-        self.floor = value * self._bias
+        """Quantile of the clean estimates; where painting left too few (a level change
+        paints everything), the quantile of the plain ones, and the clean ring restarts."""
+        n = self._n_filled
+        clean = self._clean[:, :n] if n < self.n_groups else self._clean
+        n_finite = np.isfinite(clean).sum(axis=1)
+        if np.all(n_finite == n):  # nothing painted in the window: one partial sort
+            k0 = min(n - 1, int(self.quantile * n))
+            value = np.partition(clean, k0, axis=1)[:, k0].astype(np.float64)
+        else:
+            ordered = np.sort(clean, axis=1)  # inf (no free sum) last
+            k = np.minimum((self.quantile * n_finite).astype(np.int64), np.maximum(n_finite - 1, 0))
+            value = np.take_along_axis(ordered, k[:, None], axis=1)[:, 0].astype(np.float64)
+        starved = n_finite < self.MIN_CLEAN_FRACTION * n
+        if starved.any():
+            raw = self._raw[:, :n] if n < self.n_groups else self._raw
+            kr = min(raw.shape[1] - 1, int(self.quantile * raw.shape[1]))
+            value[starved] = np.partition(raw[starved], kr, axis=1)[:, kr]
+            self._clean[starved] = np.inf  # old clean values are of the old level: forget them
+        self.floor = value

@@ -22,7 +22,8 @@ in the order the hardware applies them:
    centre spike does).
 3. **Gain** to digital full scale (``|x| = 1`` is 0 dBFS, :mod:`dsp.iq`):
    ``power_dbfs = power_dbm + gain_db + gain_offset_db - dbfs_at_0db_gain_dbm``
-   (:func:`dbm_to_dbfs`; :func:`dbfs_to_dbm` is the inverse the service uses).
+   (:func:`dbm_to_dbfs`; :func:`dbfs_to_dbm` is the inverse the service uses; both
+   live in :mod:`calibration.gain` and are re-exported here).
 4. **I/Q imbalance**: amplitude and phase mismatch split symmetrically between
    the rails, which leaves an image at ``-image_rejection_db`` (:func:`image_rejection_db`).
 5. **DC offset** of the ADC, in 8-bit LSBs, and the ADC's own noise.
@@ -60,6 +61,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from calibration.gain import DEFAULT_DBFS_AT_0DB_GAIN_DBM, dbfs_to_dbm, dbm_to_dbfs  # noqa: F401  (re-exported)
 from dsp.iq import CU8_SCALE, complex64_to_cu8
 
 # rtlsdr_get_tuner_gains() for an R820T/R820T2/R828D, in dB (librtlsdr tuner_r82xx.c).
@@ -74,7 +76,6 @@ LSB = 1.0 / CU8_SCALE  # one ADC step in full-scale units (|x| = 1 is 0 dBFS)
 # async buffers are 256 KiB, so a lost buffer is 32 consecutive units).
 SAMPLES_PER_TRANSFER = 16384 // 2
 THERMAL_NOISE_DBM_PER_HZ = 10.0 * math.log10(1.380649e-23 * 290.0 * 1e3)  # kT at 290 K: -173.98
-DEFAULT_DBFS_AT_0DB_GAIN_DBM = -15.0
 
 # Quantization noise of a complex sample: LSB**2 / 12 on each rail (uniform error model).
 QUANTIZATION_NOISE_DBFS = 10.0 * math.log10(2.0 * LSB**2 / 12.0)
@@ -147,34 +148,6 @@ class ReceiverConfig:
     def total_gain_db(self) -> float:
         """Gain actually applied: the tuner step plus this unit's offset."""
         return self.gain_db + self.gain_offset_db
-
-
-# ------------------------------------------------------------ calibration relation
-def dbm_to_dbfs(
-    power_dbm: npt.ArrayLike,
-    gain_db: float,
-    gain_offset_db: float = 0.0,
-    dbfs_at_0db_gain_dbm: float = DEFAULT_DBFS_AT_0DB_GAIN_DBM,
-) -> npt.NDArray[np.float64] | float:
-    """Digital level (dBFS) of a power at the antenna connector (dBm) at a gain setting."""
-    out = np.asarray(power_dbm, dtype=np.float64) + gain_db + gain_offset_db - dbfs_at_0db_gain_dbm
-    return float(out) if out.ndim == 0 else out
-
-
-def dbfs_to_dbm(
-    power_dbfs: npt.ArrayLike,
-    gain_db: float,
-    gain_offset_db: float = 0.0,
-    dbfs_at_0db_gain_dbm: float = DEFAULT_DBFS_AT_0DB_GAIN_DBM,
-) -> npt.NDArray[np.float64] | float:
-    """Power at the antenna connector (dBm) of a level read in dBFS: the service's calibration.
-
-    Nodes report dBFS with their gain setting (DESIGN.md); the service applies the
-    sensor's ``gain_offset_db`` and ``dbfs_at_0db_gain_dbm``, so a sensor can be
-    recalibrated without touching the node.
-    """
-    out = np.asarray(power_dbfs, dtype=np.float64) - gain_db - gain_offset_db + dbfs_at_0db_gain_dbm
-    return float(out) if out.ndim == 0 else out
 
 
 def thermal_noise_dbm(noise_figure_db: float, bandwidth_hz: float) -> float:

@@ -20,11 +20,12 @@ block by block with continuous phase.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from calibration.propagation import PropagationModel, ShadowingField, fading_db
 from calibration.site import Site
 from dsp import activity
 from dsp.errors import InputError
+from dsp.iq import cu8_to_complex64
+from dsp.records import IQBlock
 from dsp.waveform import TxBurst, render_burst
 from sdr.receiver import ReceiverConfig, RtlSdrModel, dbfs_to_dbm, noise_floor_dbfs
 from sdr.recording import SigMFWriter
@@ -171,6 +174,8 @@ class Simulation:
                 n = int(math.ceil(burst.duration_s * self.sample_rate_hz))
                 self.bursts.append(SimulatedBurst(burst, phone.id, placement, float(power) + burst.power_offset_db, start, n))
         self.bursts.sort(key=lambda b: (b.start_sample, b.phone_id))
+        self._burst_starts = [b.start_sample for b in self.bursts]
+        self._max_burst_samples = max((b.n_samples for b in self.bursts), default=0)
         self._draw_received_powers(fading_rng, phase_rng)
         self.interferers = [(spec, place(site, spec, placement_rng)) for spec in scenario.interferers]
         self._interferer_rx_dbm = self._interferer_powers()
@@ -282,13 +287,15 @@ class Simulation:
         }
 
     # ------------------------------------------------------------------ rendering
-    def _in_band(self, burst: TxBurst) -> bool:
+    def _in_band(self, burst: TxBurst, center_freq_hz: float | None = None) -> bool:
+        center = self.center_freq_hz if center_freq_hz is None else center_freq_hz
         half_band = self.sample_rate_hz / 2.0
-        offset = abs(burst.freq_hz - self.center_freq_hz)
+        offset = abs(burst.freq_hz - center)
         return offset - burst.bandwidth_hz / 2.0 < half_band
 
-    def _interferer_block(self, index: int, n0: int, n: int) -> np.ndarray | None:
+    def _interferer_block(self, index: int, n0: int, n: int, center_freq_hz: float | None = None) -> np.ndarray | None:
         """Unit-power samples of a continuous interferer for samples [n0, n0+n), continuous across blocks."""
+        center = self.center_freq_hz if center_freq_hz is None else center_freq_hz
         spec, _ = self.interferers[index]
         start = int(round(spec.start_s * self.sample_rate_hz))
         stop = self.n_samples if spec.duration_s is None else start + int(round(spec.duration_s * self.sample_rate_hz))
@@ -296,7 +303,7 @@ class Simulation:
         if lo >= hi:
             return None
         t = np.arange(lo, hi, dtype=np.float64) / self.sample_rate_hz
-        phase = 2.0 * np.pi * (spec.freq_hz - self.center_freq_hz) * t
+        phase = 2.0 * np.pi * (spec.freq_hz - center) * t
         if spec.kind == "fm":
             # a voice-like modulating signal: three tones of fixed amplitude, integrated analytically
             tones_hz = np.array([340.0, 1020.0, 2210.0])
@@ -306,6 +313,106 @@ class Simulation:
         out = np.zeros(n, dtype=np.complex64)
         out[lo - n0:hi - n0] = np.exp(1j * phase)
         return out
+
+    def _incident_blocks(self, positions: list[int], center_freq_hz: int, start_sample: int,
+                         rng: np.random.Generator, block_n: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(n0, field)`` block after block from ``start_sample`` to the end: the field (sqrt(mW))
+        at the sensors ``positions`` (indexes into :attr:`sensor_ids`), shape ``(len(positions), n)``.
+
+        Each in-band burst is rendered once, when its first sample is reached, in burst order
+        (so the draws from ``rng`` do not depend on ``block_n`` nor on which sensors are
+        rendered), and scaled for the selected sensors only. Bursts that ended before
+        ``start_sample`` are skipped without rendering.
+        """
+        sel = np.asarray(positions, dtype=int)
+        amplitudes_cache: dict[int, np.ndarray] = {}
+        waveforms: dict[int, np.ndarray] = {}
+        next_burst = bisect.bisect_left(self._burst_starts, start_sample - self._max_burst_samples)
+        active: list[int] = []
+        interferer_amplitudes = [
+            (np.sqrt(10.0 ** (self._interferer_rx_dbm[i][sel] / 10.0))
+             * np.exp(1j * self._interferer_phases[i][sel])).astype(np.complex64)
+            for i in range(len(self.interferers))
+        ]
+        for n0 in range(start_sample, self.n_samples, block_n):
+            n = min(block_n, self.n_samples - n0)
+            n1 = n0 + n
+            while next_burst < len(self.bursts) and self.bursts[next_burst].start_sample < n1:
+                item = self.bursts[next_burst]
+                if item.end_sample > start_sample and self._in_band(item.burst, center_freq_hz):
+                    active.append(next_burst)
+                next_burst += 1
+            incident = np.zeros((len(sel), n), dtype=np.complex64)
+            still_active = []
+            for index in active:
+                item = self.bursts[index]
+                if index not in waveforms:
+                    waveforms[index] = render_burst(item.burst, rng, self.sample_rate_hz, center_freq_hz)
+                    amplitudes_cache[index] = (np.sqrt(10.0 ** (item.rx_power_dbm[sel] / 10.0))
+                                               * np.exp(1j * item.phases[sel])).astype(np.complex64)
+                wave = waveforms[index]
+                lo, hi = max(n0, item.start_sample), min(n1, item.start_sample + wave.shape[0])
+                if lo < hi:
+                    incident[:, lo - n0:hi - n0] += amplitudes_cache[index][:, None] * wave[None, lo - item.start_sample:hi - item.start_sample]
+                if item.start_sample + wave.shape[0] > n1:
+                    still_active.append(index)
+                else:
+                    del waveforms[index], amplitudes_cache[index]
+            active = still_active
+            for i in range(len(self.interferers)):
+                wave = self._interferer_block(i, n0, n, center_freq_hz)
+                if wave is not None:
+                    incident += interferer_amplitudes[i][:, None] * wave[None, :]
+            yield n0, incident
+
+    def _render_seed(self) -> np.random.SeedSequence:
+        return np.random.SeedSequence(self.seed).spawn(8)[7]
+
+    def stream(self, sensor_id: str, *, start_s: float = 0.0, center_freq_hz: int | None = None,
+               gain_db: float | None = None, block_samples: int | None = None) -> Iterator[IQBlock]:
+        """One sensor's dongle output from ``start_s`` to the end, block by block, as :class:`IQBlock` s.
+
+        Renders every burst for this sensor only. With ``start_s = 0``, the scenario's
+        tuning and gain, the samples are exactly those :meth:`run` writes for the sensor
+        (same seed, same noise, same bursts; any ``block_samples``). Another start,
+        ``center_freq_hz`` or ``gain_db`` (a simulated dongle retuned, or set to another
+        gain step) is just as deterministic but draws its own noise and waveform data.
+        Blocks carry the scenario's time axis: ``t_start_s`` is ``start_epoch_s`` plus the
+        sample offset, ``sample_index`` the sample since the scenario start. Samples lost
+        to simulated USB drops (which :meth:`run`'s recording loses silently, as a host
+        would) are reported in ``n_dropped`` as if lost at the start of their block.
+        """
+        if sensor_id not in self.sensor_ids:
+            raise InputError(None, "sensor", f"unknown sensor {sensor_id!r}; simulated sensors: {', '.join(self.sensor_ids)}")
+        position = self.sensor_ids.index(sensor_id)
+        center = self.center_freq_hz if center_freq_hz is None else int(center_freq_hz)
+        start_sample = max(0, int(round(start_s * self.sample_rate_hz)))
+        config = self.receiver_configs[position]
+        if gain_db is not None:
+            config = replace(config, gain_db=gain_db)
+        if start_sample == 0 and center == self.center_freq_hz and config == self.receiver_configs[position]:
+            render_seq, receiver_seq = self._render_seed(), self._receiver_seeds[position]
+        else:  # a fresh, reproducible draw for this (sensor, start, tuning, gain)
+            key = (position, start_sample, center, int(round(config.gain_db * 10)))
+            render_seq = np.random.SeedSequence(self.seed, spawn_key=(100, *key))
+            receiver_seq = np.random.SeedSequence(self.seed, spawn_key=(101, *key))
+        model = RtlSdrModel(config, self.sample_rate_hz, center, np.random.default_rng(receiver_seq))
+        block_n = int(block_samples or BLOCK_DURATION_S * self.sample_rate_hz)
+        if block_n < 1:
+            raise InputError(None, "block_samples", "must be positive")
+        rng = np.random.default_rng(render_seq)
+        for n0, incident in self._incident_blocks([position], center, start_sample, rng, block_n):
+            raw, n_lost = model.process(incident[0], n0)
+            yield IQBlock(
+                samples=cu8_to_complex64(raw),
+                center_freq_hz=center,
+                sample_rate_hz=self.sample_rate_hz,
+                t_start_s=self.start_epoch_s + (n0 + n_lost) / self.sample_rate_hz,
+                sensor_id=sensor_id,
+                sample_index=n0 + n_lost,
+                gain_db=config.gain_db,
+                n_dropped=n_lost,
+            )
 
     def run(self, out_dir: Path, *, progress: Callable[[float], None] | None = None) -> SimulationResult:
         out_dir = Path(out_dir)
@@ -327,7 +434,7 @@ class Simulation:
             ))
         for writer in writers:
             writer.__enter__()
-        rng_render = np.random.default_rng(np.random.SeedSequence(self.seed).spawn(8)[7])
+        rng_render = np.random.default_rng(self._render_seed())
         try:
             self._render(models, writers, rng_render, progress)
         finally:
@@ -344,11 +451,6 @@ class Simulation:
     def _render(self, models: list[RtlSdrModel], writers: list[SigMFWriter], rng: np.random.Generator,
                 progress: Callable[[float], None] | None) -> None:
         block_n = int(BLOCK_DURATION_S * self.sample_rate_hz)
-        n_sensors = len(self.sensor_ids)
-        amplitudes_cache: dict[int, np.ndarray] = {}
-        waveforms: dict[int, np.ndarray] = {}
-        next_burst = 0
-        active: list[int] = []
         for item_index, item in enumerate(self.bursts):
             if self._in_band(item.burst):
                 for s, writer in enumerate(writers):
@@ -362,36 +464,10 @@ class Simulation:
                                "cellwatch:tx_power_dbm": round(item.tx_power_dbm, 2),
                                "cellwatch:burst_index": item_index},
                     )
-        for n0 in range(0, self.n_samples, block_n):
-            n = min(block_n, self.n_samples - n0)
-            n1 = n0 + n
-            while next_burst < len(self.bursts) and self.bursts[next_burst].start_sample < n1:
-                if self._in_band(self.bursts[next_burst].burst):
-                    active.append(next_burst)
-                next_burst += 1
-            incident = np.zeros((n_sensors, n), dtype=np.complex64)
-            still_active = []
-            for index in active:
-                item = self.bursts[index]
-                if index not in waveforms:
-                    waveforms[index] = render_burst(item.burst, rng, self.sample_rate_hz, self.center_freq_hz)
-                    amplitudes_cache[index] = (np.sqrt(10.0 ** (item.rx_power_dbm / 10.0)) * np.exp(1j * item.phases)).astype(np.complex64)
-                wave = waveforms[index]
-                lo, hi = max(n0, item.start_sample), min(n1, item.start_sample + wave.shape[0])
-                if lo < hi:
-                    incident[:, lo - n0:hi - n0] += amplitudes_cache[index][:, None] * wave[None, lo - item.start_sample:hi - item.start_sample]
-                if item.start_sample + wave.shape[0] > n1:
-                    still_active.append(index)
-                else:
-                    del waveforms[index], amplitudes_cache[index]
-            active = still_active
-            for i in range(len(self.interferers)):
-                wave = self._interferer_block(i, n0, n)
-                if wave is not None:
-                    amplitude = np.sqrt(10.0 ** (self._interferer_rx_dbm[i] / 10.0)) * np.exp(1j * self._interferer_phases[i])
-                    incident += amplitude.astype(np.complex64)[:, None] * wave[None, :]
-            for s in range(n_sensors):
+        positions = list(range(len(self.sensor_ids)))
+        for n0, incident in self._incident_blocks(positions, self.center_freq_hz, 0, rng, block_n):
+            for s in positions:
                 raw, _n_dropped = models[s].process(incident[s], n0)
                 writers[s].write_raw(raw.tobytes())
             if progress is not None:
-                progress(n / self.sample_rate_hz)
+                progress(incident.shape[1] / self.sample_rate_hz)

@@ -11,7 +11,9 @@ Kinds (:func:`open_source` parses the spec):
 
 * ``rtlsdr:SERIAL``, ``rtlsdr:N`` — a local dongle through pyrtlsdr (:mod:`sdr.sources.rtlsdr`);
 * ``rtl_tcp://HOST:PORT`` — a dongle behind the standard ``rtl_tcp`` server (:mod:`sdr.sources.rtltcp`);
-* ``replay:PATH`` — a SigMF or raw recording (:mod:`sdr.sources.replay`).
+* ``replay:PATH`` — a SigMF or raw recording (:mod:`sdr.sources.replay`);
+* ``sim:SITE:SENSOR``, ``sim:SITE:SCENARIO:SENSOR`` — one sensor of the simulated prison,
+  live (:mod:`sdr.sources.sim`).
 
 Live sources (the first two) share :class:`LiveSource`: a worker thread reads the radio's
 cu8 bytes into a bounded queue that this module owns (a full queue drops a chunk and counts
@@ -56,7 +58,7 @@ RUNNING: SourceState = "running"
 RETRYING: SourceState = "retrying"
 STOPPED: SourceState = "stopped"
 
-SOURCE_KINDS = ("rtlsdr", "rtl_tcp", "replay")
+SOURCE_KINDS = ("rtlsdr", "rtl_tcp", "replay", "sim")
 RTL_TCP_DEFAULT_PORT = 1234
 RTL_XTAL_HZ = 28_800_000
 # the RTL2832U resampler's ranges (librtlsdr refuses the rest)
@@ -883,26 +885,31 @@ class LiveSource(Source):
 class SourceSpec:
     """A parsed source spec: ``kind`` and where the radio or file is."""
 
-    kind: str  # "rtlsdr", "rtl_tcp" or "replay"
+    kind: str  # "rtlsdr", "rtl_tcp", "replay" or "sim"
     text: str  # as given
     serial: str | None = None  # rtlsdr
     index: int | None = None  # rtlsdr
     host: str | None = None  # rtl_tcp
     port: int | None = None  # rtl_tcp
     path: str | None = None  # replay
+    site: str | None = None  # sim: a bundled site name or a site file
+    scenario: str | None = None  # sim: a bundled scenario name or a scenario file (None: the site's own)
+    sensor: str | None = None  # sim: the simulated sensor's id
 
 
 _INDEX_RE = re.compile(r"^(0|[1-9]\d?)$")  # 0..99 without a leading zero; "00000001" is a serial
 
 
 def parse_source_spec(spec: str) -> SourceSpec:
-    """Parse ``rtlsdr:SERIAL``, ``rtlsdr:N``, ``rtl_tcp://HOST:PORT`` or ``replay:PATH``.
+    """Parse ``rtlsdr:SERIAL``, ``rtlsdr:N``, ``rtl_tcp://HOST:PORT``, ``replay:PATH`` or ``sim:SITE[:SCENARIO]:SENSOR``.
 
     ``rtlsdr:N`` with N a number 0-99 without leading zero is a device index (the order
     USB enumerated the dongles, which can change at a reboot: prefer serials); anything
     else is a serial, as are ``rtlsdr:serial=X`` and ``rtlsdr:index=N`` when ambiguous.
     A bare ``rtlsdr`` is index 0. rtl_tcp's port defaults to 1234; IPv6 hosts go in
-    brackets (``rtl_tcp://[::1]:1234``). Raises InputError (field ``source``).
+    brackets (``rtl_tcp://[::1]:1234``). ``sim`` names a site and a sensor, optionally a
+    scenario between them (bundled names or TOML files, no ``:`` in them; see
+    :mod:`sdr.sources.sim`). Raises InputError (field ``source``).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(None, "source", f"empty source; expected one of {_SPEC_FORMS}")
@@ -946,10 +953,15 @@ def parse_source_spec(spec: str) -> SourceSpec:
         if not rest:
             raise InputError(None, "source", f"{text!r}: give a recording after 'replay:' (replay:PATH)")
         return SourceSpec("replay", text, path=rest)
+    if kind == "sim":
+        parts = rest.split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            raise InputError(None, "source", f"{text!r}: expected sim:SITE:SENSOR or sim:SITE:SCENARIO:SENSOR")
+        return SourceSpec("sim", text, site=parts[0], scenario=parts[1] if len(parts) == 3 else None, sensor=parts[-1])
     raise InputError(None, "source", f"{text!r}: unknown source kind {kind!r}; expected one of {_SPEC_FORMS}")
 
 
-_SPEC_FORMS = "rtlsdr:SERIAL, rtlsdr:INDEX, rtl_tcp://HOST:PORT, replay:PATH"
+_SPEC_FORMS = "rtlsdr:SERIAL, rtlsdr:INDEX, rtl_tcp://HOST:PORT, replay:PATH, sim:SITE[:SCENARIO]:SENSOR"
 
 
 def create_source(
@@ -967,7 +979,9 @@ def create_source(
     ``options`` go to the kind's class: live sources take ``allow_agc``, ``bias_tee``
     (rtlsdr, rtl_tcp), ``settle_s``, ``queue_s``, ``buffer_samples``, ``backoff_s`` ...;
     replay takes ``realtime``, ``loop``, ``timestamps`` ("recording" or "now"),
-    ``block_samples``. For replay, ``sample_rate_hz`` and ``center_freq_hz`` only fill
+    ``block_samples``; sim takes ``seed``, ``realtime``, ``loop``, ``timestamps`` ("now" or
+    "scenario"), ``start_utc``, ``start_s``, ``duration_s``, ``settle_s``, ``block_samples``,
+    ``max_lag_s``. For replay, ``sample_rate_hz`` and ``center_freq_hz`` only fill
     in what a raw file does not say, and ``gain_db`` is refused (a recording's gain was
     set when it was made).
     """
@@ -1003,6 +1017,14 @@ def _create(
         assert parsed.host is not None and parsed.port is not None
         return RtlTcpSource(
             parsed.host, parsed.port, spec=parsed.text, sensor_id=sensor_id,
+            sample_rate_hz=sample_rate_hz, center_freq_hz=center_freq_hz, gain_db=gain_db, ppm=ppm, **options,
+        )
+    if parsed.kind == "sim":
+        from sdr.sources.sim import SimSource
+
+        assert parsed.site is not None and parsed.sensor is not None
+        return SimSource(
+            parsed.site, parsed.sensor, scenario=parsed.scenario, spec=parsed.text, sensor_id=sensor_id,
             sample_rate_hz=sample_rate_hz, center_freq_hz=center_freq_hz, gain_db=gain_db, ppm=ppm, **options,
         )
     from sdr.sources.replay import ReplaySource

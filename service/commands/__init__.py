@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from service.commands import demo, detect, evaluate, info, keys, simulate
+from service.commands import (
+    audit,
+    demo,
+    detect,
+    evaluate,
+    info,
+    keys,
+    locate,
+    node,
+    serve,
+    simulate,
+    users,
+)
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for module in (info, simulate, detect, evaluate, keys, demo):
+    for module in (info, simulate, detect, locate, evaluate, keys, demo, serve, users, audit, node):
         module.register(sub)

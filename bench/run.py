@@ -1,0 +1,126 @@
+"""``python -m bench.run [--quick] [--only NAME...]``: run the detector benchmarks, print a summary.
+
+Each benchmark writes its JSON and PNG into ``--out`` (default ``bench/results/``);
+this entry point adds ``summary.json`` (merged with the sections of earlier runs that
+were not re-run) and prints one compact table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import RESULTS_DIR, write_json
+
+log = logging.getLogger(__name__)
+
+BENCHMARKS = ("sensitivity", "false_alarms", "throughput")
+
+
+def _runner(name: str) -> Callable[..., dict[str, Any]]:
+    if name == "sensitivity":
+        from bench import detect_sensitivity
+
+        return detect_sensitivity.run
+    if name == "false_alarms":
+        from bench import detect_false_alarms
+
+        return detect_false_alarms.run
+    from bench import detect_throughput
+
+    return detect_throughput.run
+
+
+def summarize(name: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The few figures of one benchmark that go into ``summary.json``."""
+    head = {"mode": result["mode"], "created_utc": result["created_utc"]}
+    if name == "sensitivity":
+        return {**head, "waveforms": {
+            w: {"gap_db_at_pd90": e.get("gap_db_at_pd90"),
+                "snr_db_at_pd90": e.get("snr_db_at_pd90"),
+                "theory_snr_db_at_pd90": e["theory_snr_db_at_pd90"],
+                "rtl_sdr_gap_db_at_pd90": e.get("rtl_sdr", {}).get("gap_db_at_pd90")}
+            for w, e in result["waveforms"].items()}}
+    if name == "false_alarms":
+        return {**head, "hours": result["observed_s"] / 3600.0, "n_false_alarms": result["n_false_alarms"],
+                "false_alarms_per_hour": result["false_alarms_per_hour"],
+                "false_alarms_per_hour_ci95": result["false_alarms_per_hour_ci95"],
+                "observed_pfa_at_configured": result["per_test_pfa"]["observed_pfa_at_configured"],
+                "configured_pfa": result["per_test_pfa"]["configured_pfa"]}
+    return {**head, "real_time_factor": result["pipeline"]["real_time_factor"],
+            "idle_real_time_factor": result["idle_band"]["real_time_factor"],
+            "detections_per_s": result["pipeline"]["detections_per_s"],
+            "fraction_of_bare_fft_power": result["fraction_of_bare_fft_power"],
+            "bare_fft_power_msps": result["bare_fft_power"]["best_msps"],
+            "peak_traced_mb": result["memory"]["peak_traced_mb"]}
+
+
+def _gap(value: float | None) -> str:
+    return "  n/a " if value is None else f"{value:+5.2f}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = []
+    sens = summary.get("sensitivity")
+    if sens:
+        lines.append(f"Sensitivity ({sens['mode']}): SNR gap to the ideal energy detector at Pd 0.9 (goal <= 1.5 dB)")
+        lines.append(f"  {'waveform':<16} {'gap dB':>7} {'RTL gap':>8} {'Pd0.9 at':>9} {'theory':>7}")
+        for w, e in sens["waveforms"].items():
+            at = "   n/a" if e["snr_db_at_pd90"] is None else f"{e['snr_db_at_pd90']:6.2f}"
+            lines.append(f"  {w:<16} {_gap(e['gap_db_at_pd90']):>7} {_gap(e['rtl_sdr_gap_db_at_pd90']):>8} "
+                         f"{at:>9} {e['theory_snr_db_at_pd90']:7.2f}")
+    fa = summary.get("false_alarms")
+    if fa:
+        lo, hi = fa["false_alarms_per_hour_ci95"] or (float("nan"), float("nan"))
+        lines.append(f"False alarms ({fa['mode']}): {fa['n_false_alarms']} in {fa['hours']:.3f} h = "
+                     f"{fa['false_alarms_per_hour']:.2f}/h (95 % {lo:.2f}-{hi:.2f}; goal < 1/h); per-test Pfa "
+                     f"observed {fa['observed_pfa_at_configured']:.2g} vs configured {fa['configured_pfa']:.2g}")
+    tp = summary.get("throughput")
+    if tp:
+        lines.append(f"Throughput ({tp['mode']}): {tp['real_time_factor']:.1f}x real time on one core with "
+                     f"{tp['detections_per_s']:.0f} detections/s ({tp['idle_real_time_factor']:.1f}x idle; goal >= 40x), "
+                     f"{100 * tp['fraction_of_bare_fft_power']:.0f} % of bare FFT+power "
+                     f"({tp['bare_fft_power_msps']:.0f} MS/s); peak traced memory {tp['peak_traced_mb']:.1f} MB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny versions (seconds): a smoke test, not figures")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=[*BENCHMARKS, "false-alarms"],
+                        help=f"run only these ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder (default bench/results)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    names = [n.replace("-", "_") for n in (args.only or BENCHMARKS)]
+    summary_path = args.out / "summary.json"
+    summary: dict[str, Any] = {}
+    if summary_path.exists():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError:
+            log.warning("summary unreadable, rewriting path=%s", summary_path)
+    for name in BENCHMARKS:
+        if name not in names:
+            continue
+        started = time.perf_counter()
+        log.info("benchmark start name=%s quick=%s", name, args.quick)
+        result = _runner(name)(out_dir=args.out, quick=args.quick, seed=args.seed)
+        summary[name] = summarize(name, result)
+        summary[name]["wall_s"] = time.perf_counter() - started
+        log.info("benchmark done name=%s wall_s=%.1f", name, summary[name]["wall_s"])
+        write_json(summary_path, summary)
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

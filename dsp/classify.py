@@ -1,0 +1,316 @@
+"""Which technology sent a burst, and which bursts belong to one phone's session.
+
+What an energy detector can see of a burst is its duration, its occupied bandwidth,
+the shape of its spectrum, whether it carries GMSK's spectral lines, and when it comes
+back. The evidence, strongest first:
+
+* **GMSK lines** (:func:`dsp.detector.gmsk_line_frequencies`): the square of a GMSK
+  burst holds two spectral lines R_b apart (TS 45.004 §2); SC-FDMA and noise do not.
+  A line ratio ≥ 15 is a GSM burst (measured: GSM median 20 at 10 dB SNR, ≥ 15.7 at
+  15 dB; LTE PUSCH and PUCCH ≤ 12.5 at any SNR).
+* **UMTS** (TS 25.101): a 3.84 Mchip/s carrier is continuous and ~4.7 MHz wide, wider
+  than an RTL-SDR's 2.4 MHz: it fills the receiver band for tens of milliseconds or more.
+* **GSM by shape and timing**: a normal burst is 546 µs × ~250 kHz (99 %) with a
+  bell-shaped spectrum (TS 45.002 §5.2.3); an access burst 321 µs. A phone in a call
+  comes back every TDMA frame (4.615 ms, TS 45.002 §4.3) in the same timeslot, so a
+  burst whose start falls on an existing GSM session's frame grid is GSM.
+* **LTE** (TS 36.211): whole subframes (1 ms) or slots (0.5 ms, PUCCH), the 71 µs SRS
+  symbol, PRACH (0.9 ms × 1.08 MHz); bandwidths are multiples of 180 kHz and SC-FDMA
+  spectra are flat-topped.
+
+LTE and 5G NR uplinks cannot be told apart by energy alone: NR's CP-OFDM/DFT-s-OFDM
+with 15 kHz subcarriers, slots of 1 ms and PRBs of 180 kHz look exactly like LTE to a
+power detector. Both are therefore labelled ``lte`` unless the operator declares bands
+that carry only NR (``nr_ranges_hz``, e.g. a band an operator refarmed to NR); this
+module never claims ``nr`` from the signal itself.
+
+:class:`SessionTracker` does the streaming part: it classifies each burst (using the
+GSM frame-grid evidence it accumulates) and assigns ``session_id``s — GSM by channel
+(ARFCN) and timeslot phase, following frequency hopping; LTE by overlapping allocation
+within a short gap — with bounded state (sessions expire).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from dsp.detector import Burst
+from dsp.errors import InputError
+from dsp.gsm import TDMA_FRAME_S, arfcn_for_uplink_freq_hz
+from dsp.records import Detection
+
+GSM = "gsm"
+LTE = "lte"
+NR = "nr"
+UMTS = "umts"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierConfig:
+    """Thresholds of :func:`classify` (defaults measured on the simulator's waveforms)."""
+
+    gmsk_line_ratio: float = 15.0  # line ratio that proves GMSK (LTE, PUCCH included, stays below 12.5)
+    gmsk_visible_snr_db: float = 13.0  # above this SNR a GSM burst shows its lines ...
+    gmsk_absent_ratio: float = 9.0  # ... so a ratio below this there is not GSM
+    gsm_bandwidth_hz: tuple[float, float] = (130e3, 420e3)  # 99 % band of a GMSK burst (wider when weak)
+    gsm_duration_s: tuple[float, float] = (0.26e-3, 0.75e-3)  # access .. normal burst, edges ±100 µs when weak
+    gsm_grid_max_bandwidth_hz: float = 500e3  # on a session's frame grid, this much is still GSM
+    gsm_grid_max_duration_s: float = 0.8e-3
+    slot_duration_s: tuple[float, float] = (0.47e-3, 0.527e-3)  # an LTE slot, between access and normal bursts
+    slot_timing_snr_db: float = 3.0  # edges good to ~20 µs from here up
+    gsm_max_flatness: float = 0.58  # GMSK is bell-shaped, SC-FDMA flat (measured medians .47 / .70)
+    lte_min_bandwidth_hz: float = 150e3
+    lte_min_duration_s: float = 0.4e-3  # a PUCCH slot is 0.5 ms
+    srs_max_duration_s: float = 0.12e-3  # one SC-FDMA symbol is 71.4 µs
+    srs_min_bandwidth_hz: float = 600e3  # 4 RB at least (TS 36.211 §5.5.3.2)
+    umts_min_duration_s: float = 20e-3
+    umts_band_fraction: float = 0.8  # of min(receiver band, 3.84 MHz)
+    nr_ranges_hz: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        for i, (low, high) in enumerate(self.nr_ranges_hz):
+            if not low < high:
+                raise InputError(None, f"classifier.nr_ranges_hz[{i}]", "needs low < high")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A technology and why (an explicit reason, as rtl_433 detectors give)."""
+
+    tech: str
+    reason: str
+
+
+def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = ClassifierConfig(),
+             *, on_gsm_grid: bool = False) -> Verdict:
+    """Technology of one burst from its measurements (module docstring).
+
+    ``on_gsm_grid``: the burst starts on the TDMA frame grid of an active GSM session
+    on its channel (:class:`SessionTracker` knows). ``sample_rate_hz`` is the
+    receiver's, to tell a band-filling UMTS carrier.
+    """
+    cfg = config
+    umts_band = cfg.umts_band_fraction * min(sample_rate_hz, 3.84e6)
+    if burst.bandwidth_hz >= umts_band and burst.duration_s >= cfg.umts_min_duration_s:
+        return Verdict(UMTS, "fills the band continuously")
+    if burst.gmsk_line_ratio >= cfg.gmsk_line_ratio:
+        return Verdict(GSM, "GMSK spectral lines")
+    lo_bw, hi_bw = cfg.gsm_bandwidth_hz
+    lo_t, hi_t = cfg.gsm_duration_s
+    gsm_sized = lo_bw <= burst.bandwidth_hz <= hi_bw and lo_t <= burst.duration_s <= hi_t
+    gsm_sized |= on_gsm_grid and burst.bandwidth_hz <= cfg.gsm_grid_max_bandwidth_hz and (
+        lo_t <= burst.duration_s <= cfg.gsm_grid_max_duration_s)
+    lines_expected = burst.snr_db >= cfg.gmsk_visible_snr_db and burst.duration_s >= 0.25e-3
+    if gsm_sized:
+        if lines_expected and burst.gmsk_line_ratio < cfg.gmsk_absent_ratio:
+            return _lte_or_nr(burst, cfg, "GSM-sized but no GMSK lines at this SNR")
+        if on_gsm_grid:
+            return Verdict(GSM, "on a GSM session's TDMA frame grid")
+        lo_slot, hi_slot = cfg.slot_duration_s
+        if burst.snr_db >= cfg.slot_timing_snr_db and lo_slot <= burst.duration_s <= hi_slot:
+            return _lte_or_nr(burst, cfg, "one 0.5 ms slot (PUCCH), not a 546 µs GSM burst")
+        if burst.flatness <= cfg.gsm_max_flatness:
+            return Verdict(GSM, "GSM-sized, bell-shaped spectrum")
+        return _lte_or_nr(burst, cfg, "GSM-sized, flat-topped spectrum")
+    if burst.duration_s <= cfg.srs_max_duration_s:
+        if burst.bandwidth_hz >= cfg.srs_min_bandwidth_hz:
+            return _lte_or_nr(burst, cfg, "one wide SC-FDMA symbol (SRS)")
+        return Verdict(UNKNOWN, "too short and narrow for any uplink burst")
+    if burst.bandwidth_hz >= cfg.lte_min_bandwidth_hz and burst.duration_s >= cfg.lte_min_duration_s:
+        return _lte_or_nr(burst, cfg, "slot/subframe-sized allocation")
+    return Verdict(UNKNOWN, "matches no uplink burst format")
+
+
+def _lte_or_nr(burst: Burst, cfg: ClassifierConfig, reason: str) -> Verdict:
+    for low, high in cfg.nr_ranges_hz:
+        if low <= burst.freq_hz <= high:
+            return Verdict(NR, reason + " in a band declared NR-only")
+    return Verdict(LTE, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledBurst:
+    """A burst with its technology, session and channel."""
+
+    burst: Burst
+    tech: str
+    reason: str
+    session_id: str
+    channel: str | None
+
+    def to_detection(self, sensor_id: str, *, seq: int | None = None, rssi_dbm: float | None = None) -> Detection:
+        return self.burst.to_detection(sensor_id, self.tech, session_id=self.session_id, seq=seq,
+                                       rssi_dbm=rssi_dbm, channel=self.channel)
+
+
+@dataclass
+class _Session:
+    session_id: str
+    tech: str
+    freq_lo_hz: float
+    freq_hi_hz: float
+    last_start_s: float
+    last_end_s: float
+    channels: set[int | None] = field(default_factory=set)
+    n_bursts: int = 0
+    phase_s: float = 0.0  # GSM: the session's start phase in the TDMA frame (smoothed)
+    confirmed: bool = False  # GSM: seen with GMSK lines or bursts 1-3 frames apart
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """How bursts are grouped into sessions."""
+
+    gsm_phase_tolerance_s: float = 80e-6  # timing advance changes slowly; weak bursts' edges wander
+    gsm_expire_s: float = 2.0  # DTX leaves a SACCH burst every 480 ms: 2 s of silence ends a call
+    gsm_hop_window_s: float = 0.1  # a hopping call changes ARFCN every frame
+    lte_gap_s: float = 1.0  # an LTE phone's bursts closer than this on overlapping RBs
+    lte_freq_tolerance_hz: float = 100e3
+    other_gap_s: float = 1.0
+    max_sessions: int = 256  # oldest expire first beyond this
+
+
+class SessionTracker:
+    """Streaming classification and session grouping of a detector's bursts.
+
+    ``update(bursts)`` labels bursts in the order given (the detector's order of
+    completion is fine: GSM bursts of a call arrive in time order). State is bounded:
+    sessions idle for their expiry time, or beyond ``max_sessions``, are forgotten.
+    Session ids are ``"<prefix><n>"``, unique for the tracker's life.
+    """
+
+    def __init__(self, sample_rate_hz: float, classifier: ClassifierConfig = ClassifierConfig(),
+                 config: SessionConfig = SessionConfig(), prefix: str = "s") -> None:
+        self.sample_rate_hz = float(sample_rate_hz)
+        self.classifier = classifier
+        self.config = config
+        self.prefix = prefix
+        self._sessions: list[_Session] = []
+        self._ids = itertools.count(1)
+
+    @property
+    def n_active(self) -> int:
+        return len(self._sessions)
+
+    def update(self, bursts: Iterable[Burst]) -> list[LabelledBurst]:
+        out = []
+        for burst in bursts:
+            out.append(self._label(burst))
+        return out
+
+    def _label(self, burst: Burst) -> LabelledBurst:
+        self._expire(burst.t_start_s)
+        arfcn = arfcn_for_uplink_freq_hz(burst.freq_hz, tolerance_hz=60e3)
+        grid = self._gsm_grid_match(burst, arfcn)
+        verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=grid is not None)
+        channel: str | None = None
+        if verdict.tech == GSM:
+            session = grid or self._new(GSM, burst)
+            session.channels.add(arfcn)
+            lag_frames = round((burst.t_start_s - session.last_start_s) / TDMA_FRAME_S)
+            if burst.gmsk_line_ratio >= self.classifier.gmsk_line_ratio or (grid is not None and lag_frames <= 3):
+                session.confirmed = True
+            # follow slow timing-advance drift; edges of weak bursts are noisy, hence 1/4
+            weight = 1.0 if session.n_bursts == 0 else 0.25
+            session.phase_s = (session.phase_s + weight * _wrap(burst.t_start_s % TDMA_FRAME_S - session.phase_s)) % TDMA_FRAME_S
+            if arfcn is not None:
+                slot = self._timeslot(burst.t_start_s)
+                channel = f"arfcn {arfcn} slot-phase {slot}"
+        else:
+            session = self._match_other(burst, verdict.tech) or self._new(verdict.tech, burst)
+        session.last_start_s = burst.t_start_s
+        session.last_end_s = max(session.last_end_s, burst.t_end_s)
+        half = 0.5 * burst.bandwidth_hz
+        if verdict.tech != GSM:
+            session.freq_lo_hz = min(session.freq_lo_hz, burst.freq_hz - half)
+            session.freq_hi_hz = max(session.freq_hi_hz, burst.freq_hz + half)
+        session.n_bursts += 1
+        return LabelledBurst(burst, verdict.tech, verdict.reason, session.session_id, channel)
+
+    @staticmethod
+    def _timeslot(t_s: float) -> int:
+        """Index 0..7 of the burst's phase in the TDMA frame (relative: the BTS's frame
+        start is unknown, so it names a phase, not the network's timeslot number)."""
+        return int((t_s % TDMA_FRAME_S) / (TDMA_FRAME_S / 8.0)) % 8
+
+    def _gsm_grid_match(self, burst: Burst, arfcn: int | None) -> _Session | None:
+        """The GSM session whose frame grid this burst falls on, on its channel (or hopping)."""
+        tol = self.config.gsm_phase_tolerance_s
+        same_channel: list[_Session] = []
+        hopping: list[_Session] = []
+        phase = burst.t_start_s % TDMA_FRAME_S
+        for s in self._sessions:
+            if s.tech != GSM:
+                continue
+            lag = burst.t_start_s - s.last_start_s
+            if lag <= 0.5 * TDMA_FRAME_S:
+                continue
+            if abs(_wrap(phase - s.phase_s)) > tol:
+                continue
+            frames = round(lag / TDMA_FRAME_S)
+            if frames % 13 == 0 and not s.confirmed:
+                # 13 TDMA frames are exactly 60 ms: anything on a 1 ms (LTE) or 10 ms grid
+                # lands on the GSM frame grid at these lags, so they prove nothing alone
+                continue
+            if (arfcn is not None and arfcn in s.channels) or abs(burst.freq_hz - s.freq_lo_hz) < 60e3:
+                same_channel.append(s)
+            elif lag <= self.config.gsm_hop_window_s:
+                hopping.append(s)
+        if same_channel:
+            return max(same_channel, key=lambda s: s.last_start_s)
+        if len(hopping) == 1:
+            return hopping[0]
+        return None
+
+    def _match_other(self, burst: Burst, tech: str) -> _Session | None:
+        gap = self.config.lte_gap_s if tech in (LTE, NR) else self.config.other_gap_s
+        tol = self.config.lte_freq_tolerance_hz
+        lo = burst.freq_hz - 0.5 * burst.bandwidth_hz
+        hi = burst.freq_hz + 0.5 * burst.bandwidth_hz
+        best: _Session | None = None
+        for s in self._sessions:
+            if s.tech != tech or burst.t_start_s - s.last_end_s > gap:
+                continue
+            if lo - tol <= s.freq_hi_hz and hi + tol >= s.freq_lo_hz:
+                if best is None or s.last_end_s > best.last_end_s:
+                    best = s
+        return best
+
+    def _new(self, tech: str, burst: Burst) -> _Session:
+        session = _Session(
+            session_id=f"{self.prefix}{next(self._ids)}",
+            tech=tech,
+            freq_lo_hz=burst.freq_hz - (0.0 if tech == GSM else 0.5 * burst.bandwidth_hz),
+            freq_hi_hz=burst.freq_hz + (0.0 if tech == GSM else 0.5 * burst.bandwidth_hz),
+            last_start_s=burst.t_start_s,
+            last_end_s=burst.t_end_s,
+        )
+        self._sessions.append(session)
+        if len(self._sessions) > self.config.max_sessions:
+            self._sessions.sort(key=lambda s: s.last_end_s)
+            del self._sessions[: len(self._sessions) - self.config.max_sessions]
+        return session
+
+    def _expire(self, now_s: float) -> None:
+        cfg = self.config
+        keep = []
+        for s in self._sessions:
+            limit = cfg.gsm_expire_s if s.tech == GSM else (cfg.lte_gap_s if s.tech in (LTE, NR) else cfg.other_gap_s)
+            if now_s - s.last_end_s <= max(limit, 0.0) or math.isnan(now_s):
+                keep.append(s)
+        self._sessions = keep
+
+
+def _wrap(dt_s: float) -> float:
+    """A phase difference folded into (-T/2, T/2] of a TDMA frame."""
+    return (dt_s + 0.5 * TDMA_FRAME_S) % TDMA_FRAME_S - 0.5 * TDMA_FRAME_S
+
+
+def label_bursts(bursts: Sequence[Burst], sample_rate_hz: float) -> list[LabelledBurst]:
+    """Classify and group a finished list of bursts (sorted by start time first)."""
+    tracker = SessionTracker(sample_rate_hz)
+    return tracker.update(sorted(bursts, key=lambda b: b.t_start_s))

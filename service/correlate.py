@@ -1,0 +1,677 @@
+"""Cross-sensor correlation: detections -> bursts (one burst seen by several sensors) -> transmissions.
+
+Three steps, each streaming (the service feeds detections as nodes deliver them;
+``cellwatch locate`` feeds a whole file, then flushes):
+
+1. **Bursts** (:class:`BurstGrouper`). Detections of different sensors are the same
+   burst when their start times agree within ``burst_time_tolerance_s`` (after each
+   sensor's clock correction) and their frequencies within half the wider bandwidth
+   plus ``freq_tolerance_hz`` (crystal errors of a few to tens of ppm: 2-45 kHz at
+   900 MHz). The default time tolerance, 200 µs, is well under GSM's 577 µs timeslot
+   (TS 45.002 §4.3.1): two phones in adjacent timeslots of one carrier stay apart when
+   clocks are good. Clocks that drift are followed: every burst heard by several
+   sensors gives each of them a residual against the best-measured one, smoothed into
+   a per-sensor offset applied to later detections. A group waits ``group_wait_s`` (of
+   detection time) for late sensors before it is handed on; detections arriving
+   later still attach to it while it is recent (:meth:`BurstGrouper.add` reports them).
+2. **Transmissions** (:class:`TransmissionTracker`): bursts of one phone's call, SMS
+   or data session. GSM-like bursts (narrow and short: a 546 µs normal burst, a
+   325 µs access burst) join a transmission on the same carrier and the same TDMA
+   timeslot phase, ``t mod 4.615 ms`` (TS 45.002 §4.3.1: a phone in a call sends one
+   burst per frame in its timeslot). Other bursts (LTE/NR SC-FDMA, UMTS) join a
+   transmission whose frequency span they fall in or next to (an LTE phone's PUSCH and
+   PUCCH move over its carrier, TS 36.211 §5.3-5.4). Gaps longer than
+   ``transmission_gap_s`` end a transmission. Session ids and channels in the
+   detections are used when present (a different session id from the same sensor, or
+   a different channel, separates) but never needed.
+   A burst must also *look like* the transmission: its levels across sensors, after
+   removing the common power-control step, must fit the transmission's pattern (a
+   chi-square test on the fading spread), and a sensor that hears it strongly must not
+   be one that never heard the transmission. So two phones on one LTE carrier, or on
+   one ARFCN in two wings, stay two transmissions.
+3. **Sufficient statistics** per transmission and sensor (bursts listened for, heard,
+   sum and sum of squares of the levels relative to the transmission's power, the
+   detection thresholds of missed bursts), which :class:`service.locate.Observation`
+   turns into what the locator needs. Power-control steps are removed burst by burst
+   (the median level offset against the transmission's pattern on the sensors both
+   heard), so a phone that changes its power every 480 ms still averages cleanly.
+
+A sensor's detection threshold (for the bursts it missed) is its noise density,
+learned from its own detections (``rssi_dbm - snr_db - 10·log10(bandwidth_hz)``),
+plus the burst's bandwidth and the detector's half-probability SNR. A sensor is
+listening when it has been heard from within ``sensor_alive_s`` (or marked so) and
+its detections so far cover the burst's frequency.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from calibration.gain import CalibrationTable
+from calibration.site import Site
+from dsp.errors import InputError
+from dsp.records import Detection
+from service.locate import LocatorConfig, Observation, Posterior
+
+FloatArray = npt.NDArray[np.float64]
+
+GSM_FRAME_S = 0.120 / 26.0  # TS 45.002 §4.3.1: 4.615 ms TDMA frame
+_TERM_CAP = 9.0  # a sensor adds at most a 3-sigma residual to the pattern test
+_N_CONTRADICTING = 2  # sensors that must contradict a transmission's pattern to split a burst off
+
+
+@dataclass(frozen=True)
+class CorrelatorConfig:
+    """Tolerances of the correlation (see the module notes); none is specific to a site."""
+
+    burst_time_tolerance_s: float = 200e-6
+    freq_tolerance_hz: float = 25e3
+    group_wait_s: float = 0.5
+    late_grace_s: float = 5.0
+    transmission_gap_s: float = 3.0
+    gsm_slot_tolerance_s: float = 150e-6
+    gsm_channel_tolerance_hz: float = 60e3
+    gsm_max_bandwidth_hz: float = 350e3
+    gsm_max_duration_s: float = 0.75e-3
+    carrier_gap_hz: float = 1.0e6
+    max_carrier_span_hz: float = 20e6
+    pattern_quantile: float = 0.9999
+    strong_margin_db: float = 15.0
+    image_margin_db: float = 25.0
+    image_time_tolerance_s: float = 20e-6
+    default_noise_dbm_per_hz: float = -165.0
+    noise_smoothing: float = 0.05
+    sensor_alive_s: float = 600.0
+    coverage_margin_hz: float = 1.2e6
+    clock_smoothing: float = 0.05
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(None, f"correlation.{name}", f"expected a finite number, got {value!r}")
+        for name in ("burst_time_tolerance_s", "freq_tolerance_hz", "transmission_gap_s", "gsm_slot_tolerance_s",
+                     "sensor_alive_s", "gsm_max_bandwidth_hz", "gsm_max_duration_s"):
+            if getattr(self, name) <= 0:
+                raise InputError(None, f"correlation.{name}", "must be positive")
+        for name in ("group_wait_s", "late_grace_s", "carrier_gap_hz", "coverage_margin_hz", "strong_margin_db",
+                     "image_margin_db", "image_time_tolerance_s"):
+            if getattr(self, name) < 0:
+                raise InputError(None, f"correlation.{name}", "must not be negative")
+        if self.gsm_slot_tolerance_s >= GSM_FRAME_S / 2:
+            raise InputError(None, "correlation.gsm_slot_tolerance_s", "must be below half a TDMA frame (2.3 ms)")
+        if not 0.5 < self.pattern_quantile < 1.0 - 1e-12:
+            raise InputError(None, "correlation.pattern_quantile", "must lie in (0.5, 1)")
+        for name in ("noise_smoothing", "clock_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise InputError(None, f"correlation.{name}", "must lie in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any], source: str | None = None) -> CorrelatorConfig:
+        known = set(cls.__dataclass_fields__)
+        for key in table:
+            if key not in known:
+                raise InputError(source, f"correlation.{key}", "unknown key")
+        try:
+            return cls(**dict(table))
+        except InputError as exc:
+            raise exc.with_source(source) if source else exc from None
+
+
+# ====================================================================== sensors
+class SensorStates:
+    """What the correlator knows of each sensor: alive, which band it covers, its noise, its clock."""
+
+    def __init__(self, site: Site, calibration: CalibrationTable, config: CorrelatorConfig,
+                 locator_config: LocatorConfig) -> None:
+        n = len(site.sensors)
+        self.site = site
+        self.calibration = calibration
+        self.config = config
+        self.detect_snr_db = locator_config.detect_snr_db
+        self.last_seen_s = np.full(n, -np.inf)
+        self.listening_until_s = np.full(n, -np.inf)
+        self.freq_lo_hz = np.full(n, np.inf)
+        self.freq_hi_hz = np.full(n, -np.inf)
+        self.noise_dbm_per_hz = np.full(n, np.nan)
+        self.n_noise = np.zeros(n, dtype=np.int64)
+        self.clock_offset_s = np.zeros(n)
+        self._cal = [calibration.get(s.id) for s in site.sensors]
+
+    def mark_listening(self, index: int, until_s: float) -> None:
+        self.listening_until_s[index] = max(self.listening_until_s[index], until_s)
+
+    def observe(self, index: int, t_s: float, freq_hz: float, detection: Detection, rssi_dbm: float | None) -> None:
+        self.last_seen_s[index] = max(self.last_seen_s[index], t_s)
+        self.freq_lo_hz[index] = min(self.freq_lo_hz[index], freq_hz)
+        self.freq_hi_hz[index] = max(self.freq_hi_hz[index], freq_hz)
+        if rssi_dbm is None or detection.bandwidth_hz <= 0 or "clipped" in detection.flags:
+            return
+        density = rssi_dbm - detection.snr_db - 10.0 * math.log10(detection.bandwidth_hz)
+        if self.n_noise[index] == 0:
+            self.noise_dbm_per_hz[index] = density
+        else:
+            alpha = max(self.config.noise_smoothing, 1.0 / (self.n_noise[index] + 1))
+            self.noise_dbm_per_hz[index] += alpha * (density - self.noise_dbm_per_hz[index])
+        self.n_noise[index] += 1
+
+    def corrected(self, index: int, detection: Detection) -> tuple[float, float]:
+        """(time, frequency) of a detection on the common clock and frequency scale."""
+        cal = self._cal[index]
+        return cal.true_time_s(detection.t_start_s) - self.clock_offset_s[index], cal.true_freq_hz(detection.freq_hz)
+
+    def listening(self, t_s: float, freq_hz: float) -> npt.NDArray[np.bool_]:
+        """Which sensors were listening at ``t_s`` for a burst at ``freq_hz``."""
+        cfg = self.config
+        alive = (self.last_seen_s + cfg.sensor_alive_s >= t_s) | (self.listening_until_s >= t_s)
+        known = np.isfinite(self.freq_lo_hz)
+        covers = ~known | ((freq_hz >= self.freq_lo_hz - cfg.coverage_margin_hz)
+                           & (freq_hz <= self.freq_hi_hz + cfg.coverage_margin_hz))
+        return alive & covers
+
+    def thresholds_dbm(self, bandwidth_hz: float) -> FloatArray:
+        """Level (dBm) a burst of ``bandwidth_hz`` needs at each sensor to be detected half of the time."""
+        noise = self.noise_dbm_per_hz.copy()
+        known = np.isfinite(noise)
+        fallback = float(np.median(noise[known])) if np.any(known) else self.config.default_noise_dbm_per_hz
+        noise[~known] = fallback
+        return noise + 10.0 * math.log10(max(bandwidth_hz, 1.0)) + self.detect_snr_db
+
+    def track_clocks(self, group: BurstGroup) -> None:
+        """Nudge the clock offsets of a group's sensors toward agreement with its best member."""
+        alpha = self.config.clock_smoothing
+        if alpha == 0.0 or len(group.members) < 2:
+            return
+        ref = group.t_ref_s
+        limit = self.config.burst_time_tolerance_s
+        for member in group.members:
+            if member.snr_db < 10.0 or member is group.best:
+                continue
+            residual = min(max(member.t_s - ref, -limit), limit)
+            self.clock_offset_s[member.sensor] += alpha * residual
+
+
+# ====================================================================== bursts
+@dataclass(eq=False)
+class Member:
+    """One sensor's detection of a burst, on the common clock, with its calibrated level."""
+
+    sensor: int
+    t_s: float
+    freq_hz: float
+    bandwidth_hz: float
+    duration_s: float
+    snr_db: float
+    rssi_dbm: float | None
+    clipped: bool
+    detection: Detection
+
+
+@dataclass(eq=False)
+class BurstGroup:
+    """One burst as heard by one or more sensors (at most one detection per sensor)."""
+
+    members: list[Member]
+    best: Member  # the member with the highest SNR: its time and frequency are the group's
+    transmission: Transmission | None = None
+    offset_db: float = 0.0  # power-control offset against its transmission's pattern
+    closed: bool = False
+    listening: npt.NDArray[np.bool_] | None = None  # sensors listening when it was assigned
+    thresholds_dbm: FloatArray | None = None  # their detection thresholds then
+
+    @property
+    def t_ref_s(self) -> float:
+        return self.best.t_s
+
+    @property
+    def freq_hz(self) -> float:
+        return self.best.freq_hz
+
+    @property
+    def bandwidth_hz(self) -> float:
+        return self.best.bandwidth_hz
+
+    @property
+    def duration_s(self) -> float:
+        return self.best.duration_s
+
+    def sensors(self) -> set[int]:
+        return {m.sensor for m in self.members}
+
+    def add(self, member: Member) -> None:
+        self.members.append(member)
+        if member.snr_db > self.best.snr_db:
+            self.best = member
+
+
+class BurstGrouper:
+    """Streaming grouping of detections into bursts (step 1 of the module notes)."""
+
+    def __init__(self, config: CorrelatorConfig) -> None:
+        self.config = config
+        self._bucket_s = max(config.burst_time_tolerance_s, 1e-6)
+        self._buckets: dict[int, list[BurstGroup]] = {}
+        self._open: list[tuple[float, int, BurstGroup]] = []  # sorted by time; closes in order
+        self._counter = 0
+        self.watermark_s = -math.inf
+        self.n_images = 0
+
+    def image_source(self, group: BurstGroup) -> BurstGroup | None:
+        """The burst this group is a receiver artefact of, if any: the I/Q image (or a spur)
+        of a much stronger burst, at another frequency, at exactly the same time and with the
+        same duration at *every* sensor that saw it. An RTL-SDR's image sits 25-40 dB below
+        the burst, mirrored about the tuning frequency (which detections do not carry)."""
+        cfg = self.config
+        key = int(math.floor(group.t_ref_s / self._bucket_s))
+        for k in (key - 1, key, key + 1):
+            for other in self._buckets.get(k, ()):
+                if other is group or abs(other.t_ref_s - group.t_ref_s) > cfg.burst_time_tolerance_s:
+                    continue
+                if abs(other.freq_hz - group.freq_hz) <= max(other.bandwidth_hz, group.bandwidth_hz) / 2.0:
+                    continue
+                by_sensor = {m.sensor: m for m in other.members}
+                for m in group.members:
+                    o = by_sensor.get(m.sensor)
+                    if (o is None or m.rssi_dbm is None or o.rssi_dbm is None
+                            or o.rssi_dbm - m.rssi_dbm < cfg.image_margin_db
+                            or abs(o.t_s - m.t_s) > cfg.image_time_tolerance_s
+                            or abs(o.duration_s - m.duration_s) > 0.2 * o.duration_s + cfg.image_time_tolerance_s):
+                        break
+                else:
+                    return other
+        return None
+
+    def _compatible(self, group: BurstGroup, m: Member) -> float | None:
+        """Distance of a member to a group (smaller is better), None if it cannot belong."""
+        cfg = self.config
+        dt = abs(m.t_s - group.t_ref_s)
+        if dt > cfg.burst_time_tolerance_s:
+            return None
+        if any(x.sensor == m.sensor for x in group.members):
+            return None
+        df = abs(m.freq_hz - group.freq_hz)
+        half = max(m.bandwidth_hz, group.bandwidth_hz) / 2.0
+        if df > half + cfg.freq_tolerance_hz:
+            return None
+        return dt / cfg.burst_time_tolerance_s + df / (half + cfg.freq_tolerance_hz)
+
+    def _find(self, m: Member, groups: dict[int, list[BurstGroup]]) -> BurstGroup | None:
+        key = int(math.floor(m.t_s / self._bucket_s))
+        best: BurstGroup | None = None
+        best_score = math.inf
+        for k in (key - 1, key, key + 1):
+            for group in groups.get(k, ()):
+                score = self._compatible(group, m)
+                if score is not None and score < best_score:
+                    best, best_score = group, score
+        return best
+
+    def add(self, m: Member) -> tuple[BurstGroup, bool]:
+        """Put a detection in its burst: (the group, whether the group was already closed)."""
+        group = self._find(m, self._buckets)
+        if group is not None:
+            group.add(m)
+            return group, group.closed
+        group = BurstGroup(members=[m], best=m)
+        key = int(math.floor(m.t_s / self._bucket_s))
+        self._buckets.setdefault(key, []).append(group)
+        self._counter += 1
+        bisect.insort(self._open, (m.t_s, self._counter, group), key=lambda item: (item[0], item[1]))
+        self.watermark_s = max(self.watermark_s, m.t_s)
+        return group, False
+
+    def advance(self, t_s: float) -> None:
+        self.watermark_s = max(self.watermark_s, t_s)
+
+    def close(self, before_s: float) -> list[BurstGroup]:
+        """Close, in time order, the open groups that started before ``before_s``; forget old ones."""
+        n = bisect.bisect_left(self._open, before_s, key=lambda item: item[0])
+        closed = [item[2] for item in self._open[:n]]
+        del self._open[:n]
+        for group in closed:
+            group.closed = True
+        kept = [g for g in closed if self.image_source(g) is None]
+        self.n_images += len(closed) - len(kept)
+        closed = kept
+        if math.isinf(before_s):
+            if before_s > 0:
+                self._buckets.clear()
+            return closed
+        forget = int(math.floor((before_s - self.config.late_grace_s) / self._bucket_s)) - 1
+        for key in [k for k in self._buckets if k < forget]:
+            del self._buckets[key]
+        return closed
+
+    @property
+    def n_open(self) -> int:
+        return len(self._open)
+
+
+# ====================================================================== transmissions
+@dataclass(eq=False)
+class Transmission:
+    """Bursts of one phone's call, message or session, with per-sensor statistics."""
+
+    number: int
+    n_sensors: int
+    gsm_like: bool
+    t_first_s: float
+    t_last_s: float
+    t_end_s: float
+    freq_lo_hz: float
+    freq_hi_hz: float
+    groups: list[BurstGroup] = field(default_factory=list)
+    # sufficient statistics per sensor, levels relative to the transmission's power
+    n_listened: FloatArray = field(default_factory=lambda: np.zeros(0))
+    n_heard: FloatArray = field(default_factory=lambda: np.zeros(0))
+    sum_db: FloatArray = field(default_factory=lambda: np.zeros(0))
+    sum_sq_db2: FloatArray = field(default_factory=lambda: np.zeros(0))
+    missed_threshold_sum_db: FloatArray = field(default_factory=lambda: np.zeros(0))
+    n_missed: FloatArray = field(default_factory=lambda: np.zeros(0))
+    n_clipped: FloatArray = field(default_factory=lambda: np.zeros(0))
+    clipped_sum_db: FloatArray = field(default_factory=lambda: np.zeros(0))
+    rssi_sum_dbm: FloatArray = field(default_factory=lambda: np.zeros(0))  # absolute, for reports
+    n_rssi: FloatArray = field(default_factory=lambda: np.zeros(0))
+    last_offset_db: float = 0.0
+    techs: Counter[str] = field(default_factory=Counter)
+    channels: Counter[str] = field(default_factory=Counter)
+    sessions: dict[int, str] = field(default_factory=dict)  # last session id seen per sensor
+    freq_sum_hz: float = 0.0
+    bandwidths_hz: list[float] = field(default_factory=list)
+    n_bursts: int = 0
+    closed: bool = False
+    n_at_last_locate: int = 0
+    t_at_last_locate: float = -math.inf
+    posterior: Posterior | None = None  # the locator's latest answer
+
+    def __post_init__(self) -> None:
+        for name in ("n_listened", "n_heard", "sum_db", "sum_sq_db2", "missed_threshold_sum_db", "n_missed", "n_clipped",
+                     "clipped_sum_db", "rssi_sum_dbm", "n_rssi"):
+            setattr(self, name, np.zeros(self.n_sensors))
+
+    @property
+    def freq_hz(self) -> float:
+        """Centre of the transmission: a GSM carrier's mean, a wider signal's span centre."""
+        if self.gsm_like:
+            return self.freq_sum_hz / max(self.n_bursts, 1)
+        return 0.5 * (self.freq_lo_hz + self.freq_hi_hz)
+
+    @property
+    def bandwidth_hz(self) -> float:
+        return float(np.median(self.bandwidths_hz)) if self.bandwidths_hz else 0.0
+
+    @property
+    def slot_phase_s(self) -> float:
+        return self.t_last_s % GSM_FRAME_S
+
+    def pattern_db(self) -> FloatArray:
+        """Mean relative level per sensor (NaN where never heard)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.n_heard > 0, self.sum_db / np.maximum(self.n_heard, 1.0), np.nan)
+
+    def tech(self) -> str:
+        known = [(n, t) for t, n in self.techs.items() if t != "unknown"]
+        return max(known)[1] if known else "unknown"
+
+    def channel(self) -> str | None:
+        return self.channels.most_common(1)[0][0] if self.channels else None
+
+    def observation(self, config: LocatorConfig) -> Observation:
+        """What this transmission tells the locator (see :meth:`Observation.from_sums`)."""
+        return Observation.from_sums(self.freq_hz, self.n_heard, self.sum_db, self.sum_sq_db2, self.n_missed,
+                                     self.missed_threshold_sum_db, self.n_clipped, self.clipped_sum_db, config)
+
+    def detection_keys(self) -> list[tuple[str, float]]:
+        return [(m.detection.sensor_id, m.detection.t_start_s) for g in self.groups for m in g.members]
+
+
+def _levels(group: BurstGroup, n_sensors: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """Absolute levels (dBm) per sensor of a group's unclipped members, NaN elsewhere; and the clipped mask."""
+    levels = np.full(n_sensors, np.nan)
+    clipped = np.zeros(n_sensors, dtype=bool)
+    for m in group.members:
+        if m.rssi_dbm is None:
+            continue
+        if m.clipped:
+            clipped[m.sensor] = True
+        else:
+            levels[m.sensor] = m.rssi_dbm
+    return levels, clipped
+
+
+class TransmissionTracker:
+    """Streaming grouping of bursts into transmissions (step 2 of the module notes)."""
+
+    def __init__(self, sensors: SensorStates, config: CorrelatorConfig, locator_config: LocatorConfig) -> None:
+        self.sensors = sensors
+        self.config = config
+        self.sigma_fading_db = locator_config.sigma_fading_db
+        self.n_sensors = len(sensors.site.sensors)
+        self.open: list[Transmission] = []
+        self._counter = 0
+        self._chi2 = stats.chi2.ppf(config.pattern_quantile, np.arange(1, self.n_sensors + 2))
+
+    # ------------------------------------------------------------ classification
+    def is_gsm_like(self, group: BurstGroup) -> bool:
+        techs = Counter(m.detection.tech for m in group.members if m.detection.tech != "unknown")
+        if techs:
+            return techs.most_common(1)[0][0] == "gsm"
+        cfg = self.config
+        return group.bandwidth_hz <= cfg.gsm_max_bandwidth_hz and group.duration_s <= cfg.gsm_max_duration_s
+
+    def _frequency_fits(self, tr: Transmission, group: BurstGroup, gsm_like: bool) -> bool:
+        cfg = self.config
+        if gsm_like != tr.gsm_like:
+            return False
+        if gsm_like:
+            if abs(group.freq_hz - tr.freq_hz) > cfg.gsm_channel_tolerance_hz + cfg.freq_tolerance_hz:
+                return False
+            delta = (group.t_ref_s - tr.t_last_s) % GSM_FRAME_S
+            return min(delta, GSM_FRAME_S - delta) <= cfg.gsm_slot_tolerance_s
+        lo = group.freq_hz - group.bandwidth_hz / 2.0
+        hi = group.freq_hz + group.bandwidth_hz / 2.0
+        if hi < tr.freq_lo_hz - cfg.carrier_gap_hz or lo > tr.freq_hi_hz + cfg.carrier_gap_hz:
+            return False
+        return max(hi, tr.freq_hi_hz) - min(lo, tr.freq_lo_hz) <= cfg.max_carrier_span_hz
+
+    def _labels_fit(self, tr: Transmission, group: BurstGroup) -> float | None:
+        """What the sensors' own session ids say: None if most of them tell this burst from
+        the transmission, 0.5 if some agree (a bonus on the pattern score), 1 if they are silent.
+        Session ids are local to each sensor's classifier, so only one sensor's ids are compared."""
+        agree = disagree = 0
+        for m in group.members:
+            session = m.detection.session_id
+            known = tr.sessions.get(m.sensor)
+            if session is None or known is None:
+                continue
+            if session == known:
+                agree += 1
+            else:
+                disagree += 1
+        if disagree > agree:
+            return None
+        return 0.5 if agree else 1.0
+
+    def offset_and_mismatch(self, tr: Transmission, group: BurstGroup,
+                            listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> tuple[float, float]:
+        """Power offset of a burst against a transmission, and how badly its levels fit
+        (a chi-square statistic over its quantile: below 1 fits; ``inf``: a sensor contradicts)."""
+        cfg = self.config
+        levels, _ = _levels(group, self.n_sensors)
+        pattern = tr.pattern_db()
+        common = np.isfinite(levels) & np.isfinite(pattern)
+        if np.any(common):
+            residual = levels[common] - pattern[common]
+            offset = float(np.median(residual))
+        else:
+            offset = tr.last_offset_db
+        if tr.n_bursts == 0:
+            return offset, 0.0
+        score = 0.0
+        n_common = int(np.count_nonzero(common))
+        if n_common >= 2:
+            var = self.sigma_fading_db**2 * (1.0 + 1.0 / np.maximum(tr.n_heard[common], 1.0))
+            terms = (levels[common] - pattern[common] - offset) ** 2 / var
+            # deep fades (Rayleigh's long lower tail) must not split a transmission: each
+            # sensor's term is capped, so only a pattern off at several sensors fails
+            chi2 = float(np.sum(np.minimum(terms, _TERM_CAP)))
+            score = chi2 / float(self._chi2[n_common - 2])
+        # sensors hearing this burst far above their threshold, where the transmission was never heard
+        never = (tr.n_heard == 0) & (tr.n_missed >= 5) & np.isfinite(levels)
+        if np.any(never):
+            missed_level = tr.missed_threshold_sum_db[never] / tr.n_missed[never]
+            if np.count_nonzero(levels[never] - offset > missed_level + cfg.strong_margin_db) >= _N_CONTRADICTING:
+                return offset, math.inf
+        # sensors that always heard the transmission well above their threshold, but not this burst
+        always = (tr.n_heard >= 5) & (tr.n_heard >= 0.9 * tr.n_listened) & ~np.isfinite(levels) & listening
+        if np.any(always):
+            expected = pattern[always] + offset
+            if np.count_nonzero(expected > thresholds[always] + cfg.strong_margin_db) >= _N_CONTRADICTING:
+                return offset, math.inf
+        return offset, score
+
+    # ------------------------------------------------------------ assignment
+    def expire(self, before_s: float) -> list[Transmission]:
+        """Close the transmissions whose last burst is older than ``before_s - transmission_gap_s``."""
+        limit = before_s - self.config.transmission_gap_s
+        done = [tr for tr in self.open if tr.t_last_s < limit]
+        if done:
+            self.open = [tr for tr in self.open if tr.t_last_s >= limit]
+            for tr in done:
+                tr.closed = True
+        return done
+
+    def assign(self, group: BurstGroup) -> Transmission:
+        """Put a closed burst group into its transmission (a new one if none fits)."""
+        cfg = self.config
+        gsm_like = self.is_gsm_like(group)
+        listening = self.sensors.listening(group.t_ref_s, group.freq_hz)
+        thresholds = self.sensors.thresholds_dbm(group.bandwidth_hz)
+        best: Transmission | None = None
+        best_score = math.inf
+        best_offset = 0.0
+        for tr in self.open:
+            if group.t_ref_s - tr.t_last_s > cfg.transmission_gap_s:
+                continue
+            if not self._frequency_fits(tr, group, gsm_like):
+                continue
+            weight = self._labels_fit(tr, group)
+            if weight is None:
+                continue
+            offset, score = self.offset_and_mismatch(tr, group, listening, thresholds)
+            score *= weight
+            if score <= 1.0 and score < best_score:
+                best, best_score, best_offset = tr, score, offset
+        if best is None:
+            self._counter += 1
+            best = Transmission(number=self._counter, n_sensors=self.n_sensors, gsm_like=gsm_like,
+                                t_first_s=group.t_ref_s, t_last_s=group.t_ref_s, t_end_s=group.t_ref_s,
+                                freq_lo_hz=group.freq_hz - group.bandwidth_hz / 2.0,
+                                freq_hi_hz=group.freq_hz + group.bandwidth_hz / 2.0)
+            self.open.append(best)
+            best_offset = 0.0
+        self._add(best, group, best_offset, listening, thresholds)
+        return best
+
+    def _add(self, tr: Transmission, group: BurstGroup, offset: float,
+             listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> None:
+        levels, clipped = _levels(group, self.n_sensors)
+        heard_any = np.zeros(self.n_sensors, dtype=bool)
+        for m in group.members:
+            heard_any[m.sensor] = True
+        heard = np.isfinite(levels)
+        relative = np.where(heard, levels - offset, 0.0)
+        tr.n_listened += listening | heard_any
+        tr.n_heard += heard
+        tr.sum_db += relative
+        tr.sum_sq_db2 += relative * relative
+        missed = listening & ~heard_any
+        tr.missed_threshold_sum_db += np.where(missed, thresholds - offset, 0.0)
+        tr.n_missed += missed
+        tr.n_clipped += clipped
+        for m in group.members:
+            if m.rssi_dbm is not None:
+                tr.rssi_sum_dbm[m.sensor] += m.rssi_dbm
+                tr.n_rssi[m.sensor] += 1
+                if m.clipped:
+                    tr.clipped_sum_db[m.sensor] += m.rssi_dbm - offset
+            if m.detection.tech:
+                tr.techs[m.detection.tech] += 1
+            if m.detection.channel is not None:
+                tr.channels[m.detection.channel] += 1
+            if m.detection.session_id is not None:
+                tr.sessions[m.sensor] = m.detection.session_id
+        tr.groups.append(group)
+        group.transmission = tr
+        group.offset_db = offset
+        group.listening = listening
+        group.thresholds_dbm = thresholds
+        tr.last_offset_db = offset
+        tr.n_bursts += 1
+        tr.t_first_s = min(tr.t_first_s, group.t_ref_s)
+        tr.t_last_s = max(tr.t_last_s, group.t_ref_s)
+        tr.t_end_s = max(tr.t_end_s, group.t_ref_s + group.duration_s)
+        tr.freq_lo_hz = min(tr.freq_lo_hz, group.freq_hz - group.bandwidth_hz / 2.0)
+        tr.freq_hi_hz = max(tr.freq_hi_hz, group.freq_hz + group.bandwidth_hz / 2.0)
+        tr.freq_sum_hz += group.freq_hz
+        if len(tr.bandwidths_hz) < 256:
+            tr.bandwidths_hz.append(group.bandwidth_hz)
+
+    def add_late(self, group: BurstGroup, member: Member) -> Transmission | None:
+        """A detection that arrived after its burst was handed on: move that sensor from
+        'missed' to 'heard' in the burst's transmission."""
+        tr = group.transmission
+        if tr is None:
+            return None
+        s = member.sensor
+        listening, thresholds = group.listening, group.thresholds_dbm
+        if listening is not None and thresholds is not None and listening[s]:
+            tr.missed_threshold_sum_db[s] -= thresholds[s] - group.offset_db
+            tr.n_missed[s] -= 1
+        else:
+            tr.n_listened[s] += 1
+        if member.rssi_dbm is not None:
+            tr.rssi_sum_dbm[s] += member.rssi_dbm
+            tr.n_rssi[s] += 1
+            if member.clipped:
+                tr.n_clipped[s] += 1
+                tr.clipped_sum_db[s] += member.rssi_dbm - group.offset_db
+            else:
+                relative = member.rssi_dbm - group.offset_db
+                tr.n_heard[s] += 1
+                tr.sum_db[s] += relative
+                tr.sum_sq_db2[s] += relative * relative
+        return tr
+
+
+def member_from(detection: Detection, sensors: SensorStates, index: int) -> Member:
+    """A detection on the common clock and frequency scale, with its calibrated level."""
+    t_s, freq_hz = sensors.corrected(index, detection)
+    return Member(sensor=index, t_s=t_s, freq_hz=freq_hz, bandwidth_hz=detection.bandwidth_hz,
+                  duration_s=detection.duration_s, snr_db=detection.snr_db,
+                  rssi_dbm=sensors.calibration.rssi_dbm(detection), clipped="clipped" in detection.flags,
+                  detection=detection)
+
+
+def sensor_report(tr_list: Sequence[Transmission], site: Site) -> list[dict[str, Any]]:
+    """The event record's ``sensors`` list: mean calibrated level and burst count per sensor that heard."""
+    n = len(site.sensors)
+    total = np.zeros(n)
+    count = np.zeros(n)
+    for tr in tr_list:
+        total += tr.rssi_sum_dbm
+        count += tr.n_rssi
+    out = []
+    for s in np.flatnonzero(count > 0):
+        out.append({"sensor_id": site.sensors[s].id, "rssi_dbm": round(float(total[s] / count[s]), 2),
+                    "n_bursts": int(count[s])})
+    return out

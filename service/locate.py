@@ -1,0 +1,559 @@
+"""Where is the phone: a posterior over every cell and zone of a site from the RSSI at all sensors.
+
+One transmission (bursts of one phone, grouped by :mod:`service.correlate`) gives,
+per sensor, either a mean received level (it heard some bursts) or an upper bound
+(it listened and heard none). :class:`Locator` turns that into a probability for
+every place of the site (``site.places``: cells, then zones), shared by
+``cellwatch locate`` and the service.
+
+**Model.** For a phone at point ``x`` transmitting ``P`` dBm, the mean level at
+sensor ``s`` (averaged in dB over the bursts, so fast fading averages out) is::
+
+    r_s = P - L_s(x) + e_s,   e_s ~ N(0, V_s(x) + v_s)
+
+* ``L_s(x)``: the deterministic path loss of
+  :meth:`calibration.propagation.PropagationModel.mean_path_loss_db` (multi-wall,
+  slabs, the dominant path along corridors), or a survey fingerprint's mean loss
+  where the site was surveyed.
+* ``V_s``: the static error, the same on every burst: log-normal shadowing plus the
+  plan's own error (walls a few dB off). ``sigma_static_db`` (6 dB) covers 4-5 dB
+  of shadowing and ~4 dB of model error; a fingerprint's spread replaces it.
+* ``v_s = sigma_fading_db**2 / n_s``: what is left of fast fading after averaging
+  ``n_s`` bursts (:meth:`Observation.from_sums`).
+
+**Unknown transmit power** (power control: GSM 5-33 dBm, LTE down to -40 dBm) is
+marginalized, not assumed. With Gaussian errors in dB and a flat prior on
+``[tx_power_min_dbm, tx_power_max_dbm]`` the integral over ``P`` is analytic: with
+``d_s = r_s + L_s(x)``, ``w_s = 1/(V_s + v_s)``, ``W = Σ w_s``, ``P̂ = Σ w_s d_s / W``::
+
+    log p(r | x) = -½ Σ w_s (d_s - P̂)² - ½ Σ log(2π/w_s) + ½ log(2π/W)
+                   + log(Φ((P_max - P̂)√W) - Φ((P_min - P̂)√W)) - log(P_max - P_min)
+
+The last line is what makes a street phone (weak and even at every sensor, so
+``P̂`` for any cell would be implausibly low) fall on the street zone.
+
+**Sensors that heard nothing** are information: a censored (Tobit) term
+``log Φ((u_s - (P̂ - L_s(x))) / σ)`` per listening sensor, with ``u_s`` the level a
+burst needs to be detected there (noise floor in the burst's bandwidth plus the
+detector's SNR; lowered when many bursts were all missed) and ``P̂`` clipped to the
+prior's range (a profile over ``P`` rather than the full integral, which has no
+closed form with censoring).
+
+**Position inside a place** is unknown: each place is represented by ``K`` points
+(:meth:`calibration.site.Site.sample_points`) and its likelihood is their mean
+(log-sum-exp). The prior over places is uniform or proportional to area.
+
+**Speed**: the loss table ``(points, sensors)`` is computed once per frequency band
+(``band_step_hz`` wide, wall losses scale with frequency) and cached; a batch of
+observations is one vectorized pass over ``(observations, points, sensors)``
+(:meth:`Locator.locate_many`).
+
+**Survey** (``--survey F``, JSON or TOML, from the calibration step): fingerprints per
+place and sensor replace the model for the surveyed pairs::
+
+    version = 1
+    freq_hz = 902.4e6                   # optional: the band the survey was made in
+    [places."A-1-03".sensors."A1-S1"]
+    loss_db = 63.5                      # mean path loss, transmit dBm minus received dBm
+    spread_db = 3.2                     # its standard deviation over the place (positions, bursts)
+    n = 40                              # optional: measurements behind it
+
+(JSON: the same nesting, ``{"version": 1, "places": {"A-1-03": {"sensors": {"A1-S1":
+{"loss_db": 63.5, "spread_db": 3.2}}}}}``.) A fingerprint made at ``freq_hz`` is moved to
+another band by the model's difference between the two bands. Pairs the survey does
+not list keep the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy import special
+
+from calibration.config import read_toml
+from calibration.propagation import PropagationModel
+from calibration.site import Site
+from dsp.errors import InputError
+from dsp.records import Detection
+
+FloatArray = npt.NDArray[np.float64]
+
+PRIORS = ("uniform", "area")
+_LOG_2PI = math.log(2.0 * math.pi)
+_CHUNK_ELEMENTS = 1 << 21  # observations x points x sensors per vectorized pass (~16 MB float64)
+
+
+# ============================================================== configuration
+@dataclass(frozen=True)
+class LocatorConfig:
+    """Parameters of the localization model (see the module notes).
+
+    None depends on a particular site: they describe radio physics (fading, transmit
+    power range), the detector (``detect_snr_db``) and how much to trust the plan.
+    """
+
+    sigma_static_db: float = 6.0  # shadowing + plan error, per sensor, static over bursts
+    sigma_fading_db: float = 5.0  # per-burst fast fading (Rician/Rayleigh, in dB)
+    detect_snr_db: float = 6.0  # SNR at which the detector finds a burst half of the time
+    tx_power_min_dbm: float = -30.0
+    tx_power_max_dbm: float = 33.0
+    phone_height_m: float = 1.2
+    point_spacing_m: float = 1.0  # sample points inside each place
+    point_margin_m: float = 0.3
+    max_points_per_place: int = 48  # large zones get a coarser grid
+    prior: str = "uniform"  # "uniform" over places, or "area"
+    band_step_hz: float = 20e6  # loss tables are cached per band of this width
+    n_candidates: int = 5
+    full_fraction: float = 0.8  # a sensor that heard this share of bursts: plain mean, no truncation fix
+    max_censor_shift_db: float = 6.0  # cap on how far n missed bursts lower the censoring level
+
+    def __post_init__(self) -> None:
+        positive = ("sigma_static_db", "sigma_fading_db", "point_spacing_m", "band_step_hz")
+        for name in positive:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise InputError(None, f"locator.{name}", f"must be a positive number, got {value!r}")
+        for name in ("detect_snr_db", "tx_power_min_dbm", "tx_power_max_dbm", "phone_height_m",
+                     "point_margin_m", "max_censor_shift_db"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(None, f"locator.{name}", f"expected a number, got {value!r}")
+        if self.tx_power_max_dbm <= self.tx_power_min_dbm:
+            raise InputError(None, "locator.tx_power_max_dbm", "must exceed tx_power_min_dbm")
+        if self.prior not in PRIORS:
+            raise InputError(None, "locator.prior", f"must be one of {', '.join(PRIORS)}, got {self.prior!r}")
+        if not (isinstance(self.max_points_per_place, int) and self.max_points_per_place >= 1):
+            raise InputError(None, "locator.max_points_per_place", "must be an integer >= 1")
+        if not (isinstance(self.n_candidates, int) and self.n_candidates >= 1):
+            raise InputError(None, "locator.n_candidates", "must be an integer >= 1")
+        if not 0.0 < self.full_fraction <= 1.0:
+            raise InputError(None, "locator.full_fraction", "must lie in (0, 1]")
+        if self.point_margin_m < 0 or self.max_censor_shift_db < 0:
+            raise InputError(None, "locator.point_margin_m", "margins must not be negative")
+
+    @classmethod
+    def from_dict(cls, table: Mapping[str, Any], source: str | None = None) -> LocatorConfig:
+        """The config with ``table``'s entries (a ``[locator]`` table) over the defaults."""
+        known = set(cls.__dataclass_fields__)
+        for key in table:
+            if key not in known:
+                raise InputError(source, f"locator.{key}", "unknown key")
+        try:
+            return cls(**dict(table))
+        except InputError as exc:
+            raise exc.with_source(source) if source else exc from None
+        except TypeError as exc:
+            raise InputError(source, "locator", str(exc)) from None
+
+
+# ============================================================== observations
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """What one transmission tells about where it came from, per sensor of the site.
+
+    Levels are in dB relative to the transmission's reference power (the burst-to-burst
+    power-control steps already removed by the correlator), so only differences between
+    sensors and against the censoring levels matter.
+
+    ``level_db (S,)``: mean received level of a sensor that heard the transmission, NaN
+    otherwise. ``level_var_db2 (S,)``: the variance of that mean from fast fading.
+    ``censor_db (S,)``: for a listening sensor that heard nothing, the level its mean
+    lies below (half-probability point); NaN for sensors that heard it or were not
+    listening (those carry no information).
+    """
+
+    freq_hz: float
+    level_db: FloatArray
+    level_var_db2: FloatArray
+    censor_db: FloatArray
+
+    lower_db: FloatArray | None = None  # (S,) level a sensor is at least at (its bursts clipped); NaN: none
+
+    @classmethod
+    def from_sums(
+        cls,
+        freq_hz: float,
+        n_heard: npt.ArrayLike,
+        sum_db: npt.ArrayLike,
+        sum_sq_db2: npt.ArrayLike,
+        n_missed: npt.ArrayLike,
+        missed_threshold_sum_db: npt.ArrayLike,
+        n_clipped: npt.ArrayLike,
+        clipped_sum_db: npt.ArrayLike,
+        config: LocatorConfig,
+    ) -> Observation:
+        """Per-sensor sufficient statistics of a transmission's bursts to an observation.
+
+        Per sensor ``(S,)``: bursts heard, the sum and sum of squares of their levels,
+        bursts missed while listening and the sum of their detection thresholds, bursts
+        heard but clipped and the sum of their levels (all in the transmission's relative
+        dB). A sensor that heard only a few of the bursts it listened for saw the fading
+        peaks: its plain mean is biased up, so its level is the maximum of the
+        truncated-Gaussian (Tobit) likelihood instead. A sensor that missed all ``n``
+        bursts lies below its threshold by about the largest fade up among ``n`` draws,
+        capped at ``max_censor_shift_db``. A sensor whose every level was clipped gives a
+        lower bound.
+        """
+        k = np.asarray(n_heard, dtype=np.float64)
+        s1 = np.asarray(sum_db, dtype=np.float64)
+        s2 = np.asarray(sum_sq_db2, dtype=np.float64)
+        missed = np.asarray(n_missed, dtype=np.float64)
+        u_sum = np.asarray(missed_threshold_sum_db, dtype=np.float64)
+        n_clip = np.asarray(n_clipped, dtype=np.float64)
+        clip_sum = np.asarray(clipped_sum_db, dtype=np.float64)
+        sigma = config.sigma_fading_db
+        with np.errstate(invalid="ignore", divide="ignore"):
+            u = np.where(missed > 0, u_sum / np.maximum(missed, 1.0), np.nan)
+            heard = k > 0
+            level = np.where(heard, s1 / np.maximum(k, 1.0), np.nan)
+            partial = heard & (missed > 0) & (k < config.full_fraction * (k + missed))
+            if np.any(partial):
+                level[partial] = _tobit_mean(k[partial], s1[partial], s2[partial], missed[partial], u[partial], sigma)
+            var = np.where(heard, sigma**2 / np.maximum(k, 1.0), np.nan)
+            censored = (~heard) & (n_clip == 0) & (missed > 0)
+            quantile = np.where(censored, 0.5 ** (1.0 / np.maximum(missed, 1.0)), 0.5)
+            shift = np.minimum(sigma * special.ndtri(quantile), config.max_censor_shift_db)
+            censor = np.where(censored, u - shift, np.nan)
+            lower = np.where((~heard) & (n_clip > 0), clip_sum / np.maximum(n_clip, 1.0), np.nan)
+        return cls(float(freq_hz), level, var, censor, lower)
+
+
+def _tobit_mean(k: FloatArray, s1: FloatArray, s2: FloatArray, n_missed: FloatArray, u: FloatArray,
+                sigma: float) -> FloatArray:
+    """Maximum-likelihood mean of Gaussian draws of which ``k`` were seen and ``n_missed``
+    fell below ``u`` (censored), from sufficient statistics; a 0.25 dB grid search."""
+    mean = s1 / k
+    offsets = np.arange(-20.0, 10.01, 0.25)
+    grid = np.minimum(mean, u)[:, None] + offsets[None, :]  # (m, G)
+    loglik = -(s2[:, None] - 2.0 * grid * s1[:, None] + k[:, None] * grid**2) / (2.0 * sigma**2)
+    loglik = loglik + n_missed[:, None] * special.log_ndtr((u[:, None] - grid) / sigma)
+    return np.asarray(grid[np.arange(grid.shape[0]), np.argmax(loglik, axis=1)], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class Posterior:
+    """The answer for one observation: a probability for every place of the site."""
+
+    probabilities: FloatArray  # (n_places,), sums to 1
+    best: int  # place index of the most probable place
+    tx_power_dbm: float  # the transmit power that best explains the levels at the best point
+    log_evidence: float  # log p(observation), up to a constant shared by all observations
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probabilities[self.best])
+
+    def top(self, n: int) -> list[tuple[int, float]]:
+        """The ``n`` most probable places, best first, as (place index, probability)."""
+        order = np.argsort(-self.probabilities, kind="stable")[:n]
+        return [(int(i), float(self.probabilities[i])) for i in order]
+
+
+# ============================================================== survey
+@dataclass(frozen=True, eq=False)
+class Survey:
+    """Fingerprints: the measured mean loss and its spread per (place, sensor) of a site."""
+
+    loss_db: FloatArray  # (n_places, n_sensors), NaN where not surveyed
+    spread_db: FloatArray  # (n_places, n_sensors), NaN where not surveyed
+    freq_hz: float | None = None
+    source: str = "survey"
+
+    @property
+    def n_surveyed(self) -> int:
+        return int(np.count_nonzero(np.isfinite(self.loss_db)))
+
+
+def parse_survey(doc: Any, site: Site, source: str = "survey") -> Survey:
+    """Validate a parsed survey document against ``site`` (see the module notes for its form)."""
+    if not isinstance(doc, Mapping):
+        raise InputError(source, None, "expected a table (TOML) or an object (JSON) at the top level")
+    for key in doc:
+        if key not in ("version", "site", "freq_hz", "places"):
+            raise InputError(source, key, "unknown key (expected version, site, freq_hz, places)")
+    version = doc.get("version", 1)
+    if version != 1:
+        raise InputError(source, "version", f"unsupported survey version {version!r} (this build reads 1)")
+    freq = doc.get("freq_hz")
+    if freq is not None and (isinstance(freq, bool) or not isinstance(freq, int | float) or not freq > 0):
+        raise InputError(source, "freq_hz", "expected a positive number")
+    places = doc.get("places", {})
+    if not isinstance(places, Mapping):
+        raise InputError(source, "places", "expected a table of places")
+    shape = (len(site.places), len(site.sensors))
+    loss = np.full(shape, np.nan)
+    spread = np.full(shape, np.nan)
+    for place_id, entry in places.items():
+        path = f"places.{place_id}"
+        try:
+            p = site.place_index(str(place_id))
+        except KeyError:
+            raise InputError(source, path, f"no cell or zone {place_id!r} in site {site.name!r}") from None
+        if not isinstance(entry, Mapping) or set(entry) - {"sensors"}:
+            raise InputError(source, path, "expected a table with only a 'sensors' table")
+        sensors = entry.get("sensors", {})
+        if not isinstance(sensors, Mapping):
+            raise InputError(source, f"{path}.sensors", "expected a table of sensors")
+        for sensor_id, fp in sensors.items():
+            spath = f"{path}.sensors.{sensor_id}"
+            try:
+                s = site.sensor_index(str(sensor_id))
+            except KeyError:
+                raise InputError(source, spath, f"no sensor {sensor_id!r} in site {site.name!r}") from None
+            if not isinstance(fp, Mapping):
+                raise InputError(source, spath, "expected a table with loss_db and spread_db")
+            for key in fp:
+                if key not in ("loss_db", "spread_db", "n"):
+                    raise InputError(source, f"{spath}.{key}", "unknown key (expected loss_db, spread_db, n)")
+            for key in ("loss_db", "spread_db"):
+                value = fp.get(key)
+                if value is None:
+                    raise InputError(source, f"{spath}.{key}", "missing")
+                if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                    raise InputError(source, f"{spath}.{key}", "expected a finite number")
+            if not 0.0 < fp["spread_db"] <= 30.0:
+                raise InputError(source, f"{spath}.spread_db", "must lie in (0, 30] dB")
+            loss[p, s] = float(fp["loss_db"])
+            spread[p, s] = float(fp["spread_db"])
+    return Survey(loss_db=loss, spread_db=spread, freq_hz=None if freq is None else float(freq), source=source)
+
+
+def load_survey(path: str | Path, site: Site) -> Survey:
+    """Read a survey file: ``.json`` as JSON, anything else as TOML."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(str(path), None, "no such file") from None
+        except OSError as exc:
+            raise InputError(str(path), None, f"cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise InputError(str(path), None, f"not valid JSON ({exc})") from None
+    else:
+        doc = read_toml(path)
+    return parse_survey(doc, site, str(path))
+
+
+# ============================================================== the locator
+@dataclass
+class _Band:
+    loss_db: FloatArray  # (J, S) mean loss from every point to every sensor
+    static_var_db2: FloatArray  # (J, S)
+    uniform_var: bool  # static_var is the same everywhere (no survey): a cheaper pass
+    log_norm: FloatArray = field(default_factory=lambda: np.zeros(0))  # (J, S) -½ log(2π V): survey only
+
+
+class Locator:
+    """Posterior over places for transmissions on one site. Build once, call many times.
+
+    ``model`` defaults to the site's own propagation model (its ``[propagation]`` table);
+    pass another to locate with a different belief about the building (the benchmarks
+    do, to measure what wrong wall losses cost).
+    """
+
+    def __init__(self, site: Site, config: LocatorConfig | None = None, *, survey: Survey | None = None,
+                 model: PropagationModel | None = None) -> None:
+        self.site = site
+        self.config = config or LocatorConfig()
+        self.model = model or PropagationModel.for_site(site)
+        self.survey = survey
+        cfg = self.config
+        points: list[FloatArray] = []
+        owners: list[int] = []
+        for index, place in enumerate(site.places):
+            spacing = max(cfg.point_spacing_m, math.sqrt(place.area_m2 / cfg.max_points_per_place))
+            xy = site.sample_points(index, spacing_m=spacing, margin_m=cfg.point_margin_m)
+            while xy.shape[0] > cfg.max_points_per_place:
+                spacing *= 1.15
+                xy = site.sample_points(index, spacing_m=spacing, margin_m=cfg.point_margin_m)
+            z = np.full(xy.shape[0], float(site.z_m(place.floor, cfg.phone_height_m)))
+            points.append(np.column_stack([xy, z]))
+            owners.append(xy.shape[0])
+        self.points_xyz: FloatArray = np.vstack(points)
+        counts = np.asarray(owners, dtype=np.int64)
+        self.place_of_point = np.repeat(np.arange(len(site.places)), counts)
+        self._ends = np.cumsum(counts).astype(np.int64)
+        self._starts = self._ends - counts
+        if cfg.prior == "area":
+            weights = np.array([p.area_m2 for p in site.places])
+        else:
+            weights = np.ones(len(site.places))
+        # log prior of a place minus log K: each point's share of its place's prior mass
+        self._log_point_prior = (np.log(weights / weights.sum()) - np.log(counts))[self.place_of_point]
+        self._bands: dict[int, _Band] = {}
+        self._log_prior_span = math.log(cfg.tx_power_max_dbm - cfg.tx_power_min_dbm)
+
+    @property
+    def n_points(self) -> int:
+        return int(self.points_xyz.shape[0])
+
+    # ---------------------------------------------------------- tables
+    def _band_key(self, freq_hz: float) -> int:
+        return int(round(freq_hz / self.config.band_step_hz))
+
+    def loss_table_db(self, freq_hz: float) -> FloatArray:
+        """Mean loss ``(n_points, n_sensors)`` used at ``freq_hz`` (model, or survey where surveyed)."""
+        return self._band(freq_hz).loss_db
+
+    def _model_table(self, freq_hz: float) -> FloatArray:
+        j, s = self.n_points, len(self.site.sensors)
+        tx = np.repeat(self.points_xyz, s, axis=0)
+        rx = np.tile(np.arange(s), j)
+        return self.model.mean_path_loss_db(self.site, tx, rx, freq_hz).reshape(j, s)
+
+    def _band(self, freq_hz: float) -> _Band:
+        key = self._band_key(freq_hz)
+        band = self._bands.get(key)
+        if band is not None:
+            return band
+        band_freq_hz = key * self.config.band_step_hz
+        loss = self._model_table(band_freq_hz)
+        var = np.full(loss.shape, self.config.sigma_static_db**2)
+        uniform = True
+        log_norm = np.zeros(0)
+        if self.survey is not None and self.survey.n_surveyed:
+            fp_loss = self.survey.loss_db[self.place_of_point]  # (J, S)
+            fp_spread = self.survey.spread_db[self.place_of_point]
+            have = np.isfinite(fp_loss)
+            if self.survey.freq_hz is not None and self._band_key(self.survey.freq_hz) != key:
+                survey_band_hz = self._band_key(self.survey.freq_hz) * self.config.band_step_hz
+                fp_loss = fp_loss + loss - self._model_table(survey_band_hz)
+            loss = np.where(have, fp_loss, loss)
+            var = np.where(have, fp_spread**2, var)
+            uniform = False
+            log_norm = -0.5 * (_LOG_2PI + np.log(var))
+        band = _Band(loss_db=loss, static_var_db2=var, uniform_var=uniform, log_norm=log_norm)
+        self._bands[key] = band
+        return band
+
+    # ---------------------------------------------------------- inference
+    def locate(self, observation: Observation) -> Posterior:
+        return self.locate_many([observation])[0]
+
+    def locate_many(self, observations: Sequence[Observation]) -> list[Posterior]:
+        """Posteriors of many observations; those in one band share one vectorized pass."""
+        out: list[Posterior | None] = [None] * len(observations)
+        by_band: dict[int, list[int]] = {}
+        for i, obs in enumerate(observations):
+            by_band.setdefault(self._band_key(obs.freq_hz), []).append(i)
+        n_sensors = len(self.site.sensors)
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, self.n_points * n_sensors))
+        for indices in by_band.values():
+            band = self._band(observations[indices[0]].freq_hz)
+            for start in range(0, len(indices), chunk):
+                part = indices[start:start + chunk]
+                posts = self._solve(band, [observations[i] for i in part])
+                for i, post in zip(part, posts, strict=True):
+                    out[i] = post
+        return [p for p in out if p is not None]
+
+    def point_log_likelihood(self, observations: Sequence[Observation]) -> tuple[FloatArray, FloatArray]:
+        """``(B, n_points)`` log-likelihoods and ML transmit powers (one band; for tests and tools)."""
+        band = self._band(observations[0].freq_hz)
+        return self._point_loglik(band, observations)
+
+    def _point_loglik(self, band: _Band, observations: Sequence[Observation]) -> tuple[FloatArray, FloatArray]:
+        cfg = self.config
+        n_sensors = len(self.site.sensors)
+        level = np.vstack([o.level_db for o in observations]).reshape(-1, n_sensors)
+        meas_var = np.vstack([o.level_var_db2 for o in observations]).reshape(-1, n_sensors)
+        censor = np.vstack([o.censor_db for o in observations]).reshape(-1, n_sensors)
+        heard = np.isfinite(level)
+        m = np.where(heard, level, 0.0)
+        vm = np.where(heard, meas_var, 0.0)
+        loss = band.loss_db  # (J, S)
+        if band.uniform_var:
+            w = np.where(heard, 1.0 / (cfg.sigma_static_db**2 + vm), 0.0)  # (B, S)
+            big_w = w.sum(axis=1)[:, None]  # (B, 1)
+            # Σ w (m + L) and Σ w (m + L)^2 through matrix products: (B, J)
+            a = (w * m).sum(axis=1)[:, None] + w @ loss.T
+            q = (w * m * m).sum(axis=1)[:, None] + 2.0 * (w * m) @ loss.T + w @ (loss * loss).T
+            log_norm = (-0.5 * np.where(heard, _LOG_2PI + np.log(cfg.sigma_static_db**2 + vm), 0.0)).sum(axis=1)[:, None]
+        else:
+            w = np.where(heard[:, None, :], 1.0 / (band.static_var_db2[None] + vm[:, None, :]), 0.0)  # (B, J, S)
+            d = m[:, None, :] + loss[None]
+            big_w = w.sum(axis=2)
+            a = (w * d).sum(axis=2)
+            q = (w * d * d).sum(axis=2)
+            log_norm = (-0.5 * np.where(heard[:, None, :], _LOG_2PI + np.log(band.static_var_db2[None] + vm[:, None, :]), 0.0)).sum(axis=2)
+        safe_w = np.maximum(big_w, 1e-12)
+        p_hat = a / safe_w
+        resid = np.maximum(q - a * p_hat, 0.0)
+        sqrt_w = np.sqrt(safe_w)
+        mass = special.ndtr((cfg.tx_power_max_dbm - p_hat) * sqrt_w) - special.ndtr((cfg.tx_power_min_dbm - p_hat) * sqrt_w)
+        loglik = -0.5 * resid + log_norm + 0.5 * (_LOG_2PI - np.log(safe_w)) + np.log(np.maximum(mass, 1e-300)) - self._log_prior_span
+        p_used = np.clip(p_hat, cfg.tx_power_min_dbm, cfg.tx_power_max_dbm)
+        cens = np.isfinite(censor)
+        if np.any(cens):
+            columns = np.flatnonzero(cens.any(axis=0))
+            u = np.where(cens[:, columns], censor[:, columns], np.inf)  # (B, C): +inf adds log(1) = 0
+            sigma_c = np.sqrt(band.static_var_db2[:, columns])  # (J, C)
+            z = (u[:, None, :] - (p_used[:, :, None] - loss[None, :, columns])) / sigma_c[None]
+            loglik = loglik + special.log_ndtr(z).sum(axis=2)
+        lowers = [o.lower_db for o in observations]
+        if any(x is not None and np.any(np.isfinite(x)) for x in lowers):
+            lower = np.vstack([np.full(n_sensors, np.nan) if x is None else x for x in lowers])
+            columns = np.flatnonzero(np.isfinite(lower).any(axis=0))
+            floor = np.where(np.isfinite(lower[:, columns]), lower[:, columns], -np.inf)
+            sigma_c = np.sqrt(band.static_var_db2[:, columns])
+            z = ((p_used[:, :, None] - loss[None, :, columns]) - floor[:, None, :]) / sigma_c[None]
+            loglik = loglik + special.log_ndtr(z).sum(axis=2)
+        return loglik, p_used
+
+    def _solve(self, band: _Band, observations: Sequence[Observation]) -> list[Posterior]:
+        loglik, p_used = self._point_loglik(band, observations)
+        logpost = loglik + self._log_point_prior[None, :]
+        top = logpost.max(axis=1, keepdims=True)
+        weights = np.exp(logpost - top)  # (B, J)
+        place_mass = np.add.reduceat(weights, self._starts, axis=1)  # (B, n_places)
+        total = place_mass.sum(axis=1, keepdims=True)
+        probs = place_mass / total
+        evidence = (np.log(total) + top)[:, 0]
+        out = []
+        for b in range(probs.shape[0]):
+            best = int(np.argmax(probs[b]))
+            lo, hi = self._starts[best], self._ends[best]
+            point = lo + int(np.argmax(logpost[b, lo:hi]))
+            out.append(Posterior(probabilities=probs[b], best=best, tx_power_dbm=float(p_used[b, point]),
+                                 log_evidence=float(evidence[b])))
+        return out
+
+
+# ============================================================== oracle feed
+def detections_from_truth(truth: Sequence[Mapping[str, Any]], detect_snr_db: float = 6.0) -> list[Detection]:
+    """Detections made from a simulation's truth: each burst at each sensor whose true SNR
+    reaches ``detect_snr_db``, with the true received power as ``rssi_dbm``.
+
+    This feeds the locator the simulator's own received powers (fading and shadowing
+    included, no detector errors): the *oracle* the benchmarks and tests compare
+    ``cellwatch locate`` with. Truth records without per-sensor ``rx_power_dbm`` are skipped.
+    """
+    out = []
+    for record in truth:
+        powers = record.get("rx_power_dbm")
+        snrs = record.get("snr_db")
+        if not isinstance(powers, Mapping) or not isinstance(snrs, Mapping):
+            continue
+        for sensor_id, power in powers.items():
+            snr = snrs.get(sensor_id)
+            if snr is None or snr < detect_snr_db:
+                continue
+            out.append(Detection(
+                sensor_id=str(sensor_id), t_start_s=float(record["t_start_s"]), duration_s=float(record["duration_s"]),
+                freq_hz=float(record["freq_hz"]), bandwidth_hz=float(record["bandwidth_hz"]),
+                power_dbfs=float(power) - _NOMINAL_FULL_SCALE_DBM, snr_db=float(snr),
+                tech=str(record.get("tech", "unknown")), rssi_dbm=float(power),
+            ))
+    out.sort(key=lambda d: (d.t_start_s, d.sensor_id))
+    return out
+
+
+_NOMINAL_FULL_SCALE_DBM = -15.0  # only to fill power_dbfs; rssi_dbm is what the locator reads

@@ -1,0 +1,1 @@
+"""One API router per resource; :func:`service.app.create_app` mounts them all."""

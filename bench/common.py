@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -26,6 +27,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SAMPLE_RATE_HZ = 2.4e6  # the RTL-SDR's stable rate (DESIGN.md)
 CENTER_FREQ_HZ = 900_000_000  # inside GSM-900 / LTE band 8 uplink
 BLOCK_SAMPLES = 262_144  # what `cellwatch detect` reads per block (its default)
+DETECTOR_SOURCES = ("dsp/detector.py", "dsp/noise.py", "dsp/pipeline.py")
 
 
 def header(name: str, quick: bool) -> dict[str, Any]:
@@ -53,7 +55,12 @@ def machine_info() -> dict[str, Any]:
                                 text=True, timeout=5, check=False).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         commit = None
+    digest = hashlib.sha1()
+    for name in DETECTOR_SOURCES:
+        path = REPO / name
+        digest.update(path.read_bytes() if path.exists() else b"")
     return {
+        "detector_sources_sha1": digest.hexdigest()[:12],  # the detector may differ from the commit
         "cpu": cpu,
         "n_cpus": os.cpu_count(),
         "python": platform.python_version(),

@@ -14,7 +14,7 @@ Figures
     * per-test false-alarm probability observed versus configured: the detector's own
       normalized cells (after its noise-floor division) are summed over every box of
       every template inside each epoch, and the exceedances of the thresholds for Pfa
-      1e-2 … 1e-9 are counted. This checks the CFAR calibration (the Gamma law of the
+      1e-2 … 1e-9 and the configured one are counted. This checks the CFAR calibration (the Gamma law of the
       box sums and the noise-floor estimate) directly, where the false-alarm count alone
       has too few events to say anything.
 
@@ -25,6 +25,7 @@ with different seeds (two half-hour sensors, the figures pooled).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -60,11 +61,12 @@ log = logging.getLogger(__name__)
 GOAL_PER_HOUR = 1.0
 GAIN_STEPS_DB = (28.0, 33.8, 22.9, 38.6, 25.4, 19.7, 36.4, 28.0, 15.7, 42.1, 29.7, 20.7)
 GAIN_STEP_PERIOD_S = 300.0
-QUICK_GAIN_STEP_PERIOD_S = 10.0
+QUICK_GAIN_STEP_PERIOD_S = 7.0  # 20 s: a step up at 7 s, a step down at 14 s
+TRANSIENT_S = 2.0  # what follows a gain step this closely is booked apart from the steady state
 CARRIER_OFFSET_HZ = 437_100.0
 CARRIER_DBM = -70.0
 LO_LEAKAGE_DBM = -85.0  # the centre spike: about -42 dBFS at 28 dB of gain
-PFA_LEVELS = tuple(10.0 ** -np.arange(2, 10))  # 1e-2 … 1e-9
+PFA_LEVELS = tuple(10.0 ** -np.arange(2, 10))  # 1e-2 … 1e-9, plus the configured Pfa
 SPLIT_ABOVE_S = 15 * 60.0
 PROBE_S = 20.0
 MAX_LISTED = 500  # false alarms listed one by one in the JSON
@@ -80,7 +82,7 @@ class BoxStatisticCounter:
 
     def __init__(self, tests: tuple[BoxTest, ...], config_pfa: float, levels: tuple[float, ...]) -> None:
         self.tests = tests
-        self.levels = tuple(sorted(levels, reverse=True))
+        self.levels = tuple(sorted({float(p) for p in levels} | {float(config_pfa)}, reverse=True))
         self.thresholds = np.array([
             [t.threshold * float(stats.gamma.isf(p, t.dof) / stats.gamma.isf(config_pfa, t.dof)) for p in self.levels]
             for t in tests
@@ -122,7 +124,7 @@ class BoxStatisticCounter:
                 "observed_pfa": self.exceedances[i] / n,
                 "max_statistic_over_threshold": float(self.max_ratio[i]),
             }
-        k = int(np.argmin(np.abs(np.log10(np.array(self.levels)) - math.log10(config_pfa))))
+        k = self.levels.index(float(config_pfa))
         total_tests = int(self.n_tests.sum())
         total_at_config = int(self.exceedances[:, k].sum())
         return {
@@ -136,17 +138,23 @@ class BoxStatisticCounter:
 
 
 class CountingDetector(BurstDetector):
-    """The default detector, unchanged, plus a :class:`BoxStatisticCounter` on its normalized cells."""
+    """The default detector, unchanged, plus :class:`BoxStatisticCounter` s on its normalized cells.
+
+    The caller sets :attr:`after_gain_step` while it feeds the blocks that follow a gain
+    step: their epochs are counted in :attr:`transient`, the others in :attr:`steady`.
+    """
 
     def __init__(self, config: DetectorConfig, sample_rate_hz: float, center_freq_hz: int,
                  levels: tuple[float, ...] = PFA_LEVELS) -> None:
         super().__init__(config, sample_rate_hz, center_freq_hz)
-        self.counter = BoxStatisticCounter(self.box_tests, config.pfa, levels)
+        self.steady = BoxStatisticCounter(self.box_tests, config.pfa, levels)
+        self.transient = BoxStatisticCounter(self.box_tests, config.pfa, levels)
+        self.after_gain_step = False
 
     def _box_tests(self, epoch: Any) -> None:  # the detector's per-epoch hook: count, then test as usual
         super()._box_tests(epoch)
         if epoch.cells is not None:
-            self.counter.count(epoch.cells)
+            (self.transient if self.after_gain_step else self.steady).count(epoch.cells)
 
 
 def gain_at(t_s: float, period_s: float) -> float:
@@ -180,6 +188,7 @@ def run_segment(seed: int, duration_s: float, t0_s: float, period_s: float) -> d
             steps.append((t_s, gain))
             log.info("false_alarms seed=%d t_s=%.0f gain_db=%g n_alarms=%d wall_s=%.0f", seed, t_s, gain,
                      len(alarms), time.perf_counter() - started)
+        detector.after_gain_step = len(steps) > 1 and t_s - steps[-1][0] < TRANSIENT_S
         a = time.perf_counter()
         cycles = (phase0 + first * CARRIER_OFFSET_HZ / fs) % 1.0
         incident = tone[:n] * np.complex64(amplitude * np.exp(2j * np.pi * cycles))
@@ -194,14 +203,16 @@ def run_segment(seed: int, duration_s: float, t0_s: float, period_s: float) -> d
     t_detect += time.perf_counter() - b
     stats_ = detector.stats
     observed_s = (stats_.n_frames - stats_.n_warmup_frames) * detector.frame_s
-    if observed_s > 1.0 and detector.counter.n_tests.sum() == 0:
+    if observed_s > 1.0 and detector.steady.n_tests.sum() + detector.transient.n_tests.sum() == 0:
         raise RuntimeError("the detector no longer calls its per-epoch _box_tests hook: update bench.detect_false_alarms")
     step_times = np.array([s for s, _ in steps])
     listed = []
     for burst, g in alarms:
         t = t0_s + burst.sample_start / fs
-        last_step = step_times[np.searchsorted(step_times, t, side="right") - 1]
+        k = int(np.searchsorted(step_times, t, side="right")) - 1
+        last_step = step_times[k]
         listed.append({
+            "after_gain_step": bool(k > 0 and t - last_step < TRANSIENT_S),
             "t_s": t, "freq_offset_hz": burst.freq_hz - CENTER_FREQ_HZ, "bandwidth_hz": burst.bandwidth_hz,
             "duration_s": burst.duration_s, "snr_db": burst.snr_db, "power_dbfs": burst.power_dbfs,
             "gain_db": g, "since_gain_step_s": t - float(last_step),
@@ -213,7 +224,9 @@ def run_segment(seed: int, duration_s: float, t0_s: float, period_s: float) -> d
         "observed_s": observed_s,
         "false_alarms": listed,
         "gain_steps": [{"t_s": s, "gain_db": g} for s, g in steps],
-        "counter": detector.counter,
+        "transient_s": sum(min(TRANSIENT_S, t0_s + n_total / fs - s) for s, _ in steps[1:]),
+        "steady_counter": detector.steady,
+        "transient_counter": detector.transient,
         "rejected": dict(stats_.rejected),
         "carrier_columns": np.flatnonzero(detector.carrier_mask).tolist(),
         "carrier_column_freqs_hz": detector.column_freqs_hz[detector.carrier_mask].tolist(),
@@ -230,6 +243,12 @@ def _merge_counters(counters: list[BoxStatisticCounter]) -> BoxStatisticCounter:
         total.exceedances += c.exceedances
         total.max_ratio = np.maximum(total.max_ratio, c.max_ratio)
     return total
+
+
+def _copy_counter(counter: BoxStatisticCounter) -> BoxStatisticCounter:
+    copy = BoxStatisticCounter.__new__(BoxStatisticCounter)
+    copy.__dict__.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(counter).items()})
+    return copy
 
 
 def poisson_interval(k: int, exposure: float, level: float = 0.95) -> tuple[float, float]:
@@ -270,7 +289,19 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
     n_alarms = len(alarms)
     hours = observed_s / 3600.0
     rate = n_alarms / hours if hours > 0 else math.nan
-    counter = _merge_counters([s["counter"] for s in segments])
+    steady = _merge_counters([s["steady_counter"] for s in segments])
+    transient = _merge_counters([s["transient_counter"] for s in segments])
+    pooled = _merge_counters([_copy_counter(steady), transient])
+    transient_s = sum(s["transient_s"] for s in segments)
+    steady_hours = (observed_s - transient_s) / 3600.0
+    n_steady = sum(not a["after_gain_step"] for a in alarms)
+    per_step = []
+    for seg in segments:
+        gains = seg["gain_steps"]
+        for prev, step in itertools.pairwise(gains):
+            n = sum(1 for a in alarms if a["after_gain_step"] and step["t_s"] <= a["t_s"] < step["t_s"] + TRANSIENT_S)
+            per_step.append({"t_s": step["t_s"], "from_gain_db": prev["gain_db"], "to_gain_db": step["gain_db"],
+                             "n_false_alarms": n})
     rejected: Counter[str] = Counter()
     for s in segments:
         rejected.update(s["rejected"])
@@ -292,7 +323,8 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
             "gain_steps_db": GAIN_STEPS_DB,
             "gain_step_period_s": period_s,
         },
-        "segments": [{k: v for k, v in s.items() if k not in ("false_alarms", "counter")} for s in segments],
+        "segments": [{k: v for k, v in s.items() if not k.endswith("counter") and k != "false_alarms"}
+                     for s in segments],
         "detector": {
             "pfa_per_test": config.pfa,
             "tests_per_second": probe_detector.tests_per_second,
@@ -303,9 +335,23 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
         "false_alarms_per_hour_ci95": poisson_interval(n_alarms, hours) if hours > 0 else None,
         "goal_per_hour": GOAL_PER_HOUR,
         "goal_met": bool(rate < GOAL_PER_HOUR),
+        "steady": {
+            "definition": f"more than {TRANSIENT_S:g} s after the last gain step",
+            "hours": steady_hours,
+            "n_false_alarms": n_steady,
+            "false_alarms_per_hour": n_steady / steady_hours if steady_hours > 0 else None,
+            "false_alarms_per_hour_ci95": poisson_interval(n_steady, steady_hours) if steady_hours > 0 else None,
+        },
+        "after_gain_steps": {
+            "definition": f"within {TRANSIENT_S:g} s after a gain step",
+            "n_false_alarms": n_alarms - n_steady,
+            "steps": per_step,
+        },
         "false_alarms": alarms[:MAX_LISTED],
         "rejected": dict(rejected),
-        "per_test_pfa": counter.as_dict(config.pfa),
+        "per_test_pfa": pooled.as_dict(config.pfa),
+        "per_test_pfa_steady": steady.as_dict(config.pfa),
+        "per_test_pfa_after_gain_steps": transient.as_dict(config.pfa),
     })
     out_dir = Path(out_dir)
     write_json(out_dir / "detect_false_alarms.json", result)
@@ -316,24 +362,36 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
 def plot(result: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    pfa = result["per_test_pfa"]
+    pfa = result["per_test_pfa_steady"]
     levels = np.array(pfa["levels"])
     for name, t in pfa["templates"].items():
         obs = np.array(t["observed_pfa"], dtype=np.float64)
         floor = 1.0 / max(t["n_tests"], 1)
         ax1.loglog(levels, np.where(obs > 0, obs, np.nan), "o-", ms=3, label=f"{name} ({t['n_columns']}×{t['n_frames']})")
         ax1.plot(levels[obs == 0], np.full(int((obs == 0).sum()), floor), "v", ms=4, color=ax1.lines[-1].get_color())
+    after = result["per_test_pfa_after_gain_steps"]
+    if after["n_tests"]:
+        pooled = np.array([sum(t["exceedances"][j] for t in after["templates"].values())
+                           for j in range(len(levels))]) / after["n_tests"]
+        ax1.loglog(levels, np.where(pooled > 0, pooled, np.nan), "k^:", ms=3,
+                   label=f"all, < {TRANSIENT_S:g} s after a gain step")
     ax1.loglog(levels, levels, "k--", lw=1, label="observed = configured")
     ax1.axvline(pfa["configured_pfa"], color="grey", lw=0.6)
     ax1.set_xlabel("configured per-test Pfa")
     ax1.set_ylabel("observed exceedance fraction of box sums")
-    ax1.set_title("CFAR calibration on noise (▼: none seen, 1/n_tests)", fontsize=9)
+    ax1.set_title("CFAR calibration on noise, steady state (▼: none seen, at 1/n_tests)", fontsize=9)
     ax1.legend(fontsize=7)
     ax1.grid(alpha=0.3, which="both")
     hours = result["observed_s"] / 3600.0
     alarms = result["false_alarms"]
     if alarms:
-        ax2.plot([a["t_s"] / 60 for a in alarms], [a["snr_db"] for a in alarms], "rx", ms=5)
+        late = [a for a in alarms if a["after_gain_step"]]
+        steady_alarms = [a for a in alarms if not a["after_gain_step"]]
+        ax2.plot([a["t_s"] / 60 for a in late], [a["snr_db"] for a in late], "x", color="orange", ms=5,
+                 label=f"< {TRANSIENT_S:g} s after a gain step")
+        ax2.plot([a["t_s"] / 60 for a in steady_alarms], [a["snr_db"] for a in steady_alarms], "rx", ms=7,
+                 label="steady state")
+        ax2.legend(fontsize=7)
     for seg in result["segments"]:
         for step in seg["gain_steps"]:
             ax2.axvline(step["t_s"] / 60, color="grey", lw=0.5)
@@ -343,6 +401,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax2.set_xlabel("time (min); vertical lines: gain steps")
     ax2.set_ylabel("reported SNR of the false alarm (dB)")
     ax2.set_title(f"{result['n_false_alarms']} false alarms in {hours:.2f} h = "
-                  f"{result['false_alarms_per_hour']:.2f}/h (goal < {GOAL_PER_HOUR:g}/h)", fontsize=9)
+                  f"{result['false_alarms_per_hour']:.2f}/h (goal < {GOAL_PER_HOUR:g}/h); "
+                  f"steady state {result['steady']['n_false_alarms']}", fontsize=9)
     ax2.grid(alpha=0.3)
     return save_figure(fig, path)

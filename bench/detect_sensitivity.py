@@ -42,7 +42,7 @@ Theory (H. Urkowitz, "Energy detection of unknown deterministic signals", Proc. 
     issue's ceiling; the false-alarm benchmark measures what the detector really does).
     A budget above the detector's real rate only makes the ideal detector better, so the
     reported gap is not flattering. The JSON also gives the gap against an ideal detector
-    run at the detector's own per-test Pfa (``DetectorConfig.pfa``, 1e-9).
+    run at the detector's own per-test Pfa (``DetectorConfig().pfa``).
 """
 
 from __future__ import annotations

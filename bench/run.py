@@ -51,7 +51,12 @@ def summarize(name: str, result: dict[str, Any]) -> dict[str, Any]:
         return {**head, "hours": result["observed_s"] / 3600.0, "n_false_alarms": result["n_false_alarms"],
                 "false_alarms_per_hour": result["false_alarms_per_hour"],
                 "false_alarms_per_hour_ci95": result["false_alarms_per_hour_ci95"],
+                "steady_hours": result["steady"]["hours"],
+                "steady_n_false_alarms": result["steady"]["n_false_alarms"],
+                "steady_false_alarms_per_hour": result["steady"]["false_alarms_per_hour"],
+                "n_false_alarms_after_gain_steps": result["after_gain_steps"]["n_false_alarms"],
                 "observed_pfa_at_configured": result["per_test_pfa"]["observed_pfa_at_configured"],
+                "steady_observed_pfa_at_configured": result["per_test_pfa_steady"]["observed_pfa_at_configured"],
                 "configured_pfa": result["per_test_pfa"]["configured_pfa"]}
     return {**head, "real_time_factor": result["pipeline"]["real_time_factor"],
             "idle_real_time_factor": result["idle_band"]["real_time_factor"],
@@ -79,8 +84,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     if fa:
         lo, hi = fa["false_alarms_per_hour_ci95"] or (float("nan"), float("nan"))
         lines.append(f"False alarms ({fa['mode']}): {fa['n_false_alarms']} in {fa['hours']:.3f} h = "
-                     f"{fa['false_alarms_per_hour']:.2f}/h (95 % {lo:.2f}-{hi:.2f}; goal < 1/h); per-test Pfa "
-                     f"observed {fa['observed_pfa_at_configured']:.2g} vs configured {fa['configured_pfa']:.2g}")
+                     f"{fa['false_alarms_per_hour']:.2f}/h (95 % {lo:.2f}-{hi:.2f}; goal < 1/h), "
+                     f"{fa['n_false_alarms_after_gain_steps']} of them within 2 s after a gain step")
+        steady = fa["steady_false_alarms_per_hour"]
+        lines.append(f"  steady state: {fa['steady_n_false_alarms']} in {fa['steady_hours']:.3f} h = "
+                     f"{float('nan') if steady is None else steady:.2f}/h; per-test Pfa observed "
+                     f"{fa['steady_observed_pfa_at_configured']:.2g} (all: {fa['observed_pfa_at_configured']:.2g}) "
+                     f"vs configured {fa['configured_pfa']:.2g}")
     tp = summary.get("throughput")
     if tp:
         lines.append(f"Throughput ({tp['mode']}): {tp['real_time_factor']:.1f}x real time on one core with "

@@ -97,16 +97,17 @@ def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = Cla
     umts_band = cfg.umts_band_fraction * min(sample_rate_hz, 3.84e6)
     if burst.bandwidth_hz >= umts_band and burst.duration_s >= cfg.umts_min_duration_s:
         return Verdict(UMTS, "fills the band continuously")
-    if burst.gmsk_line_ratio >= cfg.gmsk_line_ratio:
+    ratio = burst.gmsk_line_ratio  # None: not looked for
+    if ratio is not None and ratio >= cfg.gmsk_line_ratio:
         return Verdict(GSM, "GMSK spectral lines")
     lo_bw, hi_bw = cfg.gsm_bandwidth_hz
     lo_t, hi_t = cfg.gsm_duration_s
     gsm_sized = lo_bw <= burst.bandwidth_hz <= hi_bw and lo_t <= burst.duration_s <= hi_t
     gsm_sized |= on_gsm_grid and burst.bandwidth_hz <= cfg.gsm_grid_max_bandwidth_hz and (
         lo_t <= burst.duration_s <= cfg.gsm_grid_max_duration_s)
-    lines_expected = burst.snr_db >= cfg.gmsk_visible_snr_db and burst.duration_s >= 0.25e-3
+    lines_expected = ratio is not None and burst.snr_db >= cfg.gmsk_visible_snr_db and burst.duration_s >= 0.25e-3
     if gsm_sized:
-        if lines_expected and burst.gmsk_line_ratio < cfg.gmsk_absent_ratio:
+        if lines_expected and ratio is not None and ratio < cfg.gmsk_absent_ratio:
             return _lte_or_nr(burst, cfg, "GSM-sized but no GMSK lines at this SNR")
         if on_gsm_grid:
             return Verdict(GSM, "on a GSM session's TDMA frame grid")
@@ -212,7 +213,8 @@ class SessionTracker:
             session = grid or self._new(GSM, burst)
             session.channels.add(arfcn)
             lag_frames = round((burst.t_start_s - session.last_start_s) / TDMA_FRAME_S)
-            if burst.gmsk_line_ratio >= self.classifier.gmsk_line_ratio or (grid is not None and lag_frames <= 3):
+            lines = burst.gmsk_line_ratio is not None and burst.gmsk_line_ratio >= self.classifier.gmsk_line_ratio
+            if lines or (grid is not None and lag_frames <= 3):
                 session.confirmed = True
             # follow slow timing-advance drift; edges of weak bursts are noisy, hence 1/4
             weight = 1.0 if session.n_bursts == 0 else 0.25

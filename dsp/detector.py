@@ -172,7 +172,7 @@ class Burst:
     over the noise power in ``bandwidth_hz``. ``flatness``: mean over peak of the
     smoothed noise-subtracted spectrum in the central 80 % of the occupied band
     (measured medians: GMSK 0.47, SC-FDMA 0.7). ``gmsk_line_ratio``: strength of the
-    GMSK spectral lines (0 when not looked for: bands over 450 kHz, bursts under 200 µs).
+    GMSK spectral lines (None when not looked for: over 450 kHz occupied, under 200 µs).
     ``sample_start`` counts samples since the stream started (dropped ones included).
     ``truncated``: cut by ``max_burst_s``, a gap or the end of the stream.
     """
@@ -190,7 +190,7 @@ class Burst:
     n_frames: int
     n_cells: int
     flatness: float
-    gmsk_line_ratio: float
+    gmsk_line_ratio: float | None
     center_freq_hz: int
     truncated: bool = False
     gain_db: float | None = None
@@ -656,6 +656,10 @@ class BurstDetector:
         if n_frames and self._buffer_sample_start is not None:
             out.extend(self._run_epoch(self._buffer[: n_frames * n].copy(), final=True))
         else:
+            if self._tracker.floor is None and self._history:
+                self._tracker.estimate_now()  # the stream ended during the warm-up
+                if self._tracker.floor is not None:
+                    self._backfill()
             out.extend(self._finalize(final=True))
         self._reset_stream()
         return out
@@ -709,37 +713,67 @@ class BurstDetector:
             cells=None,
             mask=self._take("mask", (n_frames, self.n_columns), np.bool_),
             power=power,
-            floor=None if floor is None else floor.copy(),
+            floor=None,
         )
         epoch.mask[:] = False
         self._next_frame += n_frames
+        self._history.append(epoch)
         if floor is None:
             self.stats.n_warmup_frames += n_frames
+            self._tracker.push(raw)
+            if final and self._tracker.floor is None:
+                self._tracker.estimate_now()  # a recording shorter than the warm-up
+            if self._tracker.floor is not None:
+                self._backfill()
         else:
-            g = self.config.bins_per_cell
-            usable = (self.column_dofs > 0) & ~self.carrier_mask
-            dofs = np.where(usable, self.column_dofs, 0)
-            scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
-            offset = (g - dofs).astype(np.float32)
-            cells = self._take("cells", (n_frames, self.n_columns), np.float32)
-            np.multiply(raw, scale, out=cells)
-            cells += offset
-            epoch.cells = cells
-        self._history.append(epoch)
-        if epoch.cells is not None:
+            self._normalize(epoch, raw, floor)
             self._box_tests(epoch)
-        self._tracker.push(raw, epoch.mask)  # painted bursts stay out of the floor
-        bursts = self._finalize(final=final)
+            self._tracker.push(raw, epoch.mask)  # painted bursts stay out of the floor
+        # during the warm-up there is nothing to label yet (and the open region must not move)
+        bursts = self._finalize(final=final) if self._tracker.floor is not None else []
         self._update_carriers(epoch)
         self._trim_history()
         return bursts
 
-    def _recent_cells(self, n_rows: int) -> tuple[FloatArray, int]:
-        """The last ``n_rows`` normalized rows before the newest epoch that are contiguous and valid."""
+    def _normalize(self, epoch: _Epoch, raw: FloatArray, floor: npt.NDArray[np.float64]) -> None:
+        """Cells divided by the floor (mean ``bins_per_cell`` under noise); masked columns neutral."""
+        g = self.config.bins_per_cell
+        usable = (self.column_dofs > 0) & ~self.carrier_mask
+        dofs = np.where(usable, self.column_dofs, 0)
+        scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
+        offset = (g - dofs).astype(np.float32)
+        cells = self._take("cells", (epoch.n_frames, self.n_columns), np.float32)
+        np.multiply(raw, scale, out=cells)
+        cells += offset
+        epoch.cells = cells
+        epoch.floor = floor.copy()
+
+    def _backfill(self) -> None:
+        """The floor has just become available: detect in the warm-up epochs held so far.
+
+        Nothing is lost at the start of a stream (bundled recordings last 0.2-0.4 s); the
+        warm-up epochs are judged against the first estimate, made from them.
+        """
+        floor = self._tracker.floor
+        assert floor is not None
+        g = self.config.bins_per_cell
+        half = self.n_columns // 2
+        for ep in list(self._history):
+            if ep.cells is not None:
+                continue
+            natural = ep.power[:, 0::g].copy()
+            for j in range(1, g):
+                natural += ep.power[:, j::g]
+            raw = np.concatenate((natural[:, half:], natural[:, :half]), axis=1)
+            self._normalize(ep, raw, floor)
+            self._box_tests(ep)
+
+    def _recent_cells(self, earlier: list[_Epoch], first_frame: int, n_rows: int) -> tuple[FloatArray, int]:
+        """The last ``n_rows`` normalized rows of ``earlier`` epochs that end contiguously at ``first_frame``."""
         rows: list[FloatArray] = []
         have = 0
-        expected_end = self._history[-1].first_frame
-        for ep in reversed(list(self._history)[:-1]):
+        expected_end = first_frame
+        for ep in reversed(earlier):
             if have >= n_rows or ep.cells is None or ep.end_frame != expected_end:
                 break
             take = min(n_rows - have, ep.n_frames)
@@ -757,7 +791,8 @@ class BurstDetector:
         the larger ones (a strong GSM burst must not also light up a 2 MHz box).
         """
         assert epoch.cells is not None
-        carry, n_carry = self._recent_cells(self._max_box_frames - 1)
+        earlier = [ep for ep in self._history if ep.end_frame <= epoch.first_frame]
+        carry, n_carry = self._recent_cells(earlier, epoch.first_frame, self._max_box_frames - 1)
         n_cols = self.n_columns
         n_rows = n_carry + epoch.n_frames
         ws = self._ws
@@ -810,7 +845,7 @@ class BurstDetector:
             return
         epoch.mask |= painted[n_carry:]
         idx = n_carry  # paint back into earlier epochs' rows
-        for ep in reversed(list(self._history)[:-1]):
+        for ep in reversed(earlier):
             if idx <= 0:
                 break
             take = min(idx, ep.n_frames)
@@ -890,6 +925,8 @@ class BurstDetector:
 
     def _trim_history(self) -> None:
         """Drop epochs no open component and no future box test or measurement needs."""
+        if self._tracker.floor is None:
+            return  # warm-up epochs wait for the first floor estimate (_backfill)
         keep_from = self._history[-1].end_frame - self._max_box_frames - 2
         if self._open_from is not None:
             keep_from = min(keep_from, self._open_from - 2)
@@ -1113,8 +1150,8 @@ class BurstDetector:
         fill = np.clip(length / np.maximum(n_rows * n, 1), 1e-3, None)
         signal_power = total * to_power / np.minimum(fill, 1.0)
         noise_density = noise_band / np.maximum(hi - lo, 1) * to_power / self.bin_hz
-        line_ratio = np.zeros(m)
-        gmsk = ((hi - lo) * self.bin_hz <= self._GMSK_MAX_BANDWIDTH_HZ) & (length >= 200e-6 * self.sample_rate_hz) & (total > 0)
+        line_ratio = np.full(m, np.nan)  # NaN: not looked for
+        gmsk = (bandwidth <= self._GMSK_MAX_BANDWIDTH_HZ) & (length >= 200e-6 * self.sample_rate_hz) & (total > 0)
         if gmsk.any():
             idx = np.flatnonzero(gmsk)
             offsets, ratios = self._gmsk_lines(eps, t0[idx], length[idx], lo[idx], hi[idx], centroid[idx])
@@ -1147,7 +1184,7 @@ class BurstDetector:
                 n_frames=int(n_rows[i]),
                 n_cells=int(c.inside.sum()),
                 flatness=float(flatness[i]),
-                gmsk_line_ratio=float(line_ratio[i]),
+                gmsk_line_ratio=None if math.isnan(line_ratio[i]) else float(line_ratio[i]),
                 center_freq_hz=self.center_freq_hz,
                 truncated=c.truncated,
                 gain_db=self._gain_db,

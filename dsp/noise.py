@@ -168,6 +168,12 @@ class NoiseFloorTracker:
                 self._since_update = 0
                 self._estimate()
 
+    def estimate_now(self) -> None:
+        """Estimate from whatever groups were seen (a stream shorter than the warm-up)."""
+        if self._n_filled:
+            self._since_update = 0
+            self._estimate()
+
     def scale(self, factor: float) -> None:
         """Multiply the state by ``factor`` (a known receiver gain change, linear power)."""
         self._clean *= np.float32(factor)

@@ -193,9 +193,9 @@ class ScanSchedule:
         """``(visit index, UTC time the visit's slot ends)`` for UTC time ``t_s``."""
         if self.is_fixed:
             return 0, math.inf
-        k, position = divmod(t_s, self.cycle_s)
+        position = t_s % self.cycle_s
         i = max(0, bisect.bisect_right(self._offsets, position) - 1)
-        return i, k * self.cycle_s + self.visits[i].end_s
+        return i, t_s + max(self.visits[i].end_s - position, 0.0)
 
     def watch_windows(self, channel: Channel) -> list[tuple[float, float]]:
         """``[(start, end)]`` within ``[0, cycle_s)`` when ``channel`` is watched (settled)."""

@@ -129,7 +129,8 @@ class Node:
         self._sender = sender
         self._own_sender = sender is None
         self._stop = threading.Event()
-        self._units = [_Unit(plan, realtime=plan.kind in LIVE_KINDS or bool(getattr(plan.source, "realtime", True)))
+        self._units = [_Unit(plan, realtime=plan.kind in LIVE_KINDS
+                             or bool(setup.config.sources[plan.index].options.get("realtime", True)))
                        for plan in setup.sources]
         for unit in self._units:
             for channel in unit.schedule.channels:

@@ -67,6 +67,13 @@ FloatArray = npt.NDArray[np.float64]
 GSM_FRAME_S = 0.120 / 26.0  # TS 45.002 §4.3.1: 4.615 ms TDMA frame
 _TERM_CAP = 9.0  # a sensor adds at most a 3-sigma residual to the pattern test
 _N_CONTRADICTING = 2  # sensors that must contradict a transmission's pattern to split a burst off
+_DEFAULT_DETECT_SNR_DB = 6.0  # until enough detections show the detector's own low edge
+_MIN_SNR_SAMPLE = 100
+_SNR_SAMPLE_SIZE = 4096
+_REFRESH_EVERY = 64  # noise estimates folded into the thresholds every this many detections
+_FREQ_BUCKET_HZ = 1e6
+_CHANNEL_BUCKET_HZ = 100e3  # GSM-like transmissions indexed by carrier (200 kHz raster)
+_IMAGE_REACH_HZ = 3.2e6  # an I/Q image lies within an RTL-SDR's widest band of its burst
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,11 @@ class CorrelatorConfig:
 
 # ====================================================================== sensors
 class SensorStates:
-    """What the correlator knows of each sensor: alive, which band it covers, its noise, its clock."""
+    """What the correlator knows of each sensor: alive, which band it covers, its noise, its clock.
+
+    Per-sensor scalars live in Python lists (updated once per detection, where numpy's
+    per-element overhead would dominate) and become arrays when a burst needs them.
+    """
 
     def __init__(self, site: Site, calibration: CalibrationTable, config: CorrelatorConfig,
                  locator_config: LocatorConfig) -> None:
@@ -137,32 +148,54 @@ class SensorStates:
         self.site = site
         self.calibration = calibration
         self.config = config
-        self.detect_snr_db = locator_config.detect_snr_db
-        self.last_seen_s = np.full(n, -np.inf)
-        self.listening_until_s = np.full(n, -np.inf)
-        self.freq_lo_hz = np.full(n, np.inf)
-        self.freq_hi_hz = np.full(n, -np.inf)
-        self.noise_dbm_per_hz = np.full(n, np.nan)
-        self.n_noise = np.zeros(n, dtype=np.int64)
-        self.clock_offset_s = np.zeros(n)
+        self.fixed_detect_snr_db = locator_config.detect_snr_db
+        self._snr_sample: list[float] = []  # a bounded sample of the detections' snr_db
+        self._n_snr = 0
+        self._snr_rng = np.random.default_rng(0)
+        self._snr_edge_db: float | None = None
+        self._base_thresholds: FloatArray | None = None
+        self._base_at = 0
+        self._n_noise_total = 0
+        self.last_seen_s = [-math.inf] * n
+        self.listening_until_s = [-math.inf] * n
+        self.freq_lo_hz = [math.inf] * n
+        self.freq_hi_hz = [-math.inf] * n
+        self.noise_dbm_per_hz = [math.nan] * n
+        self.n_noise = [0] * n
+        self.clock_offset_s = [0.0] * n
         self._cal = [calibration.get(s.id) for s in site.sensors]
+        self._log_bw: dict[float, float] = {}
 
     def mark_listening(self, index: int, until_s: float) -> None:
         self.listening_until_s[index] = max(self.listening_until_s[index], until_s)
 
     def observe(self, index: int, t_s: float, freq_hz: float, detection: Detection, rssi_dbm: float | None) -> None:
-        self.last_seen_s[index] = max(self.last_seen_s[index], t_s)
-        self.freq_lo_hz[index] = min(self.freq_lo_hz[index], freq_hz)
-        self.freq_hi_hz[index] = max(self.freq_hi_hz[index], freq_hz)
+        if t_s > self.last_seen_s[index]:
+            self.last_seen_s[index] = t_s
+        self._n_snr += 1
+        if len(self._snr_sample) < _SNR_SAMPLE_SIZE:
+            self._snr_sample.append(detection.snr_db)
+        else:  # reservoir sampling: every detection equally likely to be in the sample
+            slot = int(self._snr_rng.integers(self._n_snr))
+            if slot < _SNR_SAMPLE_SIZE:
+                self._snr_sample[slot] = detection.snr_db
+        if self._n_snr % 256 == 0:
+            self._snr_edge_db = None
+        if freq_hz < self.freq_lo_hz[index]:
+            self.freq_lo_hz[index] = freq_hz
+        if freq_hz > self.freq_hi_hz[index]:
+            self.freq_hi_hz[index] = freq_hz
         if rssi_dbm is None or detection.bandwidth_hz <= 0 or "clipped" in detection.flags:
             return
         density = rssi_dbm - detection.snr_db - 10.0 * math.log10(detection.bandwidth_hz)
-        if self.n_noise[index] == 0:
+        count = self.n_noise[index]
+        if count == 0:
             self.noise_dbm_per_hz[index] = density
         else:
-            alpha = max(self.config.noise_smoothing, 1.0 / (self.n_noise[index] + 1))
+            alpha = max(self.config.noise_smoothing, 1.0 / (count + 1))
             self.noise_dbm_per_hz[index] += alpha * (density - self.noise_dbm_per_hz[index])
-        self.n_noise[index] += 1
+        self.n_noise[index] = count + 1
+        self._n_noise_total += 1
 
     def corrected(self, index: int, detection: Detection) -> tuple[float, float]:
         """(time, frequency) of a detection on the common clock and frequency scale."""
@@ -171,20 +204,43 @@ class SensorStates:
 
     def listening(self, t_s: float, freq_hz: float) -> npt.NDArray[np.bool_]:
         """Which sensors were listening at ``t_s`` for a burst at ``freq_hz``."""
-        cfg = self.config
-        alive = (self.last_seen_s + cfg.sensor_alive_s >= t_s) | (self.listening_until_s >= t_s)
-        known = np.isfinite(self.freq_lo_hz)
-        covers = ~known | ((freq_hz >= self.freq_lo_hz - cfg.coverage_margin_hz)
-                           & (freq_hz <= self.freq_hi_hz + cfg.coverage_margin_hz))
-        return alive & covers
+        alive_s = self.config.sensor_alive_s
+        margin = self.config.coverage_margin_hz
+        return np.array([
+            (seen + alive_s >= t_s or until >= t_s) and (lo == math.inf or lo - margin <= freq_hz <= hi + margin)
+            for seen, until, lo, hi in zip(self.last_seen_s, self.listening_until_s, self.freq_lo_hz,
+                                           self.freq_hi_hz, strict=True)
+        ], dtype=bool)
 
     def thresholds_dbm(self, bandwidth_hz: float) -> FloatArray:
         """Level (dBm) a burst of ``bandwidth_hz`` needs at each sensor to be detected half of the time."""
-        noise = self.noise_dbm_per_hz.copy()
-        known = np.isfinite(noise)
-        fallback = float(np.median(noise[known])) if np.any(known) else self.config.default_noise_dbm_per_hz
-        noise[~known] = fallback
-        return noise + 10.0 * math.log10(max(bandwidth_hz, 1.0)) + self.detect_snr_db
+        total = self._n_noise_total
+        if self._base_thresholds is None or total - self._base_at >= _REFRESH_EVERY:
+            noise = np.array(self.noise_dbm_per_hz, dtype=np.float64)
+            known = np.isfinite(noise)
+            fallback = float(np.median(noise[known])) if np.any(known) else self.config.default_noise_dbm_per_hz
+            noise[~known] = fallback
+            self._base_thresholds = noise + self.detect_snr_db()
+            self._base_at = total
+        log_bw = self._log_bw.get(bandwidth_hz)
+        if log_bw is None:
+            log_bw = self._log_bw[bandwidth_hz] = 10.0 * math.log10(max(bandwidth_hz, 1.0))
+            if len(self._log_bw) > 4096:
+                self._log_bw.clear()
+        return self._base_thresholds + log_bw
+
+    def detect_snr_db(self) -> float:
+        """The detector's half-probability SNR in its own snr_db scale: configured, or the
+        low edge (5th percentile) of the SNRs of the detections seen so far. Detectors
+        define SNR differently (noise in which band, before or after noise subtraction), so
+        reading it off the data keeps the censoring levels consistent with the detector."""
+        if self.fixed_detect_snr_db is not None:
+            return float(self.fixed_detect_snr_db)
+        if self._snr_edge_db is None:
+            if self._n_snr < _MIN_SNR_SAMPLE:
+                return _DEFAULT_DETECT_SNR_DB
+            self._snr_edge_db = float(np.percentile(self._snr_sample, 5.0))
+        return self._snr_edge_db
 
     def track_clocks(self, group: BurstGroup) -> None:
         """Nudge the clock offsets of a group's sensors toward agreement with its best member."""
@@ -258,8 +314,9 @@ class BurstGrouper:
 
     def __init__(self, config: CorrelatorConfig) -> None:
         self.config = config
-        self._bucket_s = max(config.burst_time_tolerance_s, 1e-6)
-        self._buckets: dict[int, list[BurstGroup]] = {}
+        self._bucket_s = max(config.burst_time_tolerance_s, 0.5e-3)  # ±1 bucket covers an overlapping member
+        self._buckets: dict[tuple[int, int], list[BurstGroup]] = {}
+        self._widest_hz = 0.0
         self._open: list[tuple[float, int, BurstGroup]] = []  # sorted by time; closes in order
         self._counter = 0
         self.watermark_s = -math.inf
@@ -271,9 +328,8 @@ class BurstGrouper:
         same duration at *every* sensor that saw it. An RTL-SDR's image sits 25-40 dB below
         the burst, mirrored about the tuning frequency (which detections do not carry)."""
         cfg = self.config
-        key = int(math.floor(group.t_ref_s / self._bucket_s))
-        for k in (key - 1, key, key + 1):
-            for other in self._buckets.get(k, ()):
+        for key in self._keys(group.t_ref_s, group.freq_hz, _IMAGE_REACH_HZ):
+            for other in self._buckets.get(key, ()):
                 if other is group or abs(other.t_ref_s - group.t_ref_s) > cfg.burst_time_tolerance_s:
                     continue
                 if abs(other.freq_hz - group.freq_hz) <= max(other.bandwidth_hz, group.bandwidth_hz) / 2.0:
@@ -295,7 +351,12 @@ class BurstGrouper:
         cfg = self.config
         dt = abs(m.t_s - group.t_ref_s)
         if dt > cfg.burst_time_tolerance_s:
-            return None
+            # a weak sensor sees only the middle of a burst: its edges move, the overlap stays
+            best = group.best
+            overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
+            if overlap < 0.5 * min(m.duration_s, best.duration_s) or overlap <= 0:
+                return None
+            dt = cfg.burst_time_tolerance_s
         if any(x.sensor == m.sensor for x in group.members):
             return None
         df = abs(m.freq_hz - group.freq_hz)
@@ -304,12 +365,19 @@ class BurstGrouper:
             return None
         return dt / cfg.burst_time_tolerance_s + df / (half + cfg.freq_tolerance_hz)
 
-    def _find(self, m: Member, groups: dict[int, list[BurstGroup]]) -> BurstGroup | None:
-        key = int(math.floor(m.t_s / self._bucket_s))
+    def _keys(self, t_s: float, freq_hz: float, reach_hz: float) -> list[tuple[int, int]]:
+        """Buckets (time, frequency) that may hold a group within reach of a point."""
+        tk = int(math.floor(t_s / self._bucket_s))
+        lo = int(math.floor((freq_hz - reach_hz) / _FREQ_BUCKET_HZ))
+        hi = int(math.floor((freq_hz + reach_hz) / _FREQ_BUCKET_HZ))
+        return [(t, f) for t in (tk - 1, tk, tk + 1) for f in range(lo, hi + 1)]
+
+    def _find(self, m: Member) -> BurstGroup | None:
+        reach = max(m.bandwidth_hz, self._widest_hz) / 2.0 + self.config.freq_tolerance_hz
         best: BurstGroup | None = None
         best_score = math.inf
-        for k in (key - 1, key, key + 1):
-            for group in groups.get(k, ()):
+        for key in self._keys(m.t_s, m.freq_hz, reach):
+            for group in self._buckets.get(key, ()):
                 score = self._compatible(group, m)
                 if score is not None and score < best_score:
                     best, best_score = group, score
@@ -317,12 +385,13 @@ class BurstGrouper:
 
     def add(self, m: Member) -> tuple[BurstGroup, bool]:
         """Put a detection in its burst: (the group, whether the group was already closed)."""
-        group = self._find(m, self._buckets)
+        self._widest_hz = max(self._widest_hz, m.bandwidth_hz)
+        group = self._find(m)
         if group is not None:
             group.add(m)
             return group, group.closed
         group = BurstGroup(members=[m], best=m)
-        key = int(math.floor(m.t_s / self._bucket_s))
+        key = (int(math.floor(m.t_s / self._bucket_s)), int(math.floor(m.freq_hz / _FREQ_BUCKET_HZ)))
         self._buckets.setdefault(key, []).append(group)
         self._counter += 1
         bisect.insort(self._open, (m.t_s, self._counter, group), key=lambda item: (item[0], item[1]))
@@ -347,7 +416,7 @@ class BurstGrouper:
                 self._buckets.clear()
             return closed
         forget = int(math.floor((before_s - self.config.late_grace_s) / self._bucket_s)) - 1
-        for key in [k for k in self._buckets if k < forget]:
+        for key in [k for k in self._buckets if k[0] < forget]:
             del self._buckets[key]
         return closed
 
@@ -392,6 +461,8 @@ class Transmission:
     n_at_last_locate: int = 0
     t_at_last_locate: float = -math.inf
     posterior: Posterior | None = None  # the locator's latest answer
+    index_key: int = 0  # where the tracker files it (GSM-like: by carrier)
+    keys: list[tuple[str, float]] = field(default_factory=list)  # contributing detections
 
     def __post_init__(self) -> None:
         for name in ("n_listened", "n_heard", "sum_db", "sum_sq_db2", "missed_threshold_sum_db", "n_missed", "n_clipped",
@@ -431,7 +502,8 @@ class Transmission:
                                      self.missed_threshold_sum_db, self.n_clipped, self.clipped_sum_db, config)
 
     def detection_keys(self) -> list[tuple[str, float]]:
-        return [(m.detection.sensor_id, m.detection.t_start_s) for g in self.groups for m in g.members]
+        """(sensor id, start time as the sensor reported it) of every detection that contributed."""
+        return self.keys
 
 
 def _levels(group: BurstGroup, n_sensors: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
@@ -457,6 +529,9 @@ class TransmissionTracker:
         self.sigma_fading_db = locator_config.sigma_fading_db
         self.n_sensors = len(sensors.site.sensors)
         self.open: list[Transmission] = []
+        self._by_channel: dict[int, list[Transmission]] = {}
+        self._wide: list[Transmission] = []
+        self._earliest_last_s = math.inf
         self._counter = 0
         self._chi2 = stats.chi2.ppf(config.pattern_quantile, np.arange(1, self.n_sensors + 2))
 
@@ -510,8 +585,9 @@ class TransmissionTracker:
         pattern = tr.pattern_db()
         common = np.isfinite(levels) & np.isfinite(pattern)
         if np.any(common):
-            residual = levels[common] - pattern[common]
-            offset = float(np.median(residual))
+            residual = sorted((levels[common] - pattern[common]).tolist())
+            mid = len(residual) // 2
+            offset = residual[mid] if len(residual) % 2 else 0.5 * (residual[mid - 1] + residual[mid])
         else:
             offset = tr.last_offset_db
         if tr.n_bursts == 0:
@@ -543,12 +619,31 @@ class TransmissionTracker:
     def expire(self, before_s: float) -> list[Transmission]:
         """Close the transmissions whose last burst is older than ``before_s - transmission_gap_s``."""
         limit = before_s - self.config.transmission_gap_s
+        if limit <= self._earliest_last_s:
+            return []
         done = [tr for tr in self.open if tr.t_last_s < limit]
         if done:
             self.open = [tr for tr in self.open if tr.t_last_s >= limit]
             for tr in done:
                 tr.closed = True
+                bucket = self._by_channel.get(tr.index_key) if tr.gsm_like else self._wide
+                if bucket is not None and tr in bucket:
+                    bucket.remove(tr)
+        self._earliest_last_s = min((tr.t_last_s for tr in self.open), default=math.inf)
         return done
+
+    @staticmethod
+    def _channel_key(freq_hz: float) -> int:
+        return int(round(freq_hz / _CHANNEL_BUCKET_HZ))
+
+    def _candidates(self, group: BurstGroup, gsm_like: bool) -> list[Transmission]:
+        if not gsm_like:
+            return self._wide
+        key = self._channel_key(group.freq_hz)
+        out: list[Transmission] = []
+        for k in (key - 1, key, key + 1):
+            out.extend(self._by_channel.get(k, ()))
+        return out
 
     def assign(self, group: BurstGroup) -> Transmission:
         """Put a closed burst group into its transmission (a new one if none fits)."""
@@ -559,7 +654,7 @@ class TransmissionTracker:
         best: Transmission | None = None
         best_score = math.inf
         best_offset = 0.0
-        for tr in self.open:
+        for tr in self._candidates(group, gsm_like):
             if group.t_ref_s - tr.t_last_s > cfg.transmission_gap_s:
                 continue
             if not self._frequency_fits(tr, group, gsm_like):
@@ -578,6 +673,11 @@ class TransmissionTracker:
                                 freq_lo_hz=group.freq_hz - group.bandwidth_hz / 2.0,
                                 freq_hi_hz=group.freq_hz + group.bandwidth_hz / 2.0)
             self.open.append(best)
+            if gsm_like:
+                best.index_key = self._channel_key(group.freq_hz)
+                self._by_channel.setdefault(best.index_key, []).append(best)
+            else:
+                self._wide.append(best)
             best_offset = 0.0
         self._add(best, group, best_offset, listening, thresholds)
         return best
@@ -611,6 +711,7 @@ class TransmissionTracker:
             if m.detection.session_id is not None:
                 tr.sessions[m.sensor] = m.detection.session_id
         tr.groups.append(group)
+        tr.keys.extend((m.detection.sensor_id, m.detection.t_start_s) for m in group.members)
         group.transmission = tr
         group.offset_db = offset
         group.listening = listening
@@ -619,6 +720,7 @@ class TransmissionTracker:
         tr.n_bursts += 1
         tr.t_first_s = min(tr.t_first_s, group.t_ref_s)
         tr.t_last_s = max(tr.t_last_s, group.t_ref_s)
+        self._earliest_last_s = min(self._earliest_last_s, tr.t_last_s)
         tr.t_end_s = max(tr.t_end_s, group.t_ref_s + group.duration_s)
         tr.freq_lo_hz = min(tr.freq_lo_hz, group.freq_hz - group.bandwidth_hz / 2.0)
         tr.freq_hi_hz = max(tr.freq_hi_hz, group.freq_hz + group.bandwidth_hz / 2.0)
@@ -633,6 +735,7 @@ class TransmissionTracker:
         if tr is None:
             return None
         s = member.sensor
+        tr.keys.append((member.detection.sensor_id, member.detection.t_start_s))
         listening, thresholds = group.listening, group.thresholds_dbm
         if listening is not None and thresholds is not None and listening[s]:
             tr.missed_threshold_sum_db[s] -= thresholds[s] - group.offset_db
@@ -651,6 +754,45 @@ class TransmissionTracker:
                 tr.sum_db[s] += relative
                 tr.sum_sq_db2[s] += relative * relative
         return tr
+
+
+class PatternTest:
+    """Do two transmissions come from one phone? Their level patterns across sensors, after
+    removing the power difference, must agree within fading and ``extra_sigma_db`` (what
+    static fading on different carriers, or a phone moved a little, leaves), and no sensor
+    may hear one loudly where the other was never heard."""
+
+    def __init__(self, sigma_fading_db: float, extra_sigma_db: float, margin_db: float, quantile: float,
+                 n_sensors: int) -> None:
+        self.sigma_fading_db = sigma_fading_db
+        self.extra_sigma_db = extra_sigma_db
+        self.margin_db = margin_db
+        self._chi2 = stats.chi2.ppf(quantile, np.arange(1, n_sensors + 2))
+
+    def mismatch(self, a: Transmission, b: Transmission) -> float:
+        """A chi-square statistic over its quantile (<= 1 agrees), ``inf`` on a contradiction."""
+        pa, pb = a.pattern_db(), b.pattern_db()
+        common = np.isfinite(pa) & np.isfinite(pb)
+        n_common = int(np.count_nonzero(common))
+        if n_common == 0:
+            return 0.0 if (a.n_heard.sum() == 0 or b.n_heard.sum() == 0) else math.inf
+        diff = sorted((pa[common] - pb[common]).tolist())
+        mid = n_common // 2
+        offset = diff[mid] if n_common % 2 else 0.5 * (diff[mid - 1] + diff[mid])
+        score = 0.0
+        if n_common >= 2:
+            var = (self.sigma_fading_db**2 * (1.0 / a.n_heard[common] + 1.0 / b.n_heard[common])
+                   + self.extra_sigma_db**2)
+            terms = (pa[common] - pb[common] - offset) ** 2 / var
+            score = float(terms.sum()) / float(self._chi2[n_common - 2])
+        for x, y, shift in ((a, b, -offset), (b, a, offset)):
+            loud = (x.n_heard >= 3) & (y.n_heard == 0) & (y.n_missed >= 5)
+            if np.any(loud):
+                level = x.pattern_db()[loud] + shift  # in y's reference
+                floor = y.missed_threshold_sum_db[loud] / y.n_missed[loud]
+                if np.any(level > floor + self.margin_db):
+                    return math.inf
+        return score
 
 
 def member_from(detection: Detection, sensors: SensorStates, index: int) -> Member:

@@ -47,6 +47,7 @@ from dsp.records import Detection
 from service.correlate import (
     BurstGrouper,
     CorrelatorConfig,
+    PatternTest,
     SensorStates,
     Transmission,
     TransmissionTracker,
@@ -86,7 +87,8 @@ class EngineConfig:
     relocate_growth: float = 1.5
     relocate_interval_s: float = 2.0
     merge_min_probability: float = 0.1
-    small_transmission_bursts: int = 16
+    merge_pattern_sigma_db: float = 2.0
+    merge_pattern_quantile: float = 0.99
 
     def __post_init__(self) -> None:
         if isinstance(self.correlation, Mapping):
@@ -105,16 +107,18 @@ class EngineConfig:
         object.__setattr__(self, "alerts", {**DEFAULT_ALERTS, **dict(self.alerts)})
         if not isinstance(self.default_priority, str) or not self.default_priority:
             raise InputError(None, "default_priority", "expected a non-empty string")
-        for name in ("event_gap_s", "relocate_interval_s"):
+        for name in ("event_gap_s", "relocate_interval_s", "merge_pattern_sigma_db"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise InputError(None, name, "expected a non-negative number")
         if not (isinstance(self.relocate_growth, int | float) and self.relocate_growth > 1.0):
             raise InputError(None, "relocate_growth", "must be a number above 1")
-        for name in ("min_event_bursts", "small_transmission_bursts"):
+        for name in ("min_event_bursts",):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(None, name, "must be an integer >= 1")
+        if not 0.5 < self.merge_pattern_quantile < 1.0:
+            raise InputError(None, "merge_pattern_quantile", "must lie in (0.5, 1)")
         if not 0.0 <= self.merge_min_probability <= 1.0:
             raise InputError(None, "merge_min_probability", "must lie in [0, 1]")
         if not isinstance(self.live_updates, bool):
@@ -179,7 +183,7 @@ class _EventState:
 
     @property
     def t_end_s(self) -> float:
-        return max(tr.t_end_s for tr in self.transmissions)
+        return max((tr.t_end_s for tr in self.transmissions), default=-math.inf)
 
     def dominant(self) -> Transmission:
         located = [tr for tr in self.transmissions if tr.posterior is not None]
@@ -214,6 +218,9 @@ class EventEngine:
         self._event_of: dict[int, _EventState] = {}
         self.counts: Counter[str] = Counter()
         self._sensor_of = {s.id: i for i, s in enumerate(site.sensors)}
+        self._pattern = PatternTest(self.config.locator.sigma_fading_db, self.config.merge_pattern_sigma_db,
+                                    self.config.correlation.strong_margin_db, self.config.merge_pattern_quantile,
+                                    len(site.sensors))
         self._unknown_sensors: set[str] = set()
 
     # ------------------------------------------------------------------ inputs
@@ -299,22 +306,21 @@ class EventEngine:
 
     def _attach(self, tr: Transmission, post: Posterior) -> _EventState | None:
         """The event a located transmission belongs to (found, or created when the transmission
-        has ``min_event_bursts``: one or two stray bursts join an event or are dropped)."""
+        has ``min_event_bursts``: one or two stray bursts join an event or are dropped).
+
+        A transmission that joined an event early (live, on its first bursts) and no longer
+        fits the event's largest transmission once it has grown moves to an event of its own."""
         state = self._event_of.get(tr.number)
         if state is not None:
-            if len(state.transmissions) == 1 or state.place() == post.best:
-                return state
-            # a transmission that moved: leave a shared event only for one of its own place
-            other = self._matching_event(tr, post, exclude=state)
-            if other is None or other.place() != post.best:
+            dominant = state.dominant()
+            if dominant is tr or self._pattern.mismatch(tr, dominant) <= 1.0:
                 return state
             state.transmissions.remove(tr)
-            other.transmissions.append(tr)
-            self._event_of[tr.number] = other
-            return other
+            self.counts["transmissions_moved"] += 1
         state = self._matching_event(tr, post)
         if state is None:
             if tr.n_bursts < self.config.min_event_bursts:
+                self._event_of.pop(tr.number, None)
                 return None
             state = _EventState(event_id=_event_id(tr), transmissions=[])
             self._open_events.append(state)
@@ -323,23 +329,32 @@ class EventEngine:
         self._event_of[tr.number] = state
         return state
 
-    def _matching_event(self, tr: Transmission, post: Posterior, exclude: _EventState | None = None) -> _EventState | None:
+    def _matching_event(self, tr: Transmission, post: Posterior) -> _EventState | None:
+        """The open event whose phone this transmission most likely is: its levels across the
+        sensors fit the event's largest transmission (:class:`service.correlate.PatternTest`)
+        and each finds the other's place plausible (``merge_min_probability``)."""
         cfg = self.config
-        best_place = self.site.places[post.best]
         found: _EventState | None = None
+        found_score = math.inf
         for state in self._open_events:
-            if state is exclude or state.t_end_s < tr.t_first_s - cfg.event_gap_s:
+            if not state.transmissions or state.t_end_s < tr.t_first_s - cfg.event_gap_s:
+                continue
+            dominant = state.dominant()
+            if dominant is tr:
                 continue
             place = state.place()
             if place is None:
                 continue
-            same = place == post.best
-            if not same and tr.n_bursts < cfg.small_transmission_bursts:
-                other = self.site.places[place]
-                same = (post.probabilities[place] >= cfg.merge_min_probability
-                        and (other.wing, other.floor) == (best_place.wing, best_place.floor))
-            if same and (found is None or state.t_end_s > found.t_end_s):
-                found = state
+            score = self._pattern.mismatch(tr, dominant)
+            if score > 1.0:
+                continue
+            # the places must overlap too: a pattern seen by few sensors fits many phones
+            other = dominant.posterior
+            if (place != post.best and post.probabilities[place] < cfg.merge_min_probability
+                    and (other is None or other.probabilities[post.best] < cfg.merge_min_probability)):
+                continue
+            if score < found_score:
+                found, found_score = state, score
         return found
 
     def _expire_events(self, horizon_s: float) -> None:

@@ -124,6 +124,11 @@ class LiveHub:
                 break
         sub.queue.put_nowait(None)
 
+    def recent(self, after_id: int = 0) -> list[LiveMessage]:
+        """The messages still held for replay with ids above ``after_id``."""
+        with self._lock:
+            return [m for m in self._replay if m.id > after_id]
+
     def subscribe(self, types: Collection[str] | None = None, last_event_id: int | None = None) -> Subscriber:
         """A new subscriber (on the loop's thread), first fed what it missed after ``last_event_id``."""
         sub = Subscriber(asyncio.Queue(self.queue_size), None if types is None else frozenset(types))

@@ -101,7 +101,9 @@ class LocatorConfig:
 
     sigma_static_db: float = 6.0  # shadowing + plan error, per sensor, static over bursts
     sigma_fading_db: float = 5.0  # per-burst fast fading (Rician/Rayleigh, in dB)
-    detect_snr_db: float = 6.0  # SNR at which the detector finds a burst half of the time
+    # SNR (in the detections' own snr_db scale) at which a burst is found about half of the
+    # time; None: learned from the detections (the low edge of their snr_db distribution)
+    detect_snr_db: float | None = None
     tx_power_min_dbm: float = -30.0
     tx_power_max_dbm: float = 33.0
     phone_height_m: float = 1.2
@@ -123,6 +125,8 @@ class LocatorConfig:
         for name in ("detect_snr_db", "tx_power_min_dbm", "tx_power_max_dbm", "phone_height_m",
                      "point_margin_m", "max_censor_shift_db"):
             value = getattr(self, name)
+            if value is None and name == "detect_snr_db":
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise InputError(None, f"locator.{name}", f"expected a number, got {value!r}")
         if self.tx_power_max_dbm <= self.tx_power_min_dbm:
@@ -528,7 +532,11 @@ class Locator:
 
 
 # ============================================================== oracle feed
-def detections_from_truth(truth: Sequence[Mapping[str, Any]], detect_snr_db: float = 6.0) -> list[Detection]:
+ORACLE_DETECT_SNR_DB = 6.0  # a simulated burst counts as heard from this true SNR (about the detector's Pd 0.9)
+
+
+def detections_from_truth(truth: Sequence[Mapping[str, Any]],
+                          detect_snr_db: float = ORACLE_DETECT_SNR_DB) -> list[Detection]:
     """Detections made from a simulation's truth: each burst at each sensor whose true SNR
     reaches ``detect_snr_db``, with the true received power as ``rssi_dbm``.
 

@@ -163,7 +163,7 @@ class ServiceSettings(StrictModel):
         """These settings with every relative path taken relative to ``base``."""
 
         def fix(p: Path | None) -> Path | None:
-            return None if p is None or p.is_absolute() else base / p
+            return None if p is None else p if p.is_absolute() else base / p
 
         database = self.database
         if database.url is None:

@@ -772,8 +772,8 @@ class Store:
         """Create or update events (by event_id) and link their new detections, in one transaction.
 
         The workflow fields (status, outcome, notes) belong to staff and are kept; a closed
-        event that gains detections it did not have is reopened (status ``new``), audited as
-        the system's.
+        event that gains detections received after it was closed is reopened (status ``new``),
+        audited as the system's.
         """
         if not writes:
             return []
@@ -782,21 +782,28 @@ class Store:
         with self._writing() as conn:
             for w in writes:
                 columns = _event_columns(w.record)
-                old = conn.execute(sa.select(events.c.status, events.c.n_bursts, events.c.revision)
+                old = conn.execute(sa.select(events.c.status, events.c.n_bursts, events.c.revision,
+                                             events.c.status_changed_s)
                                    .where(events.c.event_id == w.event_id)).first()
                 created = old is None
                 if created:
                     conn.execute(sa.insert(events).values(event_id=w.event_id, status="new", created_s=now,
                                                           updated_s=now, revision=1, **columns))
-                n_linked = 0
                 if w.detection_ids:
-                    n_linked = conn.execute(
-                        _insert(conn, event_detections).on_conflict_do_nothing(),
-                        [{"event_id": w.event_id, "detection_id": i} for i in sorted(set(w.detection_ids))]).rowcount
+                    conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
+                                 [{"event_id": w.event_id, "detection_id": i} for i in sorted(set(w.detection_ids))])
                 reopened = False
                 if not created:
                     extra: dict[str, Any] = {}
-                    if old.status == "closed" and n_linked > 0:
+                    n_after_close = 0
+                    if old.status == "closed" and w.detection_ids:
+                        ids = sorted(set(w.detection_ids))
+                        for k in range(0, len(ids), 500):
+                            n_after_close += int(conn.execute(
+                                sa.select(sa.func.count()).select_from(detections)
+                                .where(detections.c.id.in_(ids[k:k + 500]),
+                                       detections.c.received_s > (old.status_changed_s or 0.0))).scalar() or 0)
+                    if n_after_close > 0:
                         reopened = True
                         extra = {"status": "new", "outcome": None, "status_by": SYSTEM_ACTOR,
                                  "status_changed_s": now}
@@ -805,7 +812,7 @@ class Store:
                             from_status="closed", to_status="new", outcome=None,
                             note="new bursts after the event was closed"))
                         self._append_audit(conn, SYSTEM_ACTOR, "event.reopen", w.event_id,
-                                           {"n_new_detections": n_linked, "n_bursts": columns["n_bursts"]}, now)
+                                           {"n_new_detections": n_after_close, "n_bursts": columns["n_bursts"]}, now)
                     conn.execute(sa.update(events).where(events.c.event_id == w.event_id)
                                  .values(updated_s=now, revision=old.revision + 1, **columns, **extra))
                 row = conn.execute(sa.select(events).where(events.c.event_id == w.event_id)).one()
@@ -1048,7 +1055,8 @@ class Store:
                     return AuditVerification(True, n, prev_hash)
                 for r in rows:
                     if r.id != prev_id + 1:
-                        return AuditVerification(False, n, prev_hash, r.id, f"rows {prev_id + 1}..{r.id - 1} missing")
+                        missing = f"row {prev_id + 1}" if r.id == prev_id + 2 else f"rows {prev_id + 1}..{r.id - 1}"
+                        return AuditVerification(False, n, prev_hash, prev_id + 1, f"{missing} missing")
                     if r.prev_hash != prev_hash:
                         return AuditVerification(False, n, prev_hash, r.id, "prev_hash does not match the row before")
                     expected = audit_hash(prev_hash, canonical_audit_row(r.id, r.t_s, r.actor, r.action, r.target,

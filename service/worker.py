@@ -67,7 +67,7 @@ class WorkerStats:
     n_store_errors: int
     n_unmatched_keys: int
     lag_detections: int  # stored but not yet fed to the engine
-    latency_p50_s: float | None  # detection stored -> its event published
+    latency_p50_s: float | None  # detection stored -> published as part of its event
     latency_p95_s: float | None
     rebuilding: bool
 
@@ -263,7 +263,7 @@ class EventWorker:
             self._last_t_s = end_t
             self._last_t_mono = time.monotonic()
         self._counts["n_detections_fed"] += len(rows)
-        self._persist(found, {r.id: r for r in rows})
+        self._persist(found)
         self._cursor = max(self._cursor, max(r.id for r in rows))
         if self._cursor >= self._resume_after:
             self._rebuilding = False
@@ -276,13 +276,14 @@ class EventWorker:
             self._counts["n_engine_errors"] += 1
             log.exception("event engine flush failed")
             return
-        self._persist(found, {})
+        self._persist(found)
 
-    def _detection_ids(self, event: EventLike) -> list[int]:
-        ids: list[int] = []
+    def _contributors(self, event: EventLike) -> dict[int, StoredDetection | None]:
+        """The stored detections an event names (by key, or by id when the engine was given ids)."""
+        found: dict[int, StoredDetection | None] = {}
         for key in getattr(event, "detection_keys", None) or ():
             if isinstance(key, int) and not isinstance(key, bool):
-                ids.append(key)
+                found.setdefault(key, None)
                 continue
             try:
                 sensor_id, t_start_s = key
@@ -292,8 +293,8 @@ class EventWorker:
             if stored is None:
                 self._counts["n_unmatched_keys"] += 1
             else:
-                ids.append(stored.id)
-        return ids
+                found[stored.id] = stored
+        return found
 
     def _stored_id(self, engine_id: str, detection_ids: list[int]) -> tuple[str, bool]:
         """The stored event this engine event is, and whether an earlier run stored it.
@@ -315,30 +316,30 @@ class EventWorker:
         self._alias.put(engine_id, found)
         return found
 
-    def _persist(self, found: Sequence[EventLike], batch: Mapping[int, StoredDetection]) -> None:
+    def _persist(self, found: Sequence[EventLike]) -> None:
         if not found:
             return
         writes: list[EventWrite] = []
-        batch_ids: dict[str, list[int]] = {}
+        fresh: dict[str, list[StoredDetection]] = {}  # event id -> detections it gained now
         for event in found:
             try:
                 record = dict(event.to_dict())
-                detection_ids = self._detection_ids(event)
-                event_id, from_earlier_run = self._stored_id(str(event.event_id), detection_ids)
+                contributors = self._contributors(event)
+                event_id, from_earlier_run = self._stored_id(str(event.event_id), list(contributors))
             except Exception:
                 self._counts["n_engine_errors"] += 1
                 log.exception("unusable event from the engine dropped event_id=%s", getattr(event, "event_id", "?"))
                 continue
+            if from_earlier_run and max(contributors, default=0) <= self._resume_after:
+                continue  # rebuilding what is already stored: the stored event stays as it was
             linked = self._linked.get(event_id)
             if linked is None:
                 linked = set()
-            new_ids = [i for i in detection_ids if i not in linked]
+            new_ids = [i for i in contributors if i not in linked]
             linked.update(new_ids)
             self._linked.put(event_id, linked)
-            if from_earlier_run and max(detection_ids, default=0) <= self._resume_after:
-                continue  # rebuilding what is already stored: the stored event stays as it was
             record["event_id"] = event_id
-            batch_ids[event_id] = [i for i in new_ids if i in batch]
+            fresh[event_id] = [d for i in new_ids if (d := contributors[i]) is not None]
             writes.append(EventWrite(event_id, record, new_ids))
         written = self._write(writes)
         now = time.time()
@@ -346,11 +347,10 @@ class EventWorker:
             summary = event_out(w.row).model_dump(mode="json")
             self.hub.publish("event.created" if w.created else "event.updated", {"event": summary})
             self._counts["n_events_created" if w.created else "n_events_updated"] += 1
-            fresh = [batch[i] for i in batch_ids.get(w.row.event_id, ())]
-            if fresh:
-                self.hub.publish("event.detections", self._detections_summary(w, fresh))
-                if not self._rebuilding:
-                    self._latencies.extend(now - d.received_s for d in fresh)
+            gained = [d for d in fresh.get(w.row.event_id, ()) if d.id > self._resume_after]
+            if gained:
+                self.hub.publish("event.detections", self._detections_summary(w, gained))
+                self._latencies.extend(now - d.received_s for d in gained)
 
     def _write(self, writes: list[EventWrite]) -> list[EventWritten]:
         delay_s = 0.1

@@ -204,6 +204,7 @@ class SimSource(Source):
         self._yielded_end = 0  # stream index just after the last block handed over
         self._t_origin_utc = 0.0  # UTC of unrolled scenario sample 0
         self._mono_origin = 0.0  # monotonic time of unrolled scenario sample 0 (pacing)
+        self._render_s = 0.01  # running estimate of the time one block takes to render
 
     # -- settings -------------------------------------------------------------------------------
 
@@ -286,22 +287,35 @@ class SimSource(Source):
     # -- data -----------------------------------------------------------------------------------
 
     def read_block(self, timeout_s: float | None = None) -> IQBlock | None:
-        """The next block; renders it first (tens of ms), then waits until it is due in real time."""
-        with self._lock:
-            if self._state != RUNNING:
-                return None
-            if self._pending is None:
-                if self._realtime:
-                    self._catch_up()
-                self._pending = self._render_next()
-                if self._pending is None:
+        """The next block. In real time it is rendered just before it is due (twice the usual
+        render time ahead), so a :meth:`tune` in between costs nothing, then handed over when due."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            early_s = 0.0
+            with self._lock:
+                if self._state != RUNNING:
                     return None
-            block = self._pending
+                if self._pending is None and self._realtime:
+                    self._catch_up()
+                    due = self._mono_origin + (self._pos + self._block_samples) / self._rate_hz
+                    early_s = due - time.monotonic() - 2.0 * self._render_s - 0.005
+                if self._pending is None and early_s <= 0:
+                    started = time.perf_counter()
+                    self._pending = self._render_next()
+                    if self._pending is None:
+                        return None
+                    self._render_s = 0.8 * self._render_s + 0.2 * (time.perf_counter() - started)
+                block = self._pending
+            if block is not None:
+                break
+            wait_s = early_s if deadline is None else min(early_s, deadline - time.monotonic())
+            if wait_s <= 0 or self._stop.wait(wait_s):
+                return None
         if self._realtime:
             due = self._mono_origin + (self._unrolled(block) + block.n_samples) / self._rate_hz
             remaining_s = due - time.monotonic()
-            if timeout_s is not None and remaining_s > timeout_s:
-                self._stop.wait(timeout_s)
+            if deadline is not None and time.monotonic() + remaining_s > deadline:
+                self._stop.wait(max(0.0, deadline - time.monotonic()))
                 return None
             if remaining_s > 0 and self._stop.wait(remaining_s):
                 return None

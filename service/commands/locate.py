@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from dsp.errors import InputError
     from dsp.records import Detection
     from service.events import EngineConfig, EventEngine
-    from service.locate import detections_from_truth, load_survey
+    from service.locate import ORACLE_DETECT_SNR_DB, detections_from_truth, load_survey
 
     site = load_site(args.site)
     calibration = CalibrationTable.from_file(args.calibration) if args.calibration else None
@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             detections.append(detection)
     if args.from_truth is not None:
         truth = [obj for _, obj in read_jsonl(args.from_truth) if isinstance(obj, dict)]
-        detections.extend(detections_from_truth(truth, config.locator.detect_snr_db))
+        snr_db = config.locator.detect_snr_db
+        detections.extend(detections_from_truth(truth, ORACLE_DETECT_SNR_DB if snr_db is None else snr_db))
         listening = [s.id for s in site.sensors if any(s.id in (r.get("rx_power_dbm") or {}) for r in truth[:1])]
     else:
         listening = sorted({d.sensor_id for d in detections})

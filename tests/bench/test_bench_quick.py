@@ -75,11 +75,17 @@ def test_false_alarm_run_counts_tests_and_exceedances(quick_run: tuple[Path, str
     result = _load(quick_run[0], "detect_false_alarms.json")
     assert 19.0 < result["observed_s"] <= 20.0  # 20 s minus the noise-floor warm-up
     assert result["false_alarms_per_hour"] == pytest.approx(result["n_false_alarms"] / (result["observed_s"] / 3600))
-    assert [s["gain_db"] for s in result["segments"][0]["gain_steps"]] == list(fa.GAIN_STEPS_DB[:2])
-    pfa = result["per_test_pfa"]
+    assert [s["gain_db"] for s in result["segments"][0]["gain_steps"]] == list(fa.GAIN_STEPS_DB[:3])
+    steady, after = result["steady"], result["after_gain_steps"]
+    assert steady["hours"] == pytest.approx((result["observed_s"] - 2 * fa.TRANSIENT_S) / 3600)
+    assert steady["n_false_alarms"] + after["n_false_alarms"] == result["n_false_alarms"]
+    assert [s["to_gain_db"] for s in after["steps"]] == list(fa.GAIN_STEPS_DB[1:3])
+    both = result["per_test_pfa_steady"]["n_tests"] + result["per_test_pfa_after_gain_steps"]["n_tests"]
+    assert result["per_test_pfa"]["n_tests"] == both
+    pfa = result["per_test_pfa_steady"]
     assert pfa["levels"][0] == pytest.approx(1e-2) and pfa["configured_pfa"] == DetectorConfig().pfa
     for name, t in pfa["templates"].items():
-        assert t["n_tests"] > 1_000_000, name
+        assert t["n_tests"] > 500_000, name
         assert np.all(np.diff(t["exceedances"]) <= 0), name  # higher threshold, fewer exceedances
     narrow = pfa["templates"]["gsm_normal"]["observed_pfa"][0]
     assert 0.1 * 1e-2 < narrow < 3 * 1e-2  # noise normalized by the floor follows the configured law
@@ -183,8 +189,10 @@ def test_box_counter_follows_the_gamma_law_on_independent_cells() -> None:
     for _ in range(4):
         counter.count(rng.gamma(g, 1.0, size=(512, 64)).astype(np.float32))
     assert counter.n_tests[0] == 4 * (512 - k + 1) * (64 - b + 1)
+    assert counter.levels == (1e-1, 1e-2, pfa)  # the configured Pfa is always among the levels
     observed = counter.exceedances[0] / counter.n_tests[0]
-    assert observed == pytest.approx([1e-1, 1e-2], rel=0.3)
+    assert observed[:2] == pytest.approx([1e-1, 1e-2], rel=0.3)
+    assert observed[2] == 0
 
 
 def test_poisson_interval_of_no_event_in_an_hour() -> None:

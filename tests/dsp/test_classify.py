@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from dsp import gsm, lte, umts
 from dsp.classify import ClassifierConfig, SessionConfig, SessionTracker, classify, label_bursts
 from dsp.detector import Burst, BurstDetector, DetectorConfig
+from dsp.iq import cu8_to_complex64
 from dsp.records import IQBlock
 from dsp.waveform import TxBurst, render_burst
 
@@ -161,3 +165,47 @@ def test_a_umts_call_fills_the_band() -> None:
     labelled = label_bursts(scene(truth, 0.6, 8), FS)
     assert labelled
     assert Counter(x.tech for x in labelled).most_common(1)[0][0] == "umts"
+
+
+# -- the bundled recordings ------------------------------------------------------------------------
+
+RECORDINGS = Path(__file__).resolve().parents[2] / "recordings"
+
+
+def read_cu8_sigmf(meta_path: Path) -> tuple[np.ndarray, float, int, float]:
+    """Samples, rate, centre and UTC start of a single-capture cu8 SigMF recording."""
+    meta = json.loads(meta_path.read_text())
+    capture = meta["captures"][0]
+    raw = np.fromfile(meta_path.with_suffix(".sigmf-data"), dtype=np.uint8)
+    t0 = datetime.fromisoformat(capture["core:datetime"].replace("Z", "+00:00")).timestamp()
+    return cu8_to_complex64(raw), float(meta["global"]["core:sample_rate"]), int(capture["core:frequency"]), t0
+
+
+@pytest.mark.skipif(not RECORDINGS.is_dir(), reason="bundled recordings absent")
+@pytest.mark.parametrize("name", ["noise_only", "gsm_call", "sms", "lte_data", "two_phones", "interferer"])
+def test_bundled_recordings(name: str) -> None:
+    """Every truth burst above 10 dB SNR is found with its technology; nothing else is."""
+    folder = RECORDINGS / name
+    truth = [json.loads(line) for line in (folder / "truth.jsonl").read_text().splitlines() if line.strip()]
+    for meta_path in sorted(folder.glob("*.sigmf-meta")):
+        sensor = meta_path.name.split(".")[0]
+        x, rate, centre, t0 = read_cu8_sigmf(meta_path)
+        det = BurstDetector(DetectorConfig(), rate, centre)
+        tracker = SessionTracker(rate)
+        labelled = []
+        for i in range(0, x.shape[0], 100_000):
+            labelled += tracker.update(det.process(IQBlock(x[i : i + 100_000], centre, rate, t0 + i / rate, sample_index=i)))
+        labelled += tracker.update(det.flush())
+        for t in truth:
+            if t["snr_db"].get(sensor, -99.0) < 10.0 or abs(t["freq_hz"] - centre) - t["bandwidth_hz"] / 2 > 0.45 * rate:
+                continue  # weak, or outside what the receiver sees
+            found = [x for x in labelled if x.burst.t_start_s < t["t_start_s"] + t["duration_s"] + 1e-4
+                     and x.burst.t_end_s > t["t_start_s"] - 1e-4
+                     and abs(x.burst.freq_hz - t["freq_hz"]) < max(t["bandwidth_hz"], x.burst.bandwidth_hz) / 2 + 50e3]
+            assert found, (sensor, t["kind"], t["t_start_s"] - t0)
+            assert any(x.tech == t["tech"] for x in found), (sensor, t["kind"], [x.reason for x in found])
+        for x in labelled:  # no false alarm: every detection overlaps a transmission in time
+            assert any(x.burst.t_start_s < t["t_start_s"] + t["duration_s"] + 1e-4
+                       and x.burst.t_end_s > t["t_start_s"] - 1e-4 for t in truth), x.burst
+        if name == "interferer":  # the 901.7 MHz carrier is never a burst
+            assert not [x for x in labelled if abs(x.burst.freq_hz - 901.7e6) < 50e3]

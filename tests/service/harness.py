@@ -1,5 +1,8 @@
 """Test helpers for the service: a stand-in event engine, a live server on 127.0.0.1, an SSE reader.
 
+``SseReader`` and ``synth_call`` (a GSM call synthesized from the site's propagation model)
+come from ``bench.service_ingest``, which measures the same things at full size.
+
 The stand-in engine keeps the agreed interface of ``service.events.EventEngine``
 (``add(detections) -> events``, ``flush(now_s) -> events``; events with ``event_id``,
 ``detection_keys`` and ``to_dict()``) with trivial rules, so the API, store and worker
@@ -10,8 +13,6 @@ table given by the test.
 
 from __future__ import annotations
 
-import json
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from bench.service_ingest import SseMessage, SseReader, synth_call
 from dsp.records import Detection
 from service.app import build_services, create_app
 from service.commands.serve import bind_http
@@ -30,6 +32,7 @@ from service.settings import DatabaseSettings, IngestSettings, SecuritySettings,
 from tests.conftest import DEMO_SITE
 
 PASSWORD = "correct horse battery staple"
+__all__ = ["SseMessage", "SseReader", "synth_call"]
 
 
 @dataclass
@@ -156,66 +159,6 @@ def live_server(settings: ServiceSettings, engine: Any = None) -> Iterator[LiveS
         sock.close()
 
 
-@dataclass
-class SseMessage:
-    id: int
-    type: str
-    data: dict[str, Any]
-    received_s: float
-
-
-class SseReader:
-    """Reads an SSE stream in a thread; messages arrive on ``messages`` with their arrival time."""
-
-    def __init__(self, url: str, headers: dict[str, str], params: dict[str, Any] | None = None) -> None:
-        self.messages: queue.Queue[SseMessage] = queue.Queue()
-        self.connected = threading.Event()
-        self.ended = threading.Event()
-        self.status_code = 0
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
-        self._thread = threading.Thread(target=self._run, args=(url, headers, params), daemon=True)
-        self._thread.start()
-        assert self.connected.wait(10.0), "live feed did not answer"
-
-    def _run(self, url: str, headers: dict[str, str], params: dict[str, Any] | None) -> None:
-        try:
-            with self._client.stream("GET", url, headers=headers, params=params) as response:
-                self.status_code = response.status_code
-                self.connected.set()
-                fields: dict[str, str] = {}
-                for line in response.iter_lines():
-                    if not line:
-                        if "data" in fields:
-                            self.messages.put(SseMessage(int(fields.get("id", "0")), fields.get("event", "message"),
-                                                         json.loads(fields["data"]), time.time()))
-                        fields = {}
-                    elif not line.startswith(":"):
-                        name, _, value = line.partition(":")
-                        fields[name] = value.removeprefix(" ")
-        except (httpx.HTTPError, RuntimeError):
-            pass
-        finally:
-            self.connected.set()
-            self.ended.set()
-
-    def next(self, type_: str | None = None, timeout_s: float = 5.0) -> SseMessage:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {type_ or 'message'} on the live feed within {timeout_s} s")
-            try:
-                message = self.messages.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if type_ is None or message.type == type_:
-                return message
-
-    def close(self) -> None:
-        self._client.close()
-        self._thread.join(5.0)
-
-
 def detections(n: int, *, sensor_id: str = "A1-S1", t0_s: float = 1.7e9, step_s: float = 0.1,
                freq_hz: float = 902.4e6, first_seq: int = 1, power_dbfs: float = -30.0) -> list[Detection]:
     return [Detection(sensor_id, t0_s + i * step_s, 546e-6, freq_hz, 200e3, power_dbfs, 15.0, "gsm",
@@ -231,3 +174,4 @@ def wait_for(predicate: Any, timeout_s: float = 5.0, what: str = "condition") ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+

@@ -380,7 +380,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax1.set_xlabel("configured per-test Pfa")
     ax1.set_ylabel("observed exceedance fraction of box sums")
     ax1.set_title("CFAR calibration on noise, steady state (▼: none seen, at 1/n_tests)", fontsize=9)
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="lower right")
     ax1.grid(alpha=0.3, which="both")
     hours = result["observed_s"] / 3600.0
     alarms = result["false_alarms"]
@@ -395,8 +395,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     for seg in result["segments"]:
         for step in seg["gain_steps"]:
             ax2.axvline(step["t_s"] / 60, color="grey", lw=0.5)
-            ax2.text(step["t_s"] / 60, 1.0, f" {step['gain_db']:g} dB", rotation=90, fontsize=6, va="bottom",
-                     transform=ax2.get_xaxis_transform())
+            ax2.text(step["t_s"] / 60, 0.01, f" {step['gain_db']:g} dB", rotation=90, fontsize=6, va="bottom",
+                     transform=ax2.get_xaxis_transform(), color="grey")
     ax2.set_xlim(0, result["duration_s"] / 60)
     ax2.set_xlabel("time (min); vertical lines: gain steps")
     ax2.set_ylabel("reported SNR of the false alarm (dB)")

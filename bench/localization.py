@@ -20,7 +20,10 @@ apart, so correlation (bursts -> transmissions -> events) is exercised as in an 
 * ``wrong_walls``: the site with every wall's loss off by 4 dB (random sign per wall):
   the plan a real building deviates from.
 * ``oracle``: the simulator's true deterministic model and the true shadowing sigma: the
-  best a locator can do on these data (the issue's oracle).
+  best a locator can do on these data from the plan (the issue's oracle).
+* ``survey``: the plan plus a simulated site survey (:func:`simulated_survey`: a transmitter
+  at 12 points of every place, through the simulator's own shadowing field): what the
+  calibration step buys, since static shadowing is what limits the plan and the oracle.
 
 Scored with ``cellwatch eval locate``'s scorer (:func:`service.commands.evaluate.score_events`):
 % correct cell or zone, % correct wing and floor, % within the top 3, Brier and ECE of the
@@ -38,6 +41,7 @@ batch and one at a time) and the whole engine (detections/s from detections to e
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +54,7 @@ from sdr.scenario import Scenario
 from sdr.simulate import Simulation
 from service.commands.evaluate import score_events
 from service.events import EngineConfig, EventEngine
-from service.locate import Locator, LocatorConfig, detections_from_truth
+from service.locate import Locator, LocatorConfig, Survey, detections_from_truth
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,9 @@ ANNEX_SITE = REPO / "tests" / "data" / "sites" / "annex.toml"
 SIGMAS_DB = (2.0, 4.0, 6.0, 8.0)
 WALL_ERROR_DB = 4.0
 LTE_CARRIERS_HZ = (731.0e6, 846.5e6, 1747.5e6)
-VARIANTS = ("plan", "wrong_walls", "oracle")
+VARIANTS = ("plan", "wrong_walls", "oracle", "survey")
+SURVEY_TX_DBM = 30.0  # the survey transmitter
+SURVEY_RX_MIN_DBM = -90.0  # what a survey receiver still measures reliably
 CONCURRENT = 4  # phones active at once
 BATCH_SPACING_S = 65.0
 
@@ -74,8 +80,9 @@ def perturbed_site(site: Site, error_db: float, rng: np.random.Generator) -> Sit
                 propagation=site.propagation, materials=site.materials, wing_names=site.wing_names)
 
 
-def scenario(site: Site, n_phones: int, sigma_db: float, gain_db: float, rng: np.random.Generator) -> dict[str, Any]:
-    """``n_phones`` phones in random places on distinct channels, ``CONCURRENT`` at a time,
+def scenario(site: Site, n_phones: int, sigma_db: float, gain_db: float, rng: np.random.Generator,
+             concurrent: int = CONCURRENT) -> dict[str, Any]:
+    """``n_phones`` phones in random places on distinct channels, ``concurrent`` at a time,
     each batch ``BATCH_SPACING_S`` after the previous one (more than an event's gap)."""
     zones = [z.id for z in site.zones]
     cells = [c.id for c in site.cells]
@@ -86,7 +93,7 @@ def scenario(site: Site, n_phones: int, sigma_db: float, gain_db: float, rng: np
         in_zone = rng.random() < 0.2 and zones
         where = {"zone": str(rng.choice(zones))} if in_zone else {"cell": str(rng.choice(cells))}
         power = float(np.round(rng.uniform(5.0, 25.0), 1))
-        start = {"start_s": float((i // CONCURRENT) * BATCH_SPACING_S)}
+        start = {"start_s": float((i // concurrent) * BATCH_SPACING_S)}
         if n_lte < len(LTE_CARRIERS_HZ) and rng.random() < 0.1:
             phones.append({"id": f"p{i}", **where, **start, "tech": "lte", "activity": "data", "duration_s": 0.5,
                            "carrier_freq_hz": LTE_CARRIERS_HZ[n_lte], "carrier_n_rb": 25, "tx_power_dbm": power})
@@ -95,13 +102,41 @@ def scenario(site: Site, n_phones: int, sigma_db: float, gain_db: float, rng: np
         arfcn, slot = 1 + int(channels[i]) // 8, int(channels[i]) % 8
         phones.append({"id": f"p{i}", **where, **start, "tech": "gsm", "activity": "call", "established": True,
                        "duration_s": 0.5, "arfcn": arfcn, "timeslot": slot, "tx_power_dbm": power})
-    duration_s = ((n_phones - 1) // CONCURRENT) * BATCH_SPACING_S + 0.6
+    duration_s = ((n_phones - 1) // concurrent) * BATCH_SPACING_S + 0.6
     return {"name": "bench-localization", "duration_s": duration_s, "receiver": {"gain_db": gain_db},
             "propagation": {"shadowing_sigma_db": sigma_db}, "phones": phones}
 
 
-def locate_events(site: Site, detections: list[Any], config: EngineConfig) -> list[dict[str, Any]]:
-    engine = EventEngine(site, config=config)
+def simulated_survey(site: Site, sim: Simulation, rng: np.random.Generator, n_points: int = 12,
+                     n_bursts: int = 20) -> Survey:
+    """A site survey of the simulated building: a transmitter at up to ``n_points`` points of
+    every place, ``n_bursts`` bursts each, received powers from the simulator's own channel
+    (its deterministic loss, *its* shadowing field, fading); fingerprints are the mean loss and
+    its spread over the points. Pairs too weak for the survey receiver keep the model."""
+    n_sensors = len(site.sensors)
+    loss = np.full((len(site.places), n_sensors), np.nan)
+    spread = np.full_like(loss, np.nan)
+    sensors = np.arange(n_sensors)
+    freq_hz = 902.4e6
+    for index, place in enumerate(site.places):
+        xy = site.sample_points(index, spacing_m=1.0)
+        if xy.shape[0] > n_points:
+            xy = xy[rng.choice(xy.shape[0], n_points, replace=False)]
+        xyz = np.column_stack([xy, np.full(xy.shape[0], float(site.z_m(place.floor, 1.2)))])
+        tx = np.repeat(xyz, n_sensors, axis=0)
+        rx = np.tile(sensors, xy.shape[0])
+        static = (sim.model.mean_path_loss_db(site, tx, rx, freq_hz) + sim.shadowing.sample(rx, tx)).reshape(-1, n_sensors)
+        fading = rng.standard_normal((xy.shape[0], n_sensors)) * 5.0 / math.sqrt(n_bursts)
+        measured = static + fading
+        heard = SURVEY_TX_DBM - measured.max(axis=0) >= SURVEY_RX_MIN_DBM
+        loss[index, heard] = measured.mean(axis=0)[heard]
+        spread[index, heard] = np.maximum(measured.std(axis=0)[heard], 1.5)
+    return Survey(loss_db=loss, spread_db=spread, freq_hz=freq_hz, source="simulated survey")
+
+
+def locate_events(site: Site, detections: list[Any], config: EngineConfig,
+                  survey: Survey | None = None) -> list[dict[str, Any]]:
+    engine = EventEngine(site, config=config, survey=survey)
     engine.mark_listening([s.id for s in site.sensors])
     events = {e.event_id: e for e in engine.add(detections)}
     events.update({e.event_id: e for e in engine.flush()})
@@ -115,13 +150,14 @@ def trial_scores(site: Site, sigma_db: float, gain_db: float, n_phones: int, see
     truth = sim.truth_records()
     detections = detections_from_truth(truth)
     configs = {
-        "plan": (site, EngineConfig()),
-        "wrong_walls": (perturbed_site(site, WALL_ERROR_DB, rng), EngineConfig()),
-        "oracle": (site, EngineConfig(locator=LocatorConfig(sigma_static_db=max(sigma_db, 0.5)))),
+        "plan": (site, EngineConfig(), None),
+        "wrong_walls": (perturbed_site(site, WALL_ERROR_DB, rng), EngineConfig(), None),
+        "oracle": (site, EngineConfig(locator=LocatorConfig(sigma_static_db=max(sigma_db, 0.5))), None),
+        "survey": (site, EngineConfig(), simulated_survey(site, sim, rng)),
     }
     out = {}
-    for name, (belief, config) in configs.items():
-        events = locate_events(belief, detections, config)
+    for name, (belief, config, survey) in configs.items():
+        events = locate_events(belief, detections, config, survey)
         out[name] = score_events(truth, events)
     return out
 
@@ -180,20 +216,19 @@ def speed(site_path: Path, n_observations: int, seed: int) -> dict[str, Any]:
     """Locator and engine throughput on one core, on observations drawn from a simulation."""
     site = load_site(site_path)
     rng = np.random.default_rng(seed)
-    spec = scenario(site, 64, 4.0, 28.0, rng)
+    spec = scenario(site, 64, 4.0, 28.0, rng, concurrent=64)
     truth = Simulation(site, Scenario.model_validate(spec), seed=seed).truth_records()
     detections = detections_from_truth(truth)
     with one_core() as cpu:
+        EventEngine(site).add(detections[:2000])  # imports and first-use costs out of the timing
         engine = EventEngine(site)
         engine.mark_listening([s.id for s in site.sensors])
         started = time.perf_counter()
         engine.add(detections)
+        engine.flush(engine.grouper.watermark_s + 1.0)  # every burst handed on, no transmission closed yet
+        observations = [tr.observation(engine.config.locator) for tr in engine.tracker.open]
         engine.flush()
         engine_s = time.perf_counter() - started
-        transmissions = [tr for state in engine._event_of.values() for tr in state.transmissions]
-        observations = [tr.observation(engine.config.locator) for tr in transmissions if tr.posterior is not None]
-        if not observations:
-            observations = [tr.observation(engine.config.locator) for tr in engine.tracker.open]
         batch = [observations[i % len(observations)] for i in range(n_observations)]
         locator: Locator = engine.locator
         locator.locate_many(batch[:10])  # tables built, caches warm
@@ -216,6 +251,7 @@ def speed(site_path: Path, n_observations: int, seed: int) -> dict[str, Any]:
         "single_transmissions_per_s": len(single) / single_s,
         "table_build_s": table_s,
         "engine_detections_per_s": len(detections) / engine_s,
+        "engine_note": "from detections to events, loss tables built (one band) included",
         "engine_n_detections": len(detections),
     }
 
@@ -224,7 +260,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     panels = result["accuracy"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.2), squeeze=False)
-    styles = {"plan": ("C0", "o-"), "wrong_walls": ("C1", "s--"), "oracle": ("C2", "^:")}
+    styles = {"plan": ("C0", "o-"), "wrong_walls": ("C1", "s--"), "oracle": ("C2", "^:"), "survey": ("C3", "d-.")}
     for ax, panel in zip(axes[0], panels, strict=True):
         sig = [r["sigma_db"] for r in panel["rows"]]
         for name in VARIANTS:

@@ -276,6 +276,7 @@ def node_detections(node_id: str, n: int, t0_s: float, channel: int) -> list[Any
 def measure_throughput(svc: ServiceProcess, node_ids: Sequence[str], n_per_node: int, outbox_dir: Path,
                        timeout_s: float = 300.0) -> dict[str, Any]:
     """Fill every node's outbox, start all senders together, time until all is acknowledged."""
+    outbox_dir.mkdir(parents=True, exist_ok=True)
     senders = [make_sender(svc, node, outbox_dir, batch_size=500, max_in_flight=4) for node in node_ids]
     try:
         t0 = time.time() - 60.0
@@ -334,6 +335,9 @@ def measure_latency(svc: ServiceProcess, place_id: str, duration_s: float, outbo
                 messages.append(reader.next(timeout_s=max(0.05, deadline - time.monotonic())))
             except AssertionError:
                 break
+            last = messages[-1]
+            if last.type == "event.detections" and last.data["t_s"] >= last_burst_s:
+                break  # the update that carries the last burst: the call is over
     finally:
         reader.close()
         for sender in senders.values():

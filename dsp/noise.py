@@ -23,9 +23,12 @@ window correlates neighbouring bins: ``g`` is then the moment-matched shape), a 
 ``n_sum`` cells is Gamma(n_sum·g), and the ``q`` quantile of the minimum of ``n_min`` of
 them is the ``1 - (1-q)^(1/n_min)`` quantile of that Gamma law (:func:`min_statistics_bias`).
 
-The window sets how fast the floor follows a change: a step is tracked once more than
-``1 - q`` of the window holds the new level (half a second for the median of a 1 s window).
-The estimate updates every ``update_frames`` frames, so its cost (one partial sort of a
+The window sets how fast the floor follows a change: a step down is tracked once more
+than ``1 - q`` of the window holds the new level (half a second for the median of a 1 s
+window); a step up paints everything, and once fewer than a quarter of the window's
+groups have a clean estimate the plain minima take over (~0.75 s). A gain change the
+receiver announces is applied at once (:meth:`NoiseFloorTracker.scale`). The estimate
+updates every ``update_frames`` frames, so its cost (one partial sort of a
 ``(n_columns, n_groups)`` array) is paid a few times a second, not per frame.
 """
 

@@ -40,13 +40,15 @@ a uniformly random start time (an exact grid over the cycle, no random draws).
   two periods, 0.05 s, suffice; the three LTE bands B20, B28 (800/700 MHz, the
   coverage layers that reach indoors) and B3 (also DCS-1800 GSM) get the short dwell.
 
-With one dongle, 76 channels give a 10.2 s cycle: a GSM call is seen after 5.1 s on
-average (10.2 s at worst); an LTE session in B20/B28/B3 with 0.98 probability after
-about 5 s; a 2.5 s GSM-900 SMS with probability 0.25 only (it is over before most
-channels come round). Two dongles halve the cycles (~5.1 s: calls 2.6 s, SMS 0.49), four
-give ~2.6 s (calls 1.3 s, SMS ~0.9). Restricting GSM-900 to the ARFCNs the operators
-still run as 2G cuts its share of the cycle most. ``cellwatch node --check`` prints these
-figures for any config.
+With one dongle, 76 channels give an 8.56 s cycle: a GSM call is seen after 4.2 s on
+average (8.6 s at worst); an LTE session in any band after 4.2 s (probability 1); a 2.5 s
+GSM-900 SMS with probability 0.30 only (it is over before most channels come round).
+Two dongles halve the cycles (4.35 and 4.21 s: calls after 2.1 s, SMS 0.61); four give
+2.0-2.25 s (calls after 1.0 s, and two dongles on GSM-900 alone catch every SMS).
+Restricting GSM-900 to the ARFCNs the operators still run as 2G cuts its share of the
+cycle most. ``cellwatch node --check`` prints these figures for any config. (At start a
+node first visits each channel once for as long as its detector needs to learn the
+noise floor, ~0.3 s: see :mod:`sdr.node`.)
 """
 
 from __future__ import annotations
@@ -429,13 +431,6 @@ class BandPlan:
                 c = schedule.channels[0]
                 out.append(BandCoverage(c.band, 1, 1.0, 0.0))
         return out
-
-
-def coverage_of_band(band_name: str, plan: BandPlan, schedules: Sequence[ScanSchedule]) -> BandCoverage:
-    for cov in plan.coverage(schedules):
-        if cov.band == band_name:
-            return cov
-    return BandCoverage(band_name, 0, 0.0, 0.0)
 
 
 def describe(plan: BandPlan, schedules: Sequence[ScanSchedule], activities: Sequence[str] = tuple(ACTIVITIES)) -> str:

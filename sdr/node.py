@@ -15,7 +15,10 @@ by the frequency they carry, never by the last command: a live source may still 
 samples taken before the retune. Each tuning keeps its own pipeline, whose noise floor
 therefore survives between visits; when the tuning changes the pipeline just left is
 flushed (its open bursts end with the dwell), and the samples taken while the tuner
-settled are discarded by the source itself (they show as ``n_dropped``).
+settled are discarded by the source itself (they show as ``n_dropped``). At start a
+scanning source makes one *warm-up pass*: it stays on each channel until that channel's
+detector has its noise floor (0.25 s of samples), ~0.3 s a channel, 25 s for the 76
+default channels, then follows the UTC schedule (:meth:`Node._warm_up` says why).
 
 Heartbeats every ``heartbeat_s``: the sources' state (``running``, ``retrying`` while a
 radio is away, ``stopped``), dropped samples and overloaded blocks, and per band its noise
@@ -59,6 +62,7 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.005  # nothing was ready: wait this long before polling again
 MAX_BLOCKS_PER_POLL = 8  # per source and round, so one fast source cannot starve the others
 SUBMIT_INTERVAL_S = 0.1  # detections are written to the outbox (one fsync) at most this often
+WARMUP_MAX_S = 2.0  # a warm-up visit that yields no noise floor this long (no samples) moves on
 RETRY_MIN_S = 1.0
 RETRY_MAX_S = 30.0
 
@@ -79,6 +83,10 @@ class _Unit:
     last_freq_hz: int | None = None
     target_freq_hz: int | None = None
     slot_end_s: float = -math.inf
+    warming: bool = True  # the first pass: each channel until its noise floor is known
+    warm: set[int] = field(default_factory=set)  # centres whose detector has its noise floor
+    visit_started_s: float | None = None  # schedule clock when the warm-up visit began
+    warmup_done_s: float | None = None  # schedule clock when the warm-up pass ended
     n_blocks: int = 0
     n_samples: int = 0
     n_hops: int = 0
@@ -217,6 +225,7 @@ class Node:
         unit.backoff_s = RETRY_MIN_S
         unit.target_freq_hz = unit.source.center_freq_hz
         unit.slot_end_s = -math.inf
+        unit.visit_started_s = None
         if unit.source.state == STOPPED:  # a simulation whose scenario is already over
             self._finish(unit)
 
@@ -271,15 +280,51 @@ class Node:
         return got > 0
 
     def _hop(self, unit: _Unit, t_s: float) -> None:
-        """Retune when the schedule's current slot is over."""
+        """Retune when the schedule's current slot is over (after the warm-up pass)."""
+        if unit.warming:
+            self._warm_up(unit, t_s)
+            return
         if t_s < unit.slot_end_s:
             return
         index, unit.slot_end_s = unit.schedule.visit_at(t_s)
-        freq = unit.schedule.visits[index].channel.center_freq_hz
+        self._tune(unit, unit.schedule.visits[index].channel.center_freq_hz)
+
+    def _tune(self, unit: _Unit, freq: int) -> None:
         if freq != unit.target_freq_hz:
             unit.source.tune(freq)
             unit.target_freq_hz = freq
             unit.n_hops += 1
+
+    def _warm_up(self, unit: _Unit, t_s: float) -> None:
+        """First pass: stay on each channel until its detector has a noise floor, then move on.
+
+        The detector needs ``warmup_s`` (0.25 s) of a channel's samples before it can test
+        anything; collected over short dwells it would take several cycles, and a stream
+        that ends during the warm-up makes the detector settle for an estimate from the
+        few frames it has (meant for short recordings), whose errors cause false alarms.
+        One visit per channel, as long as it needs, avoids both; then the UTC schedule
+        takes over. ~0.3 s per channel: 25 s for the 76 default channels on one dongle.
+        """
+        current = unit.target_freq_hz
+        if unit.visit_started_s is None:
+            unit.visit_started_s = t_s
+        pipeline = unit.pipelines.get(current) if current is not None else None
+        if pipeline is not None and pipeline.detector.noise_floor_dbfs_hz is not None:
+            unit.warm.add(current)  # type: ignore[arg-type]
+        elif t_s - unit.visit_started_s < WARMUP_MAX_S:
+            return
+        else:  # no samples came: try the others, this one warms up on its scheduled visits
+            log.warning("warmup_skipped source=%s center_freq_hz=%s", unit.plan.spec, current)
+            unit.warm.add(current)  # type: ignore[arg-type]
+        rest = [c.center_freq_hz for c in unit.schedule.channels if c.center_freq_hz not in unit.warm]
+        if rest:
+            unit.visit_started_s = t_s
+            self._tune(unit, rest[0])
+            return
+        unit.warming = False
+        unit.warmup_done_s = t_s
+        log.info("warmup_done source=%s channels=%d", unit.plan.spec, len(unit.warm))
+        self._hop(unit, t_s)
 
     # -- detection -------------------------------------------------------------------------
 
@@ -460,6 +505,7 @@ class Node:
             n_pending_at_exit=int(pending or 0),
             per_source=[{"spec": u.plan.spec, "state": u.state, "n_blocks": u.n_blocks, "n_samples": u.n_samples,
                          "n_hops": u.n_hops, "n_detections": u.n_detections, "n_pipelines": len(u.pipelines),
+                         "warmup_done_s": u.warmup_done_s,
                          "n_dropped_samples": u.source.n_dropped_samples,
                          "n_settle_samples": u.source.n_settle_samples} for u in self._units],
         )

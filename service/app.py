@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from calibration.config import field_path
 from calibration.site import Site, load_site
 from dsp.errors import InputError
-from service.auth import LoginLimiter, Passwords, ViewerUser, token_hash
+from dsp.wire import CurveKeyPair
+from service.auth import LoginLimiter, ViewerUser
 from service.deps import Services
 from service.live import LiveHub
+from service.passwords import Passwords, token_hash
 from service.routers import audit, auth, cells, events, health, live, sensors, site, users
 from service.sensor_monitor import AllowedKeysReloader, SensorMonitor
 from service.settings import ServiceSettings
@@ -109,17 +112,45 @@ def _read_metrics_token(path: Path | None) -> str | None:
     return token_hash(token)
 
 
-def build_services(settings: ServiceSettings, *, engine_factory: EngineFactory | None = None) -> Services:
-    """Open everything the settings name; raises InputError naming the file and field at fault."""
-    from service.ingest import IngestServer
+@dataclass(frozen=True)
+class Prepared:
+    """What the configuration names, read and checked, before anything is opened or bound."""
+
+    site: Site
+    calibration: Any
+    engine: EngineLike
+    metrics_token_hash: str | None
+    server_keys: CurveKeyPair | None
+    allowed_keys: dict[str, bytes] | None
+
+
+def prepare(settings: ServiceSettings, *, engine_factory: EngineFactory | None = None) -> Prepared:
+    """Read the site, calibration, keys and engine configuration; raises InputError naming the
+    file and field at fault. Nothing is written: a configuration mistake leaves no trace."""
     from service.keys import load_allowed_keys, load_keypair
 
     site_ = load_site(settings.site)
     calibration = _load_calibration(settings.calibration)
     metrics_token_hash = _read_metrics_token(settings.http.metrics_token_file)
+    engine = (engine_factory or default_engine_factory)(site_, settings, calibration)
+    cfg = settings.ingest
+    server_keys = allowed_keys = None
+    if cfg.enabled and not cfg.insecure:
+        assert cfg.server_key is not None and cfg.allowed_keys_dir is not None
+        server_keys, allowed_keys = load_keypair(cfg.server_key), load_allowed_keys(cfg.allowed_keys_dir)
+    return Prepared(site_, calibration, engine, metrics_token_hash, server_keys, allowed_keys)
+
+
+def build_services(settings: ServiceSettings, *, engine_factory: EngineFactory | None = None,
+                   prepared: Prepared | None = None) -> Services:
+    """Open everything the settings name (database migrated, ingest made, not yet bound)."""
+    from service.ingest import IngestServer
+    from service.keys import load_allowed_keys
+
+    p = prepared or prepare(settings, engine_factory=engine_factory)
+    site_, calibration, engine, cfg = p.site, p.calibration, p.engine, settings.ingest
     store = open_store(settings.database_url)
     try:
-        engine = (engine_factory or default_engine_factory)(site_, settings, calibration)
         hub = LiveHub()
         rssi = getattr(calibration, "rssi_dbm", None)
         worker = EventWorker(store, engine, hub, flush_interval_s=settings.worker.flush_interval_s,
@@ -127,14 +158,12 @@ def build_services(settings: ServiceSettings, *, engine_factory: EngineFactory |
                              rssi_dbm=rssi)
         store.add_detection_listener(worker.notify)
         ingest = None
-        cfg = settings.ingest
         if cfg.enabled:
             if cfg.insecure:
                 ingest = IngestServer(store, bind=cfg.bind, insecure=True, sensors_by_node=cfg.sensors_by_node)
             else:
-                assert cfg.server_key is not None and cfg.allowed_keys_dir is not None
-                ingest = IngestServer(store, bind=cfg.bind, server_keys=load_keypair(cfg.server_key),
-                                      allowed_keys=load_allowed_keys(cfg.allowed_keys_dir),
+                assert cfg.allowed_keys_dir is not None
+                ingest = IngestServer(store, bind=cfg.bind, server_keys=p.server_keys, allowed_keys=p.allowed_keys,
                                       sensors_by_node=cfg.sensors_by_node)
                 worker.every(cfg.keys_reload_s,
                              AllowedKeysReloader(cfg.allowed_keys_dir, ingest.set_allowed_keys, load_allowed_keys))
@@ -143,7 +172,7 @@ def build_services(settings: ServiceSettings, *, engine_factory: EngineFactory |
             settings=settings, site=site_, store=store, hub=hub, worker=worker,
             passwords=Passwords(sec.password_hash_time_cost, sec.password_hash_memory_kib),
             limiter=LoginLimiter(sec.login_max_failures, sec.login_window_s), ingest=ingest,
-            calibration=calibration, metrics_token_hash=metrics_token_hash)
+            calibration=calibration, metrics_token_hash=p.metrics_token_hash)
         worker.every(1.0, SensorMonitor(site_, store, hub, settings.sensors.offline_after_s, engine=engine))
         return services
     except BaseException:
@@ -203,7 +232,7 @@ class SecurityMiddleware:
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    errors = []
+    errors: list[dict[str, Any]] = []
     for err in exc.errors():
         loc = tuple(p for p in err.get("loc", ()) if isinstance(p, str | int))
         errors.append({"loc": list(loc), "msg": str(err.get("msg", "")), "type": str(err.get("type", ""))})

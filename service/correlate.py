@@ -349,21 +349,24 @@ class BurstGrouper:
     def _compatible(self, group: BurstGroup, m: Member) -> float | None:
         """Distance of a member to a group (smaller is better), None if it cannot belong."""
         cfg = self.config
-        dt = abs(m.t_s - group.t_ref_s)
-        if dt > cfg.burst_time_tolerance_s:
+        best = group.best
+        df = abs(m.freq_hz - best.freq_hz)
+        half = (m.bandwidth_hz if m.bandwidth_hz > best.bandwidth_hz else best.bandwidth_hz) / 2.0
+        reach = half + cfg.freq_tolerance_hz
+        if df > reach:
+            return None
+        dt = abs(m.t_s - best.t_s)
+        tolerance = cfg.burst_time_tolerance_s
+        if dt > tolerance:
             # a weak sensor sees only the middle of a burst: its edges move, the overlap stays
-            best = group.best
             overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
-            if overlap < 0.5 * min(m.duration_s, best.duration_s) or overlap <= 0:
+            if overlap <= 0 or overlap < 0.5 * min(m.duration_s, best.duration_s):
                 return None
-            dt = cfg.burst_time_tolerance_s
-        if any(x.sensor == m.sensor for x in group.members):
-            return None
-        df = abs(m.freq_hz - group.freq_hz)
-        half = max(m.bandwidth_hz, group.bandwidth_hz) / 2.0
-        if df > half + cfg.freq_tolerance_hz:
-            return None
-        return dt / cfg.burst_time_tolerance_s + df / (half + cfg.freq_tolerance_hz)
+            dt = tolerance
+        for x in group.members:
+            if x.sensor == m.sensor:
+                return None
+        return dt / tolerance + df / reach
 
     def _keys(self, t_s: float, freq_hz: float, reach_hz: float) -> list[tuple[int, int]]:
         """Buckets (time, frequency) that may hold a group within reach of a point."""
@@ -374,13 +377,21 @@ class BurstGrouper:
 
     def _find(self, m: Member) -> BurstGroup | None:
         reach = max(m.bandwidth_hz, self._widest_hz) / 2.0 + self.config.freq_tolerance_hz
+        tk = int(math.floor(m.t_s / self._bucket_s))
+        f_lo = int(math.floor((m.freq_hz - reach) / _FREQ_BUCKET_HZ))
+        f_hi = int(math.floor((m.freq_hz + reach) / _FREQ_BUCKET_HZ))
+        buckets = self._buckets
         best: BurstGroup | None = None
         best_score = math.inf
-        for key in self._keys(m.t_s, m.freq_hz, reach):
-            for group in self._buckets.get(key, ()):
-                score = self._compatible(group, m)
-                if score is not None and score < best_score:
-                    best, best_score = group, score
+        for t in (tk, tk - 1, tk + 1):
+            for f in range(f_lo, f_hi + 1):
+                groups = buckets.get((t, f))
+                if not groups:
+                    continue
+                for group in groups:
+                    score = self._compatible(group, m)
+                    if score is not None and score < best_score:
+                        best, best_score = group, score
         return best
 
     def add(self, m: Member) -> tuple[BurstGroup, bool]:
@@ -450,6 +461,7 @@ class Transmission:
     clipped_sum_db: FloatArray = field(default_factory=lambda: np.zeros(0))
     rssi_sum_dbm: FloatArray = field(default_factory=lambda: np.zeros(0))  # absolute, for reports
     n_rssi: FloatArray = field(default_factory=lambda: np.zeros(0))
+    pattern: FloatArray = field(default_factory=lambda: np.zeros(0))  # mean relative level, NaN: never heard
     last_offset_db: float = 0.0
     techs: Counter[str] = field(default_factory=Counter)
     channels: Counter[str] = field(default_factory=Counter)
@@ -468,6 +480,7 @@ class Transmission:
         for name in ("n_listened", "n_heard", "sum_db", "sum_sq_db2", "missed_threshold_sum_db", "n_missed", "n_clipped",
                      "clipped_sum_db", "rssi_sum_dbm", "n_rssi"):
             setattr(self, name, np.zeros(self.n_sensors))
+        self.pattern = np.full(self.n_sensors, np.nan)
 
     @property
     def freq_hz(self) -> float:
@@ -486,8 +499,7 @@ class Transmission:
 
     def pattern_db(self) -> FloatArray:
         """Mean relative level per sensor (NaN where never heard)."""
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.n_heard > 0, self.sum_db / np.maximum(self.n_heard, 1.0), np.nan)
+        return self.pattern
 
     def tech(self) -> str:
         known = [(n, t) for t, n in self.techs.items() if t != "unknown"]
@@ -504,20 +516,6 @@ class Transmission:
     def detection_keys(self) -> list[tuple[str, float]]:
         """(sensor id, start time as the sensor reported it) of every detection that contributed."""
         return self.keys
-
-
-def _levels(group: BurstGroup, n_sensors: int) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-    """Absolute levels (dBm) per sensor of a group's unclipped members, NaN elsewhere; and the clipped mask."""
-    levels = np.full(n_sensors, np.nan)
-    clipped = np.zeros(n_sensors, dtype=bool)
-    for m in group.members:
-        if m.rssi_dbm is None:
-            continue
-        if m.clipped:
-            clipped[m.sensor] = True
-        else:
-            levels[m.sensor] = m.rssi_dbm
-    return levels, clipped
 
 
 class TransmissionTracker:
@@ -537,9 +535,16 @@ class TransmissionTracker:
 
     # ------------------------------------------------------------ classification
     def is_gsm_like(self, group: BurstGroup) -> bool:
-        techs = Counter(m.detection.tech for m in group.members if m.detection.tech != "unknown")
-        if techs:
-            return techs.most_common(1)[0][0] == "gsm"
+        """GSM by the detections' own label when they carry one, else by shape (narrow and short)."""
+        n_gsm = n_other = 0
+        for m in group.members:
+            tech = m.detection.tech
+            if tech == "gsm":
+                n_gsm += 1
+            elif tech != "unknown":
+                n_other += 1
+        if n_gsm or n_other:
+            return n_gsm >= n_other
         cfg = self.config
         return group.bandwidth_hz <= cfg.gsm_max_bandwidth_hz and group.duration_s <= cfg.gsm_max_duration_s
 
@@ -576,16 +581,16 @@ class TransmissionTracker:
             return None
         return 0.5 if agree else 1.0
 
-    def offset_and_mismatch(self, tr: Transmission, group: BurstGroup,
+    def offset_and_mismatch(self, tr: Transmission, group: BurstGroup, levels: dict[int, float],
                             listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> tuple[float, float]:
         """Power offset of a burst against a transmission, and how badly its levels fit
-        (a chi-square statistic over its quantile: below 1 fits; ``inf``: a sensor contradicts)."""
+        (a chi-square statistic over its quantile: below 1 fits; ``inf``: sensors contradict).
+        ``levels``: the burst's unclipped calibrated levels by sensor index."""
         cfg = self.config
-        levels, _ = _levels(group, self.n_sensors)
-        pattern = tr.pattern_db()
-        common = np.isfinite(levels) & np.isfinite(pattern)
-        if np.any(common):
-            residual = sorted((levels[common] - pattern[common]).tolist())
+        pattern = tr.pattern
+        common = [(s, level - pattern[s]) for s, level in levels.items() if tr.n_heard[s] > 0]
+        if common:
+            residual = sorted(r for _, r in common)
             mid = len(residual) // 2
             offset = residual[mid] if len(residual) % 2 else 0.5 * (residual[mid - 1] + residual[mid])
         else:
@@ -593,26 +598,31 @@ class TransmissionTracker:
         if tr.n_bursts == 0:
             return offset, 0.0
         score = 0.0
-        n_common = int(np.count_nonzero(common))
-        if n_common >= 2:
-            var = self.sigma_fading_db**2 * (1.0 + 1.0 / np.maximum(tr.n_heard[common], 1.0))
-            terms = (levels[common] - pattern[common] - offset) ** 2 / var
-            # deep fades (Rayleigh's long lower tail) must not split a transmission: each
-            # sensor's term is capped, so only a pattern off at several sensors fails
-            chi2 = float(np.sum(np.minimum(terms, _TERM_CAP)))
-            score = chi2 / float(self._chi2[n_common - 2])
+        if len(common) >= 2:
+            sigma2 = self.sigma_fading_db**2
+            chi2 = 0.0
+            for s, r in common:
+                # deep fades (Rayleigh's long lower tail) must not split a transmission: each
+                # sensor's term is capped, so only a pattern off at several sensors fails
+                chi2 += min((r - offset) ** 2 / (sigma2 * (1.0 + 1.0 / tr.n_heard[s])), _TERM_CAP)
+            score = chi2 / float(self._chi2[len(common) - 2])
         # sensors hearing this burst far above their threshold, where the transmission was never heard
-        never = (tr.n_heard == 0) & (tr.n_missed >= 5) & np.isfinite(levels)
-        if np.any(never):
-            missed_level = tr.missed_threshold_sum_db[never] / tr.n_missed[never]
-            if np.count_nonzero(levels[never] - offset > missed_level + cfg.strong_margin_db) >= _N_CONTRADICTING:
-                return offset, math.inf
+        n_loud = 0
+        for s, level in levels.items():
+            if tr.n_heard[s] == 0 and tr.n_missed[s] >= 5:
+                if level - offset > tr.missed_threshold_sum_db[s] / tr.n_missed[s] + cfg.strong_margin_db:
+                    n_loud += 1
+        if n_loud >= _N_CONTRADICTING:
+            return offset, math.inf
         # sensors that always heard the transmission well above their threshold, but not this burst
-        always = (tr.n_heard >= 5) & (tr.n_heard >= 0.9 * tr.n_listened) & ~np.isfinite(levels) & listening
-        if np.any(always):
-            expected = pattern[always] + offset
-            if np.count_nonzero(expected > thresholds[always] + cfg.strong_margin_db) >= _N_CONTRADICTING:
-                return offset, math.inf
+        if tr.n_bursts >= 5:
+            always = (tr.n_heard >= 5) & (tr.n_heard >= 0.9 * tr.n_listened) & listening
+            if np.any(always):
+                for m in group.members:
+                    always[m.sensor] = False
+                expected = pattern[always] + offset
+                if np.count_nonzero(expected > thresholds[always] + cfg.strong_margin_db) >= _N_CONTRADICTING:
+                    return offset, math.inf
         return offset, score
 
     # ------------------------------------------------------------ assignment
@@ -651,6 +661,7 @@ class TransmissionTracker:
         gsm_like = self.is_gsm_like(group)
         listening = self.sensors.listening(group.t_ref_s, group.freq_hz)
         thresholds = self.sensors.thresholds_dbm(group.bandwidth_hz)
+        levels = {m.sensor: m.rssi_dbm for m in group.members if m.rssi_dbm is not None and not m.clipped}
         best: Transmission | None = None
         best_score = math.inf
         best_offset = 0.0
@@ -662,7 +673,7 @@ class TransmissionTracker:
             weight = self._labels_fit(tr, group)
             if weight is None:
                 continue
-            offset, score = self.offset_and_mismatch(tr, group, listening, thresholds)
+            offset, score = self.offset_and_mismatch(tr, group, levels, listening, thresholds)
             score *= weight
             if score <= 1.0 and score < best_score:
                 best, best_score, best_offset = tr, score, offset
@@ -673,6 +684,7 @@ class TransmissionTracker:
                                 freq_lo_hz=group.freq_hz - group.bandwidth_hz / 2.0,
                                 freq_hi_hz=group.freq_hz + group.bandwidth_hz / 2.0)
             self.open.append(best)
+            self._earliest_last_s = min(self._earliest_last_s, best.t_last_s)
             if gsm_like:
                 best.index_key = self._channel_key(group.freq_hz)
                 self._by_channel.setdefault(best.index_key, []).append(best)
@@ -684,46 +696,52 @@ class TransmissionTracker:
 
     def _add(self, tr: Transmission, group: BurstGroup, offset: float,
              listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> None:
-        levels, clipped = _levels(group, self.n_sensors)
-        heard_any = np.zeros(self.n_sensors, dtype=bool)
+        missed = listening.copy()
         for m in group.members:
-            heard_any[m.sensor] = True
-        heard = np.isfinite(levels)
-        relative = np.where(heard, levels - offset, 0.0)
-        tr.n_listened += listening | heard_any
-        tr.n_heard += heard
-        tr.sum_db += relative
-        tr.sum_sq_db2 += relative * relative
-        missed = listening & ~heard_any
+            s = m.sensor
+            missed[s] = False
+            tr.n_listened[s] += 0.0 if listening[s] else 1.0
+            d = m.detection
+            tr.keys.append((d.sensor_id, d.t_start_s))
+            if d.tech:
+                tr.techs[d.tech] += 1
+            if d.channel is not None:
+                tr.channels[d.channel] += 1
+            if d.session_id is not None:
+                tr.sessions[s] = d.session_id
+            if m.rssi_dbm is None:
+                continue
+            tr.rssi_sum_dbm[s] += m.rssi_dbm
+            tr.n_rssi[s] += 1
+            relative = m.rssi_dbm - offset
+            if m.clipped:
+                tr.n_clipped[s] += 1
+                tr.clipped_sum_db[s] += relative
+                continue
+            k = tr.n_heard[s] + 1
+            tr.n_heard[s] = k
+            tr.sum_db[s] += relative
+            tr.sum_sq_db2[s] += relative * relative
+            tr.pattern[s] = tr.sum_db[s] / k
+        tr.n_listened += listening
         tr.missed_threshold_sum_db += np.where(missed, thresholds - offset, 0.0)
         tr.n_missed += missed
-        tr.n_clipped += clipped
-        for m in group.members:
-            if m.rssi_dbm is not None:
-                tr.rssi_sum_dbm[m.sensor] += m.rssi_dbm
-                tr.n_rssi[m.sensor] += 1
-                if m.clipped:
-                    tr.clipped_sum_db[m.sensor] += m.rssi_dbm - offset
-            if m.detection.tech:
-                tr.techs[m.detection.tech] += 1
-            if m.detection.channel is not None:
-                tr.channels[m.detection.channel] += 1
-            if m.detection.session_id is not None:
-                tr.sessions[m.sensor] = m.detection.session_id
         tr.groups.append(group)
-        tr.keys.extend((m.detection.sensor_id, m.detection.t_start_s) for m in group.members)
         group.transmission = tr
         group.offset_db = offset
         group.listening = listening
         group.thresholds_dbm = thresholds
         tr.last_offset_db = offset
         tr.n_bursts += 1
-        tr.t_first_s = min(tr.t_first_s, group.t_ref_s)
-        tr.t_last_s = max(tr.t_last_s, group.t_ref_s)
-        self._earliest_last_s = min(self._earliest_last_s, tr.t_last_s)
-        tr.t_end_s = max(tr.t_end_s, group.t_ref_s + group.duration_s)
-        tr.freq_lo_hz = min(tr.freq_lo_hz, group.freq_hz - group.bandwidth_hz / 2.0)
-        tr.freq_hi_hz = max(tr.freq_hi_hz, group.freq_hz + group.bandwidth_hz / 2.0)
+        t_ref = group.t_ref_s
+        if t_ref < tr.t_first_s:
+            tr.t_first_s = t_ref
+        if t_ref > tr.t_last_s:
+            tr.t_last_s = t_ref
+        tr.t_end_s = max(tr.t_end_s, t_ref + group.duration_s)
+        half = group.bandwidth_hz / 2.0
+        tr.freq_lo_hz = min(tr.freq_lo_hz, group.freq_hz - half)
+        tr.freq_hi_hz = max(tr.freq_hi_hz, group.freq_hz + half)
         tr.freq_sum_hz += group.freq_hz
         if len(tr.bandwidths_hz) < 256:
             tr.bandwidths_hz.append(group.bandwidth_hz)
@@ -753,6 +771,7 @@ class TransmissionTracker:
                 tr.n_heard[s] += 1
                 tr.sum_db[s] += relative
                 tr.sum_sq_db2[s] += relative * relative
+                tr.pattern[s] = tr.sum_db[s] / tr.n_heard[s]
         return tr
 
 

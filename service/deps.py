@@ -11,9 +11,10 @@ from fastapi import Depends, Request
 
 if TYPE_CHECKING:
     from calibration.site import Site
-    from service.auth import LoginLimiter, Passwords
+    from service.auth import LoginLimiter
     from service.ingest import IngestServer
     from service.live import LiveHub
+    from service.passwords import Passwords
     from service.settings import ServiceSettings
     from service.store import Store
     from service.worker import EventWorker

@@ -12,8 +12,8 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from calibration.site import Site
 from dsp.errors import InputError

@@ -77,7 +77,7 @@ class IngestSettings(StrictModel):
     allowed_keys_dir: Path | None = None  # <node_id>.key files of the nodes let in
     insecure: bool = False
     sensors_by_node: dict[str, list[str]] = Field(default_factory=dict)
-    keys_reload_s: float = Field(10.0, gt=0)  # how often the allowed-keys folder is rescanned
+    keys_reload_s: float = Field(default=10.0, gt=0)  # how often the allowed-keys folder is rescanned
 
     @model_validator(mode="after")
     def _keys(self) -> IngestSettings:
@@ -93,32 +93,32 @@ class IngestSettings(StrictModel):
 
 class HttpSettings(StrictModel):
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)  # 0: any free port (tests)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
     metrics_token_file: Path | None = None  # a token a Prometheus scraper may present on /metrics
-    graceful_shutdown_s: int = Field(3, ge=0)
+    graceful_shutdown_s: int = Field(default=3, ge=0)
 
 
 class SecuritySettings(StrictModel):
-    session_ttl_s: float = Field(12 * 3600.0, ge=60)
+    session_ttl_s: float = Field(default=12 * 3600.0, ge=60)
     cookie_secure: bool = False  # True behind HTTPS: the session cookie is never sent in clear
-    login_max_failures: int = Field(5, ge=1)  # per client address and per user name, in the window
-    login_window_s: float = Field(300.0, gt=0)
-    password_min_length: int = Field(10, ge=8)
+    login_max_failures: int = Field(default=5, ge=1)  # per client address and per user name, in the window
+    login_window_s: float = Field(default=300.0, gt=0)
+    password_min_length: int = Field(default=10, ge=8)
     # Argon2id cost (RFC 9106 section 4, second recommended option by default: t=3, 64 MiB, p=4).
-    password_hash_time_cost: int = Field(3, ge=1)
-    password_hash_memory_kib: int = Field(65536, ge=8192)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    password_hash_memory_kib: int = Field(default=65536, ge=8192)
 
 
 class SensorSettings(StrictModel):
-    offline_after_s: float = Field(30.0, gt=0)  # heartbeat older than this: the sensor is offline
+    offline_after_s: float = Field(default=30.0, gt=0)  # heartbeat older than this: the sensor is offline
 
 
 class WorkerSettings(StrictModel):
     """How the service drives the event engine (service.worker)."""
 
-    flush_interval_s: float = Field(0.25, gt=0)  # how often idle transmissions are closed
-    rebuild_window_s: float = Field(900.0, ge=0)  # detections re-fed on restart to rebuild the engine's state
-    max_batch: int = Field(5000, ge=1)
+    flush_interval_s: float = Field(default=0.25, gt=0)  # how often idle transmissions are closed
+    rebuild_window_s: float = Field(default=120.0, ge=0)  # detections re-fed on restart to rebuild the engine's state
+    max_batch: int = Field(default=5000, ge=1)
 
 
 class ServiceSettings(StrictModel):

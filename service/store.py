@@ -520,11 +520,9 @@ def _make_engine(url: str) -> Engine:
 
 def _insert(conn: Connection, table: sa.Table) -> Any:
     """A dialect INSERT that supports ON CONFLICT (SQLite and PostgreSQL share the syntax)."""
-    if conn.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    return insert(table)
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return sqlite.insert(table) if conn.dialect.name == "sqlite" else postgresql.insert(table)
 
 
 def _event_row(r: Any) -> EventRow:
@@ -793,7 +791,7 @@ class Store:
                     conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
                                  [{"event_id": w.event_id, "detection_id": i} for i in sorted(set(w.detection_ids))])
                 reopened = False
-                if not created:
+                if old is not None:
                     extra: dict[str, Any] = {}
                     n_after_close = 0
                     if old.status == "closed" and w.detection_ids:
@@ -855,7 +853,7 @@ class Store:
         """Per cell or zone: events, open events, latest activity (heat map, cells to search next)."""
         c = events.c
         place = sa.func.coalesce(c.cell, c.zone)
-        where = [place.is_not(None)]
+        where: list[Any] = [place.is_not(None)]
         if since_s is not None:
             where.append(c.t_end_s >= since_s)
         if until_s is not None:

@@ -26,25 +26,29 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from dsp.records import Detection
 from service.live import LiveHub
 from service.schemas import event_out
-from service.store import EventWrite, EventWritten, StoredDetection, Store
+from service.store import EventWrite, EventWritten, Store, StoredDetection
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "event_worker.cursor"
+MAX_AHEAD_S = 5.0  # the stream clock may run this far ahead of the wall clock, no further
 _MAX_KEYS = 500_000  # detection key -> id map: bursts an active event may still name
 _MAX_EVENTS = 20_000  # engine event ids (and their linked detections) remembered
 
 
 class EventLike(Protocol):
-    event_id: str
-    detection_keys: Sequence[Any]
+    @property
+    def event_id(self) -> str: ...
+
+    @property
+    def detection_keys(self) -> Sequence[Any]: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -100,8 +104,8 @@ class EventWorker:
         engine: EngineLike,
         hub: LiveHub,
         *,
-        flush_interval_s: float = 0.5,
-        rebuild_window_s: float = 900.0,
+        flush_interval_s: float = 0.25,
+        rebuild_window_s: float = 120.0,
         max_batch: int = 5000,
         rssi_dbm: Callable[[Detection], float | None] | None = None,
     ) -> None:
@@ -235,10 +239,15 @@ class EventWorker:
             log.warning("event worker cursor not saved error=%s", exc)
 
     def stream_now_s(self) -> float:
-        """The engine's clock: latest burst time plus the wall time elapsed since it arrived."""
+        """The engine's clock: latest burst time plus the wall time elapsed since it arrived.
+
+        Never more than ``MAX_AHEAD_S`` ahead of the wall clock: one node whose clock jumped
+        forward must not make the engine close everyone else's transmissions early.
+        """
+        wall_s = time.time()
         if self._last_t_s is None:
-            return time.time()
-        return self._last_t_s + (time.monotonic() - self._last_t_mono)
+            return wall_s
+        return min(self._last_t_s + (time.monotonic() - self._last_t_mono), wall_s + MAX_AHEAD_S)
 
     # -- processing ---------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ first admin:  cellwatch users --config service.toml add NAME --role admin
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "serve",
         help="run the service: ZeroMQ ingest, event engine, HTTP API and live feed",
@@ -50,13 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 class UtcKeyValueFormatter(logging.Formatter):
     """``ts=2026-01-31T12:00:00.123Z level=INFO logger=service.app message``: one event a line, grep-able."""
 
-    converter = time.gmtime
-
     def __init__(self) -> None:
         super().__init__("ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging API)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created)) + f".{int(record.msecs):03d}Z"
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 def configure_logging(verbosity: int) -> None:
@@ -96,16 +94,22 @@ def _url(sock: socket.socket) -> str:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import build_services, create_app
+    from service.app import build_services, create_app, prepare
     from service.settings import load_settings
 
     settings = load_settings(args.config)
-    configure_logging(args.verbose)
-    services = build_services(settings)
+    sock = bind_http(settings.http.host, settings.http.port)
     try:
-        sock = bind_http(settings.http.host, settings.http.port)
+        prepared = prepare(settings)  # configuration mistakes end here, as one line, before any logging
+        configure_logging(args.verbose)
+        services = build_services(settings, prepared=prepared)
+    except BaseException:
+        sock.close()
+        raise
+    try:
         services.start_ingest()
     except BaseException:
+        sock.close()
         services.stop()
         raise
     app = create_app(settings, services=services)

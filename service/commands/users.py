@@ -20,7 +20,7 @@ from dsp.errors import InputError
 ROLES = ("viewer", "operator", "admin")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("users", help="create and manage the service's user accounts", description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="the service's TOML file")
@@ -51,7 +51,7 @@ def _actor() -> str:
 
 
 def read_password(from_stdin: bool, min_length: int) -> str:
-    from service.auth import check_password
+    from service.passwords import check_password
 
     if from_stdin or not sys.stdin.isatty():
         if not from_stdin:
@@ -68,7 +68,7 @@ def read_password(from_stdin: bool, min_length: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from service.auth import Passwords, check_username
+    from service.passwords import Passwords, check_username
     from service.settings import load_settings
     from service.store import ConflictError, NotFoundError, open_store
 

@@ -7,8 +7,9 @@ import time
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from service.auth import SESSION_COOKIE, CurrentUser, check_password, new_token, token_hash
+from service.auth import SESSION_COOKIE, CurrentUser
 from service.deps import ServicesDep
+from service.passwords import check_password, new_token, token_hash
 from service.schemas import Error, LoginIn, LoginOut, MeOut, PasswordChangeIn, user_out
 
 router = APIRouter(tags=["auth"])

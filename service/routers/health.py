@@ -5,14 +5,15 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import fields
-from typing import Annotated
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from service.auth import Principal, current_principal, request_token, token_hash
+from service.auth import Principal, current_principal, request_token
 from service.deps import Services, ServicesDep
+from service.passwords import token_hash
 from service.schemas import Error, HealthOut, sensor_views
 
 router = APIRouter(tags=["health"])
@@ -23,13 +24,14 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}},
             summary="Is the service working (no session needed)")
 def healthz(services: ServicesDep) -> JSONResponse:
+    database: Literal["ok", "error"]
     try:
         with services.store.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
         database = "ok"
     except Exception:
         database = "error"
-    engine = "running" if services.worker.alive else "stopped"
+    engine: Literal["running", "stopped"] = "running" if services.worker.alive else "stopped"
     body = HealthOut(status="ok" if database == "ok" and engine == "running" else "degraded", database=database,
                      ingest="running" if services.ingest is not None else "disabled", engine=engine,
                      uptime_s=time.time() - services.started_s)

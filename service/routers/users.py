@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
 
-from service.auth import AdminUser, check_password, check_username
+from service.auth import AdminUser
 from service.deps import ServicesDep
+from service.passwords import check_password, check_username
 from service.schemas import Error, UserCreateIn, UserList, UserOut, UserUpdateIn, user_out
 from service.store import ConflictError, NotFoundError
 

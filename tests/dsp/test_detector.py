@@ -397,3 +397,17 @@ def test_to_detection_round_trips_the_wire_form(gsm_scene) -> None:
     assert back == det
     assert back.sample_count == burst.sample_count
     assert back.t_start_s == pytest.approx(burst.t_start_s, abs=1e-6)
+
+
+def test_bursts_during_the_warm_up_are_not_lost_and_tiny_streams_are_fine() -> None:
+    rng = np.random.default_rng(27)
+    x = noise(0.2, 28)  # shorter than the 0.25 s warm-up
+    b = gsm(0.03, 400e3)
+    add(x, b, 20.0, rng)
+    (got,) = detect(x)[0]
+    assert abs(got.t_start_s - T0 - b.t_start_s) < 20e-6
+    det = BurstDetector(DetectorConfig(), FS, FC)
+    assert det.process(IQBlock(np.zeros(0, np.complex64), FC, FS, T0)) == []
+    assert det.process(IQBlock(noise(0.001, 29), FC, FS, T0)) == []
+    assert det.flush() == []
+    assert det.flush() == []

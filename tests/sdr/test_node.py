@@ -151,16 +151,19 @@ def test_scanning_node_watches_the_phones_channel_in_its_utc_windows(tmp_path: P
     assert schedule.cycle_s == pytest.approx(0.48)
     (window_start, window_end), = schedule.watch_windows(schedule.channels[2])
     detections = [s.detection for s in recorder.log.detections(NODE)]
+    per_source = stats.per_source[0]
+    warm_end = per_source["warmup_done_s"]  # a first pass stays on each channel until its noise floor is known
+    assert warm_end is not None
     assert len(detections) > 50
     for d in detections:
         assert 901e6 <= d.freq_hz <= 903e6  # the phone (and its I/Q image) in the 902 MHz channel only
-        position = d.t_start_s % schedule.cycle_s
-        assert window_start - 1e-3 <= position <= window_end + block_s, position
-    visits = {math.floor(d.t_start_s / schedule.cycle_s) for d in detections}
-    assert len(visits) >= 6  # every cycle once the channel's noise floor has warmed up
-    per_source = stats.per_source[0]
+        if d.t_start_s > warm_end:
+            position = d.t_start_s % schedule.cycle_s
+            assert window_start - 1e-3 <= position <= window_end + block_s, position
+    visits = {math.floor(d.t_start_s / schedule.cycle_s) for d in detections if d.t_start_s > warm_end}
+    assert len(visits) >= 0.9 * (detections[-1].t_start_s - warm_end) / schedule.cycle_s  # every cycle
     assert per_source["n_pipelines"] == 4  # one per tuning, kept between visits
-    assert stats.n_hops == pytest.approx(6.0 / 0.12, abs=3)
+    assert stats.n_hops == pytest.approx(4 + (detections[-1].t_start_s - warm_end) / 0.12, abs=3)
     assert per_source["n_settle_samples"] == pytest.approx(stats.n_hops * 0.02 * 2.4e6, rel=0.05)
     assert per_source["n_dropped_samples"] == 0
     last = recorder.heartbeats[-1]

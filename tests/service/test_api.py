@@ -329,7 +329,8 @@ def test_sensor_health_online_offline_noise_floor(server: LiveServer, http: http
     # going offline is noticed by the monitor: stored, audited, announced on the feed
     with server.services.store.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE sensor_health SET received_s = received_s - 60 WHERE sensor_id = 'A1-S2'")
-    assert http.get("/api/sensors", headers=viewer).json()["items"][1]["state"] == "offline"
+    states = {s["sensor_id"]: s["state"] for s in http.get("/api/sensors", headers=viewer).json()["items"]}
+    assert states["A1-S2"] == "offline"
     wait_for(lambda: store.list_audit(action="sensor.offline")[0] >= 1, what="the offline audit entry")
     _, rows = store.list_audit(action="sensor.offline")
     assert {r.target for r in rows} >= {"A1-S2"}

@@ -168,3 +168,13 @@ def test_flush_runs_on_the_stream_clock(store: Store) -> None:
         assert recent and all(abs(t - (1.0e9 + 0.2)) < 60 for t in recent[-3:])  # not the wall clock
     finally:
         worker.stop()
+
+
+def test_a_node_clock_jumping_ahead_does_not_drag_the_stream_clock(store: Store) -> None:
+    worker = start_worker(store, StandInEngine())
+    try:
+        store.store_detections("A1-S1", STREAM, detections(2, t0_s=time.time() + 3600.0))
+        wait_for(lambda: worker.stats().cursor == store.max_detection_id, what="the worker")
+        assert worker.stream_now_s() <= time.time() + 5.0 + 0.1
+    finally:
+        worker.stop()

@@ -9,25 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
+from dsp.classify import SessionTracker
 from dsp.detector import Burst, BurstDetector, DetectorConfig
 from dsp.records import Detection, IQBlock
 
 
 class DetectionPipeline:
-    """One receiver's stream: ``process(block)`` returns the detections finished so far."""
+    """One receiver's stream: ``process(block)`` returns the detections finished so far.
+
+    Session ids are prefixed with the sensor id so they stay unique across sensors.
+    """
 
     def __init__(self, sensor_id: str, sample_rate_hz: float, center_freq_hz: int,
                  config: DetectorConfig | None = None) -> None:
         self.sensor_id = sensor_id
         self.detector = BurstDetector(config or DetectorConfig(), sample_rate_hz, center_freq_hz)
-        self.classifier = _make_classifier(center_freq_hz)
+        self.sessions = SessionTracker(sample_rate_hz, prefix=f"{sensor_id}:")
         self.n_detections = 0
 
     def _records(self, bursts: list[Burst]) -> list[Detection]:
-        out = []
-        for burst in sorted(bursts, key=lambda b: (b.t_start_s, b.freq_hz)):
-            tech, session_id, channel = self.classifier(burst)
-            out.append(burst.to_detection(self.sensor_id, tech, session_id=session_id, channel=channel))
+        ordered = sorted(bursts, key=lambda b: (b.t_start_s, b.freq_hz))
+        out = [labelled.to_detection(self.sensor_id) for labelled in self.sessions.update(ordered)]
         self.n_detections += len(out)
         return out
 
@@ -42,10 +44,3 @@ class DetectionPipeline:
         for block in blocks:
             yield from self.process(block)
         yield from self.flush()
-
-
-def _make_classifier(center_freq_hz: int):  # type: ignore[no-untyped-def]
-    def unknown(burst: Burst) -> tuple[str, str | None, str | None]:
-        return "unknown", None, None
-
-    return unknown

@@ -199,7 +199,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
         n_repeats: int | None = None) -> dict[str, Any]:
     """Time the pipeline and the bare FFT bound, write ``detect_throughput.json`` and ``.png``."""
     duration_s = duration_s or (2.0 if quick else 20.0)
-    n_repeats = n_repeats or (2 if quick else 3)
+    n_repeats = n_repeats or (2 if quick else 5)
     fft_size = DetectorConfig().fft_size
     started = time.perf_counter()
     raw, recording = make_recording(duration_s, seed)

@@ -13,7 +13,9 @@ its socket reads (small next to the DSP).
 
 Real time is checked, not assumed: the detections' delivery latency (stored time minus
 burst time) must stay bounded — a node falling behind would show a growing latency — and
-the heartbeats must report no dropped samples.
+the heartbeats must report no dropped samples. The machine's load average is recorded: on
+a busy machine CPU time per second of signal grows a little (caches are shared) and a
+source may fall behind.
 
 Secondary figure (``sim_one_source``): a node with one ``sim`` source in real time, i.e.
 what each of the demo's simulated nodes costs with the simulator's rendering included.
@@ -99,6 +101,7 @@ def measure_node(config_text: str, work: Path, warmup_s: float, measure_s: float
             time.sleep(warmup_s)
             if proc.poll() is not None:
                 raise RuntimeError(f"node exited early: {proc.stderr.read() if proc.stderr else ''}")
+            load0 = os.getloadavg()[0]
             u0, s0 = _cpu_s(proc.pid)
             t0 = time.monotonic()
             wall0 = time.time()
@@ -109,6 +112,7 @@ def measure_node(config_text: str, work: Path, warmup_s: float, measure_s: float
             wall1 = time.time()
             n1 = store.count()
             rss_mb = _peak_rss_mb(proc.pid)
+            load1 = os.getloadavg()[0]
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -139,6 +143,7 @@ def measure_node(config_text: str, work: Path, warmup_s: float, measure_s: float
         "n_dropped_samples": during[-1].n_dropped_samples if during else None,
         "source_state": during[-1].source_state if during else None,
         "peak_rss_mb": rss_mb,
+        "load_average_1min": [load0, load1],  # other work on the machine (n_cpus in machine)
         "exit_status": proc.returncode,
         "stderr_tail": (err or "")[-500:],
     }

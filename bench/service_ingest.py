@@ -6,10 +6,12 @@ Both run the real thing on 127.0.0.1: ``cellwatch serve`` in its own process (SQ
 ``synchronous=FULL``, CURVE on, the real event engine), sensor nodes played by
 :class:`sdr.sender.DetectionSender` (durable outbox, batches, acks) in this process.
 
-* **Throughput**: every node's outbox is filled first, then all senders start at once;
-  the figure is detections stored *and acknowledged* per second, from the start until
-  every outbox is empty (each ack follows the database commit). Each node sends bursts
-  of its own channel, so the engine works alongside as it would.
+* **Throughput**: every node's outbox is filled first, then all senders start at once
+  (batches of 500, two in flight); the figure is detections stored *and acknowledged* per
+  second, from the start until every outbox is empty (each ack follows the database
+  commit). ``throughput``: the site's sensors, each on its own channel, so the engine
+  correlates and locates alongside, in the same process; ``throughput_ingest_only``:
+  nodes the site plan does not name, whose detections the engine drops at once.
 * **Latency**: a GSM call from a cell of the demo prison, synthesized from the site's
   propagation model, is replayed at real time (each burst submitted when its time
   comes, burst times = wall clock) by the nodes that hear it, while a client follows
@@ -185,7 +187,7 @@ def make_sender(svc: ServiceProcess, node_id: str, outbox_dir: Path, **options: 
 
     return DetectionSender(svc.ingest, node_id, outbox_dir / f"{node_id}.outbox.sqlite",
                            server_public_key=svc.server_public, client_keys=svc.node_keys[node_id],
-                           ack_timeout_s=2.0, **options)
+                           **options)
 
 
 @dataclass
@@ -277,7 +279,7 @@ def measure_throughput(svc: ServiceProcess, node_ids: Sequence[str], n_per_node:
                        timeout_s: float = 300.0) -> dict[str, Any]:
     """Fill every node's outbox, start all senders together, time until all is acknowledged."""
     outbox_dir.mkdir(parents=True, exist_ok=True)
-    senders = [make_sender(svc, node, outbox_dir, batch_size=500, max_in_flight=4) for node in node_ids]
+    senders = [make_sender(svc, node, outbox_dir, batch_size=500, max_in_flight=2) for node in node_ids]
     try:
         t0 = time.time() - 60.0
         for k, (node, sender) in enumerate(zip(node_ids, senders, strict=True)):
@@ -425,15 +427,16 @@ def run(out_dir: Path | None = None, quick: bool = False, tmp: Path | None = Non
     n_per_node = 2000 if quick else 20000
     sensors = ["A1-S1", "A1-S2", "A1-S3", "A2-S1", "A2-S2", "A2-S3", "B1-S1", "B1-S2", "B1-S3", "B2-S1", "B2-S2",
                "B2-S3"]
-    throughput_nodes = sensors[:n_nodes]
-    config = write_service_config(work, sensors)
+    others = [f"load-{i:02d}" for i in range(n_nodes)]  # nodes the site plan does not know: the engine skips them
+    config = write_service_config(work, sensors + others)
     add_user(config)
     result: dict[str, Any] = header("service_ingest", quick)
-    svc = start_service(config, sensors)
+    svc = start_service(config, sensors + others)
     try:
         headers = login(svc.url)
         result["latency"] = measure_latency(svc, "A-1-05", 3.0 if quick else 20.0, work, headers)
-        result["throughput"] = measure_throughput(svc, throughput_nodes, n_per_node, work)
+        result["throughput"] = measure_throughput(svc, sensors[:n_nodes], n_per_node, work / "site")
+        result["throughput_ingest_only"] = measure_throughput(svc, others, n_per_node, work / "others")
         metrics = httpx.get(f"{svc.url}/metrics", headers=headers, timeout=10.0).text
         result["service_metrics"] = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines()
                                      if line.startswith(("cellwatch_detections_stored", "cellwatch_ingest_duplicates",
@@ -451,9 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = run(args.out, quick=args.quick)
-    t, lat = result["throughput"], result["latency"]
-    print(f"ingest: {t['detections_per_s']:.0f} detections/s stored and acknowledged "
-          f"({t['n_detections']} from {t['n_nodes']} nodes in {t['elapsed_s']:.1f} s, all acked: {t['all_acked']})")
+    t, t0, lat = result["throughput"], result["throughput_ingest_only"], result["latency"]
+    print(f"ingest: {t['detections_per_s']:.0f} detections/s stored and acknowledged with the engine locating them "
+          f"({t['n_detections']} from {t['n_nodes']} nodes in {t['elapsed_s']:.1f} s, all acked: {t['all_acked']}, "
+          f"{t['n_resent']} resent); {t0['detections_per_s']:.0f}/s for nodes the engine ignores")
     print(f"live feed: first event {lat['first_event_after_first_burst_s']:.2f} s after the first burst; "
           f"newest burst -> feed p50 {lat['update_latency_p50_s']:.2f} s, p95 {lat['update_latency_p95_s']:.2f} s "
           f"({lat['n_live_updates']} updates); every burst -> feed p50 {lat['burst_latency_p50_s']:.2f} s, "

@@ -85,6 +85,11 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], kind: str) -> None:
 _NUM = (int, float)
 
 
+def _float_or(value: Any, default: float) -> float:
+    """``value`` as a float, ``default`` only when it is absent (0.0 is a value)."""
+    return default if value is None else float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One burst seen by one sensor; the fields and units of DESIGN.md's detection record."""
@@ -220,8 +225,8 @@ class Heartbeat:
                     BandHealth(
                         band=str(_require(b, "band", (str,))),
                         noise_floor_dbfs=float(_require(b, "noise_floor_dbfs", _NUM)),
-                        watched_fraction=float(_require(b, "watched_fraction", _NUM, optional=True) or 1.0),
-                        revisit_s=float(_require(b, "revisit_s", _NUM, optional=True) or 0.0),
+                        watched_fraction=_float_or(_require(b, "watched_fraction", _NUM, optional=True), 1.0),
+                        revisit_s=_float_or(_require(b, "revisit_s", _NUM, optional=True), 0.0),
                     )
                 )
             except InputError as exc:

@@ -25,7 +25,7 @@ radio is away, ``stopped``), dropped samples and overloaded blocks, and per band
 floor (dBFS over the dongle's sampled band: the detector's per-column density, median over
 columns and channels, plus 10·log10(sample rate), comparable to
 :func:`sdr.receiver.noise_floor_dbfs`), the fraction of band x time actually watched over
-the last cycle or heartbeat interval (whichever is longer: a radio that is down reads 0)
+the last three cycles or heartbeat interval (whichever is longer: a radio that is down reads 0)
 and the planned revisit time (a node with a source faster than real time reports the
 planned fraction instead). A band appears once one of its channels has a noise floor
 (after 0.25 s of samples there). No clock offset is reported: the node does not measure
@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from dsp.errors import InputError
 from dsp.pipeline import DetectionPipeline
 from dsp.records import BandHealth, Detection, Heartbeat, IQBlock
 from sdr.bandplan import Channel, ScanSchedule
@@ -205,7 +206,11 @@ class Node:
         from sdr.sender import DetectionSender
 
         service = self.setup.config.service
-        self.setup.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.setup.outbox_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(str(self.setup.outbox_path.parent), None,
+                             f"cannot create the outbox folder: {exc.strerror or exc}") from None
         if service.insecure:
             return DetectionSender(service.endpoint, self.setup.node_id, self.setup.outbox_path, insecure=True)
         return DetectionSender(service.endpoint, self.setup.node_id, self.setup.outbox_path,
@@ -391,7 +396,7 @@ class Node:
         return max((c.width_hz for u in self._units for c in u.channels.values() if c.band == band), default=1.0)
 
     def _watched(self, now_s: float) -> dict[str, float]:
-        """Fraction of band x time watched since the oldest kept snapshot (a cycle or a heartbeat ago)."""
+        """Fraction of band x time watched since the oldest kept snapshot (three cycles or a heartbeat ago)."""
         hz_s: dict[str, float] = collections.defaultdict(float)  # band -> Hz x s watched since start
         for unit in self._units:
             for freq, n in unit.watched_samples.items():
@@ -399,7 +404,7 @@ class Node:
                 width = min(channel.width_hz, self._band_width_hz(channel.band))
                 hz_s[channel.band] += n / unit.source.sample_rate_hz * width
         self._watch_history.append((now_s, dict(hz_s)))
-        span_s = max([self.setup.config.heartbeat_s] + [u.schedule.cycle_s for u in self._units])
+        span_s = max([self.setup.config.heartbeat_s] + [3.0 * u.schedule.cycle_s for u in self._units])
         while len(self._watch_history) > 2 and now_s - self._watch_history[1][0] >= span_s:
             self._watch_history.popleft()
         t0, old = self._watch_history[0]

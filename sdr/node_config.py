@@ -128,7 +128,7 @@ class NodeConfig(StrictModel):
     sensor_id: str | None = Field(None, min_length=1, max_length=64)
     heartbeat_s: float = Field(5.0, gt=0.0, le=3600.0)
     service: ServiceSection
-    scan: ScanSection = Field(default_factory=ScanSection)
+    scan: ScanSection = Field(default_factory=lambda: ScanSection.model_validate({}))
     bands: list[BandSection] | None = Field(None, min_length=1)
     sources: list[SourceSection] = Field(min_length=1)
     detector: dict[str, Any] = Field(default_factory=dict)

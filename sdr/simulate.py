@@ -315,20 +315,23 @@ class Simulation:
         return out
 
     def _incident_blocks(self, positions: list[int], center_freq_hz: int, start_sample: int,
-                         rng: np.random.Generator, block_n: int) -> Iterator[tuple[int, np.ndarray]]:
+                         rng: np.random.Generator, block_n: int,
+                         skip_below_snr_db: float | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(n0, field)`` block after block from ``start_sample`` to the end: the field (sqrt(mW))
         at the sensors ``positions`` (indexes into :attr:`sensor_ids`), shape ``(len(positions), n)``.
 
         Each in-band burst is rendered once, when its first sample is reached, in burst order
         (so the draws from ``rng`` do not depend on ``block_n`` nor on which sensors are
         rendered), and scaled for the selected sensors only. Bursts that ended before
-        ``start_sample`` are skipped without rendering.
+        ``start_sample`` are skipped without rendering, and so are bursts more than
+        ``-skip_below_snr_db`` dB below every selected sensor's noise when it is given.
         """
         sel = np.asarray(positions, dtype=int)
         amplitudes_cache: dict[int, np.ndarray] = {}
         waveforms: dict[int, np.ndarray] = {}
         next_burst = bisect.bisect_left(self._burst_starts, start_sample - self._max_burst_samples)
         active: list[int] = []
+        noise_cache: dict[float, np.ndarray] = {}
         interferer_amplitudes = [
             (np.sqrt(10.0 ** (self._interferer_rx_dbm[i][sel] / 10.0))
              * np.exp(1j * self._interferer_phases[i][sel])).astype(np.complex64)
@@ -340,6 +343,13 @@ class Simulation:
             while next_burst < len(self.bursts) and self.bursts[next_burst].start_sample < n1:
                 item = self.bursts[next_burst]
                 if item.end_sample > start_sample and self._in_band(item.burst, center_freq_hz):
+                    if skip_below_snr_db is not None:
+                        width = item.burst.bandwidth_hz
+                        if width not in noise_cache:
+                            noise_cache[width] = np.array([self.noise_dbm(int(k), width) for k in sel])
+                        if np.all(item.rx_power_dbm[sel] - noise_cache[width] < skip_below_snr_db):
+                            next_burst += 1
+                            continue
                     active.append(next_burst)
                 next_burst += 1
             incident = np.zeros((len(sel), n), dtype=np.complex64)
@@ -360,23 +370,27 @@ class Simulation:
                     del waveforms[index], amplitudes_cache[index]
             active = still_active
             for i in range(len(self.interferers)):
-                wave = self._interferer_block(i, n0, n, center_freq_hz)
-                if wave is not None:
-                    incident += interferer_amplitudes[i][:, None] * wave[None, :]
+                carrier = self._interferer_block(i, n0, n, center_freq_hz)
+                if carrier is not None:
+                    incident += interferer_amplitudes[i][:, None] * carrier[None, :]
             yield n0, incident
 
     def _render_seed(self) -> np.random.SeedSequence:
         return np.random.SeedSequence(self.seed).spawn(8)[7]
 
     def stream(self, sensor_id: str, *, start_s: float = 0.0, center_freq_hz: int | None = None,
-               gain_db: float | None = None, block_samples: int | None = None) -> Iterator[IQBlock]:
+               gain_db: float | None = None, block_samples: int | None = None,
+               skip_below_snr_db: float | None = -30.0) -> Iterator[IQBlock]:
         """One sensor's dongle output from ``start_s`` to the end, block by block, as :class:`IQBlock` s.
 
         Renders every burst for this sensor only. With ``start_s = 0``, the scenario's
         tuning and gain, the samples are exactly those :meth:`run` writes for the sensor
         (same seed, same noise, same bursts; any ``block_samples``). Another start,
         ``center_freq_hz`` or ``gain_db`` (a simulated dongle retuned, or set to another
-        gain step) is just as deterministic but draws its own noise and waveform data.
+        gain step) is just as deterministic but draws its own noise and waveform data; it
+        also leaves out the bursts more than ``-skip_below_snr_db`` dB below this sensor's
+        noise (30 dB: they could not move an 8-bit sample, and rendering is most of the
+        cost of a simulated sensor far from the phone).
         Blocks carry the scenario's time axis: ``t_start_s`` is ``start_epoch_s`` plus the
         sample offset, ``sample_index`` the sample since the scenario start. Samples lost
         to simulated USB drops (which :meth:`run`'s recording loses silently, as a host
@@ -390,9 +404,11 @@ class Simulation:
         config = self.receiver_configs[position]
         if gain_db is not None:
             config = replace(config, gain_db=gain_db)
+        skip = None
         if start_sample == 0 and center == self.center_freq_hz and config == self.receiver_configs[position]:
             render_seq, receiver_seq = self._render_seed(), self._receiver_seeds[position]
         else:  # a fresh, reproducible draw for this (sensor, start, tuning, gain)
+            skip = skip_below_snr_db
             key = (position, start_sample, center, int(round(config.gain_db * 10)))
             render_seq = np.random.SeedSequence(self.seed, spawn_key=(100, *key))
             receiver_seq = np.random.SeedSequence(self.seed, spawn_key=(101, *key))
@@ -401,7 +417,7 @@ class Simulation:
         if block_n < 1:
             raise InputError(None, "block_samples", "must be positive")
         rng = np.random.default_rng(render_seq)
-        for n0, incident in self._incident_blocks([position], center, start_sample, rng, block_n):
+        for n0, incident in self._incident_blocks([position], center, start_sample, rng, block_n, skip):
             raw, n_lost = model.process(incident[0], n0)
             yield IQBlock(
                 samples=cu8_to_complex64(raw),

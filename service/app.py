@@ -85,7 +85,8 @@ def default_engine_factory(site_: Site, settings: ServiceSettings, calibration: 
         config = EngineConfig.from_dict(options)
     except InputError as exc:
         field = exc.field or ""
-        field = field if field.startswith("alerts") and "alerts" in settings.alerts else f"engine.{field}".rstrip(".")
+        if not (field.startswith("alerts") and settings.alerts):  # [alerts] is a top-level table
+            field = f"engine.{field}".rstrip(".")
         raise InputError(settings.source, field, exc.problem) from None
     except (TypeError, ValueError) as exc:
         raise InputError(settings.source, "engine", str(exc).splitlines()[0]) from None

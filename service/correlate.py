@@ -89,7 +89,7 @@ class CorrelatorConfig:
     gsm_channel_tolerance_hz: float = 60e3
     gsm_max_bandwidth_hz: float = 350e3
     gsm_max_duration_s: float = 0.75e-3
-    carrier_gap_hz: float = 1.0e6
+    carrier_gap_hz: float = 5.0e6
     max_carrier_span_hz: float = 20e6
     pattern_quantile: float = 0.9999
     strong_margin_db: float = 15.0
@@ -243,17 +243,23 @@ class SensorStates:
         return self._snr_edge_db
 
     def track_clocks(self, group: BurstGroup) -> None:
-        """Nudge the clock offsets of a group's sensors toward agreement with its best member."""
+        """Nudge the clock offsets of a group's sensors toward agreement with its best member.
+
+        Residuals are taken with the offsets as they are now (a batch of detections may all have
+        been corrected with an older estimate), so the estimate converges instead of integrating
+        the same error again and again."""
         alpha = self.config.clock_smoothing
         if alpha == 0.0 or len(group.members) < 2:
             return
-        ref = group.t_ref_s
+        offsets = self.clock_offset_s
+        best = group.best
+        ref = best.t_s + best.offset_s - offsets[best.sensor]
         limit = self.config.burst_time_tolerance_s
         for member in group.members:
-            if member.snr_db < 10.0 or member is group.best:
+            if member.snr_db < 10.0 or member is best:
                 continue
-            residual = min(max(member.t_s - ref, -limit), limit)
-            self.clock_offset_s[member.sensor] += alpha * residual
+            residual = member.t_s + member.offset_s - offsets[member.sensor] - ref
+            offsets[member.sensor] += alpha * min(max(residual, -limit), limit)
 
 
 # ====================================================================== bursts
@@ -270,6 +276,7 @@ class Member:
     rssi_dbm: float | None
     clipped: bool
     detection: Detection
+    offset_s: float = 0.0  # the clock offset estimate subtracted from its time
 
 
 @dataclass(eq=False)
@@ -510,8 +517,11 @@ class Transmission:
 
     def observation(self, config: LocatorConfig) -> Observation:
         """What this transmission tells the locator (see :meth:`Observation.from_sums`)."""
+        tech = self.tech()
+        if tech == "unknown" and self.gsm_like and self.n_bursts >= 8:
+            tech = "gsm"  # narrow, short and on one TDMA timeslot for 8 frames: GSM's power range
         return Observation.from_sums(self.freq_hz, self.n_heard, self.sum_db, self.sum_sq_db2, self.n_missed,
-                                     self.missed_threshold_sum_db, self.n_clipped, self.clipped_sum_db, config)
+                                     self.missed_threshold_sum_db, self.n_clipped, self.clipped_sum_db, config, tech)
 
     def detection_keys(self) -> list[tuple[str, float]]:
         """(sensor id, start time as the sensor reported it) of every detection that contributed."""
@@ -609,14 +619,14 @@ class TransmissionTracker:
         # sensors hearing this burst far above their threshold, where the transmission was never heard
         n_loud = 0
         for s, level in levels.items():
-            if tr.n_heard[s] == 0 and tr.n_missed[s] >= 5:
+            if tr.n_heard[s] == 0 and tr.n_missed[s] >= 1:
                 if level - offset > tr.missed_threshold_sum_db[s] / tr.n_missed[s] + cfg.strong_margin_db:
                     n_loud += 1
         if n_loud >= _N_CONTRADICTING:
             return offset, math.inf
         # sensors that always heard the transmission well above their threshold, but not this burst
-        if tr.n_bursts >= 5:
-            always = (tr.n_heard >= 5) & (tr.n_heard >= 0.9 * tr.n_listened) & listening
+        if tr.n_bursts >= 1:
+            always = (tr.n_heard >= 1) & (tr.n_heard >= 0.9 * tr.n_listened) & listening
             if np.any(always):
                 for m in group.members:
                     always[m.sensor] = False
@@ -820,7 +830,7 @@ def member_from(detection: Detection, sensors: SensorStates, index: int) -> Memb
     return Member(sensor=index, t_s=t_s, freq_hz=freq_hz, bandwidth_hz=detection.bandwidth_hz,
                   duration_s=detection.duration_s, snr_db=detection.snr_db,
                   rssi_dbm=sensors.calibration.rssi_dbm(detection), clipped="clipped" in detection.flags,
-                  detection=detection)
+                  detection=detection, offset_s=sensors.clock_offset_s[index])
 
 
 def sensor_report(tr_list: Sequence[Transmission], site: Site) -> list[dict[str, Any]]:

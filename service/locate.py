@@ -21,9 +21,10 @@ sensor ``s`` (averaged in dB over the bursts, so fast fading averages out) is::
 * ``v_s = sigma_fading_db**2 / n_s``: what is left of fast fading after averaging
   ``n_s`` bursts (:meth:`Observation.from_sums`).
 
-**Unknown transmit power** (power control: GSM 5-33 dBm, LTE down to -40 dBm) is
-marginalized, not assumed. With Gaussian errors in dB and a flat prior on
-``[tx_power_min_dbm, tx_power_max_dbm]`` the integral over ``P`` is analytic: with
+**Unknown transmit power** (power control: GSM 0-33 dBm, LTE -40-23 dBm) is
+marginalized, not assumed. With Gaussian errors in dB and a flat prior on the range of
+the transmission's technology (``[P_min, P_max]``, :meth:`LocatorConfig.tx_power_range`),
+the integral over ``P`` is analytic: with
 ``d_s = r_s + L_s(x)``, ``w_s = 1/(V_s + v_s)``, ``W = Σ w_s``, ``P̂ = Σ w_s d_s / W``::
 
     log p(r | x) = -½ Σ w_s (d_s - P̂)² - ½ Σ log(2π/w_s) + ½ log(2π/W)
@@ -37,7 +38,9 @@ The last line is what makes a street phone (weak and even at every sensor, so
 burst needs to be detected there (noise floor in the burst's bandwidth plus the
 detector's SNR; lowered when many bursts were all missed) and ``P̂`` clipped to the
 prior's range (a profile over ``P`` rather than the full integral, which has no
-closed form with censoring).
+closed form with censoring). A sensor whose bursts all clipped gives the mirror term,
+``log Φ(((P̂ - L_s(x)) - f_s) / σ)`` for its clipped level ``f_s``. When no sensor measured a
+level at all, the bound terms are averaged over a grid of powers instead.
 
 **Position inside a place** is unknown: each place is represented by ``K`` points
 (:meth:`calibration.site.Site.sample_points`) and its likelihood is their mean
@@ -86,6 +89,8 @@ from dsp.records import Detection
 FloatArray = npt.NDArray[np.float64]
 
 PRIORS = ("uniform", "area")
+TX_POWER_DBM_BY_TECH: dict[str, tuple[float, float]] = {
+    "gsm": (0.0, 33.0), "lte": (-40.0, 23.0), "nr": (-40.0, 23.0), "umts": (-50.0, 24.0)}
 # log Φ(z) by table and linear interpolation: scipy's log_ndtr costs ~70 ns an element and the
 # censored terms need (observations x points x sensors) of them. Error < 1e-5 on the table's
 # range; below it the points are 400+ nats down, above it log Φ is 0 to 1e-15.
@@ -97,6 +102,7 @@ _LOG_NDTR_SLOPE = np.append(np.diff(_LOG_NDTR_TABLE), 0.0)
 _LOG_NDTR_TABLE32 = _LOG_NDTR_TABLE.astype(np.float32)
 _LOG_NDTR_SLOPE32 = _LOG_NDTR_SLOPE.astype(np.float32)
 _LOG_NDTR_BIG = 1e4  # a level that makes a bound term vanish (log Φ(+big) = 0)
+_POWER_GRID = 16  # transmit powers tried when no sensor measured a level (only silences and clipping)
 _LOG_2PI = math.log(2.0 * math.pi)
 _CHUNK_ELEMENTS = 1 << 17  # observations x points x sensors per pass: keeps the float32 block in cache
 
@@ -115,8 +121,14 @@ class LocatorConfig:
     # SNR (in the detections' own snr_db scale) at which a burst is found about half of the
     # time; None: learned from the detections (the low edge of their snr_db distribution)
     detect_snr_db: float | None = None
-    tx_power_min_dbm: float = -30.0
+    tx_power_min_dbm: float = -40.0  # any phone (technology unknown)
     tx_power_max_dbm: float = 33.0
+    # (min, max) by technology: GSM 900/1800 MS power control 33..5 / 30..0 dBm (TS 45.005
+    # §4.1.1), LTE and NR -40..23 dBm (TS 36.101 §6.2.2, §6.3.2; TS 38.101-1 §6.2.1, §6.3.1),
+    # UMTS -50..24 dBm (TS 25.101 §6.2.1, §6.4.3)
+    tx_power_dbm_by_tech: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(TX_POWER_DBM_BY_TECH))
+    # prior weight of a place by its kind (default 1): e.g. outside = 4 where passers-by are common
+    prior_weight_by_kind: Mapping[str, float] = field(default_factory=dict)
     phone_height_m: float = 1.2
     point_spacing_m: float = 1.0  # sample points inside each place
     point_margin_m: float = 0.3
@@ -142,6 +154,16 @@ class LocatorConfig:
                 raise InputError(None, f"locator.{name}", f"expected a number, got {value!r}")
         if self.tx_power_max_dbm <= self.tx_power_min_dbm:
             raise InputError(None, "locator.tx_power_max_dbm", "must exceed tx_power_min_dbm")
+        ranges = {}
+        for tech, bounds in dict(self.tx_power_dbm_by_tech).items():
+            if (not isinstance(bounds, list | tuple) or len(bounds) != 2
+                    or not all(isinstance(b, int | float) and math.isfinite(b) for b in bounds) or bounds[1] <= bounds[0]):
+                raise InputError(None, f"locator.tx_power_dbm_by_tech.{tech}", "expected [min, max] in dBm, min < max")
+            ranges[str(tech)] = (float(bounds[0]), float(bounds[1]))
+        object.__setattr__(self, "tx_power_dbm_by_tech", ranges)
+        for kind, weight in dict(self.prior_weight_by_kind).items():
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or not (math.isfinite(weight) and weight > 0):
+                raise InputError(None, f"locator.prior_weight_by_kind.{kind}", "expected a positive number")
         if self.prior not in PRIORS:
             raise InputError(None, "locator.prior", f"must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if not (isinstance(self.max_points_per_place, int) and self.max_points_per_place >= 1):
@@ -152,6 +174,10 @@ class LocatorConfig:
             raise InputError(None, "locator.full_fraction", "must lie in (0, 1]")
         if self.point_margin_m < 0 or self.max_censor_shift_db < 0:
             raise InputError(None, "locator.point_margin_m", "margins must not be negative")
+
+    def tx_power_range(self, tech: str) -> tuple[float, float]:
+        """The transmit powers (dBm) a phone of this technology may use; all of them if unknown."""
+        return self.tx_power_dbm_by_tech.get(tech, (self.tx_power_min_dbm, self.tx_power_max_dbm))
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], source: str | None = None) -> LocatorConfig:
@@ -190,6 +216,7 @@ class Observation:
     censor_db: FloatArray
 
     lower_db: FloatArray | None = None  # (S,) level a sensor is at least at (its bursts clipped); NaN: none
+    tx_power_range_dbm: tuple[float, float] | None = None  # the phone's possible powers (by technology)
 
     @classmethod
     def from_sums(
@@ -203,6 +230,7 @@ class Observation:
         n_clipped: npt.ArrayLike,
         clipped_sum_db: npt.ArrayLike,
         config: LocatorConfig,
+        tech: str = "unknown",
     ) -> Observation:
         """Per-sensor sufficient statistics of a transmission's bursts to an observation.
 
@@ -214,7 +242,7 @@ class Observation:
         truncated-Gaussian (Tobit) likelihood instead. A sensor that missed all ``n``
         bursts lies below its threshold by about the largest fade up among ``n`` draws,
         capped at ``max_censor_shift_db``. A sensor whose every level was clipped gives a
-        lower bound.
+        lower bound. ``tech`` picks the range of transmit powers (:meth:`LocatorConfig.tx_power_range`).
         """
         k = np.asarray(n_heard, dtype=np.float64)
         s1 = np.asarray(sum_db, dtype=np.float64)
@@ -237,7 +265,7 @@ class Observation:
             shift = np.minimum(sigma * special.ndtri(quantile), config.max_censor_shift_db)
             censor = np.where(censored, u - shift, np.nan)
             lower = np.where((~heard) & (n_clip > 0), clip_sum / np.maximum(n_clip, 1.0), np.nan)
-        return cls(float(freq_hz), level, var, censor, lower)
+        return cls(float(freq_hz), level, var, censor, lower, config.tx_power_range(tech))
 
 
 def fast_log_ndtr(z: npt.ArrayLike) -> FloatArray:
@@ -425,10 +453,10 @@ class Locator:
             weights = np.array([p.area_m2 for p in site.places])
         else:
             weights = np.ones(len(site.places))
+        weights = weights * np.array([float(cfg.prior_weight_by_kind.get(p.kind, 1.0)) for p in site.places])
         # log prior of a place minus log K: each point's share of its place's prior mass
         self._log_point_prior = (np.log(weights / weights.sum()) - np.log(counts))[self.place_of_point]
         self._bands: dict[int, _Band] = {}
-        self._log_prior_span = math.log(cfg.tx_power_max_dbm - cfg.tx_power_min_dbm)
 
     @property
     def n_points(self) -> int:
@@ -523,27 +551,65 @@ class Locator:
             a = (w * d).sum(axis=2)
             q = (w * d * d).sum(axis=2)
             log_norm = (-0.5 * np.where(heard[:, None, :], _LOG_2PI + np.log(band.static_var_db2[None] + vm[:, None, :]), 0.0)).sum(axis=2)
+        lo = np.array([[self._power_range(o)[0]] for o in observations])  # (B, 1)
+        hi = np.array([[self._power_range(o)[1]] for o in observations])
         safe_w = np.maximum(big_w, 1e-12)
         p_hat = a / safe_w
         resid = np.maximum(q - a * p_hat, 0.0)
         sqrt_w = np.sqrt(safe_w)
-        mass = special.ndtr((cfg.tx_power_max_dbm - p_hat) * sqrt_w) - special.ndtr((cfg.tx_power_min_dbm - p_hat) * sqrt_w)
-        loglik = -0.5 * resid + log_norm + 0.5 * (_LOG_2PI - np.log(safe_w)) + np.log(np.maximum(mass, 1e-300)) - self._log_prior_span
-        p_used = np.clip(p_hat, cfg.tx_power_min_dbm, cfg.tx_power_max_dbm)
+        mass = special.ndtr((hi - p_hat) * sqrt_w) - special.ndtr((lo - p_hat) * sqrt_w)
+        loglik = (-0.5 * resid + log_norm + 0.5 * (_LOG_2PI - np.log(safe_w)) + np.log(np.maximum(mass, 1e-300))
+                  - np.log(hi - lo))
+        p_used = np.clip(p_hat, lo, hi)
+        # the censored and clipped sensors' terms, at the transmit power the levels ask for
+        censor_cols, censor_level, lower_cols, lower_level = self._bounds(observations, censor)
+        loglik += self._all_bound_terms(band, censor_cols, censor_level, lower_cols, lower_level, p_used)
+        deaf = ~heard.any(axis=1)
+        if np.any(deaf):
+            # nobody heard a level: no analytic power, so integrate the bound terms over a grid of powers
+            rows = np.flatnonzero(deaf)
+            grid = lo[rows] + (hi[rows] - lo[rows]) * (np.arange(_POWER_GRID) + 0.5) / _POWER_GRID  # (R, G)
+            terms = np.stack([
+                self._all_bound_terms(band, censor_cols, censor_level[rows], lower_cols, lower_level[rows],
+                                      np.repeat(grid[:, g:g + 1], loss.shape[0], axis=1))
+                for g in range(_POWER_GRID)])  # (G, R, J)
+            top = terms.max(axis=0)
+            loglik[rows] = top + np.log(np.mean(np.exp(terms - top), axis=0))
+            best_g = np.argmax(terms, axis=0)
+            p_used[rows] = np.take_along_axis(grid, best_g, axis=1)
+        return loglik, p_used
+
+    def _power_range(self, observation: Observation) -> tuple[float, float]:
+        if observation.tx_power_range_dbm is not None:
+            return observation.tx_power_range_dbm
+        return self.config.tx_power_min_dbm, self.config.tx_power_max_dbm
+
+    @staticmethod
+    def _bounds(observations: Sequence[Observation], censor: FloatArray) -> tuple[
+            npt.NDArray[np.intp], FloatArray, npt.NDArray[np.intp], FloatArray]:
+        """Columns and levels of the censored (below) and clipped (above) terms; a level of
+        ``±_LOG_NDTR_BIG`` in a row makes that row's term vanish."""
         cens = np.isfinite(censor)
-        if np.any(cens):
-            # log Φ((u - (P - L)) / σ): below the censoring level u
-            columns = np.flatnonzero(cens.any(axis=0))
-            u = np.where(cens[:, columns], censor[:, columns], _LOG_NDTR_BIG)  # (B, C); big: adds log 1 = 0
-            loglik += self._bound_terms(band, columns, u, p_used, sign=1.0)
+        censor_cols = np.flatnonzero(cens.any(axis=0))
+        censor_level = np.where(cens[:, censor_cols], censor[:, censor_cols], _LOG_NDTR_BIG)
         lowers = [o.lower_db for o in observations]
         if any(x is not None and np.any(np.isfinite(x)) for x in lowers):
-            # log Φ(((P - L) - f) / σ): above the floor f of a clipped level
-            lower = np.vstack([np.full(n_sensors, np.nan) if x is None else x for x in lowers])
-            columns = np.flatnonzero(np.isfinite(lower).any(axis=0))
-            floor = np.where(np.isfinite(lower[:, columns]), lower[:, columns], -_LOG_NDTR_BIG)
-            loglik += self._bound_terms(band, columns, floor, p_used, sign=-1.0)
-        return loglik, p_used
+            lower = np.vstack([np.full(censor.shape[1], np.nan) if x is None else x for x in lowers])
+            lower_cols = np.flatnonzero(np.isfinite(lower).any(axis=0))
+            lower_level = np.where(np.isfinite(lower[:, lower_cols]), lower[:, lower_cols], -_LOG_NDTR_BIG)
+        else:
+            lower_cols = np.zeros(0, dtype=np.intp)
+            lower_level = np.zeros((censor.shape[0], 0))
+        return censor_cols, censor_level, lower_cols, lower_level
+
+    def _all_bound_terms(self, band: _Band, censor_cols: npt.NDArray[np.intp], censor_level: FloatArray,
+                         lower_cols: npt.NDArray[np.intp], lower_level: FloatArray, p_used: FloatArray) -> FloatArray:
+        out = np.zeros(p_used.shape)
+        if censor_cols.size:  # log Φ((u - (P - L)) / σ): below the censoring level u
+            out += self._bound_terms(band, censor_cols, censor_level, p_used, sign=1.0)
+        if lower_cols.size:  # log Φ(((P - L) - f) / σ): above the floor f of a clipped level
+            out += self._bound_terms(band, lower_cols, lower_level, p_used, sign=-1.0)
+        return out
 
     @staticmethod
     def _bound_terms(band: _Band, columns: npt.NDArray[np.intp], level: FloatArray, p_used: FloatArray,

@@ -954,10 +954,10 @@ def parse_source_spec(spec: str) -> SourceSpec:
             raise InputError(None, "source", f"{text!r}: give a recording after 'replay:' (replay:PATH)")
         return SourceSpec("replay", text, path=rest)
     if kind == "sim":
-        parts = rest.split(":")
-        if len(parts) not in (2, 3) or not all(parts):
+        names = rest.split(":")
+        if len(names) not in (2, 3) or not all(names):
             raise InputError(None, "source", f"{text!r}: expected sim:SITE:SENSOR or sim:SITE:SCENARIO:SENSOR")
-        return SourceSpec("sim", text, site=parts[0], scenario=parts[1] if len(parts) == 3 else None, sensor=parts[-1])
+        return SourceSpec("sim", text, site=names[0], scenario=names[1] if len(names) == 3 else None, sensor=names[-1])
     raise InputError(None, "source", f"{text!r}: unknown source kind {kind!r}; expected one of {_SPEC_FORMS}")
 
 

@@ -20,7 +20,8 @@ source's ``options``):
   second 0 at ``start_utc`` (default: when the source opens, minus ``start_s``); with
   ``"scenario"``, the scenario's own ``start_utc`` (the times ``cellwatch simulate`` and
   its truth file use).
-* ``start_utc``: UTC (epoch seconds or ISO 8601) of scenario second 0 in ``"now"`` mode.
+* ``start_utc``: UTC (epoch seconds, ISO 8601 text or a TOML date-time) of scenario
+  second 0 in ``"now"`` mode.
   Processes given the same value agree on time; one opened later starts where the
   scenario is at that moment (looped when ``loop``).
 * ``start_s`` (0): the scenario second the stream starts at (without ``start_utc``).
@@ -42,6 +43,7 @@ drops (the scenario's ``drop_probability``) are counted as dropped samples.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import math
 import threading
@@ -101,6 +103,9 @@ def resolve_scenario(scenario: str | None, site: str, spec: str) -> Path:
 def _utc_seconds(value: Any, spec: str) -> float | None:
     if value is None:
         return None
+    if isinstance(value, datetime.datetime):  # a TOML date-time
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
+        return moment.timestamp()
     if isinstance(value, str):
         try:
             return parse_utc(value)

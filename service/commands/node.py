@@ -35,7 +35,7 @@ every key. Exit status 2 with one line naming the field when the config or a fla
 """
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "node",
         help="run a sensor node: radio sources -> burst detector -> the service over ZeroMQ",

@@ -163,6 +163,7 @@ def test_serve_killed_during_ingest_loses_nothing(tmp_path: Path) -> None:
      "missing.key_secret"),
     (lambda c: c + "[engine]\nevent_gap_s = -5\n", "engine.event_gap_s"),
     (lambda c: c + "[engine.correlation]\nnot_a_key = 1\n", "engine.correlation.not_a_key"),
+    (lambda c: c + '[alerts]\ncell = ""\n', "alerts: alerts map a place kind to a non-empty priority"),
 ])
 def test_serve_config_errors_are_one_line_exit_2(tmp_path: Path, edit: object, field: str,
                                                   cli: Callable[..., Ran]) -> None:

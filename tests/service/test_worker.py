@@ -178,3 +178,15 @@ def test_a_node_clock_jumping_ahead_does_not_drag_the_stream_clock(store: Store)
         assert worker.stream_now_s() <= time.time() + 5.0 + 0.1
     finally:
         worker.stop()
+
+
+def test_alert_policy_from_the_settings_reaches_the_engine(site: Site, tmp_path: Path) -> None:
+    from service.app import default_engine_factory
+    from tests.service.harness import make_settings
+
+    settings = make_settings(tmp_path, alerts={"corridor": "low", "staff": "alert"},
+                             engine={"event_gap_s": 30.0, "alerts": {"yard": "medium"}})
+    engine = default_engine_factory(site, settings, None)
+    assert engine.config.priority("corridor") == "low" and engine.config.priority("staff") == "alert"
+    assert engine.config.priority("yard") == "medium" and engine.config.priority("cell") == "alert"
+    assert engine.config.event_gap_s == 30.0

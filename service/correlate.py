@@ -73,6 +73,8 @@ _SNR_SAMPLE_SIZE = 4096
 _REFRESH_EVERY = 64  # noise estimates folded into the thresholds every this many detections
 _FREQ_BUCKET_HZ = 1e6
 _CHANNEL_BUCKET_HZ = 100e3  # GSM-like transmissions indexed by carrier (200 kHz raster)
+_WEAK_SNR_DB = 15.0  # below this a sensor's burst edges are uncertain by up to half a burst
+_MIN_SHAPE_RATIO = 0.4  # shorter/longer duration (and narrower/wider band) of two views of one burst
 _IMAGE_REACH_HZ = 3.2e6  # an I/Q image lies within an RTL-SDR's widest band of its burst
 
 
@@ -311,8 +313,10 @@ class BurstGroup:
         return {m.sensor for m in self.members}
 
     def add(self, member: Member) -> None:
+        """Add a sensor's view; the best view (highest SNR, unclipped first: clipping smears a
+        burst's edges) sets the group's time, frequency and shape."""
         self.members.append(member)
-        if member.snr_db > self.best.snr_db:
+        if (not member.clipped, member.snr_db) > (not self.best.clipped, self.best.snr_db):
             self.best = member
 
 
@@ -332,8 +336,9 @@ class BurstGrouper:
     def image_source(self, group: BurstGroup) -> BurstGroup | None:
         """The burst this group is a receiver artefact of, if any: the I/Q image (or a spur)
         of a much stronger burst, at another frequency, at exactly the same time and with the
-        same duration at *every* sensor that saw it. An RTL-SDR's image sits 25-40 dB below
-        the burst, mirrored about the tuning frequency (which detections do not carry)."""
+        same duration at the sensor that heard it best and at most of the others (a stray
+        coincident detection elsewhere does not save it). An RTL-SDR's image sits 25-40 dB
+        below the burst, mirrored about the tuning frequency (which detections do not carry)."""
         cfg = self.config
         for key in self._keys(group.t_ref_s, group.freq_hz, _IMAGE_REACH_HZ):
             for other in self._buckets.get(key, ()):
@@ -342,14 +347,16 @@ class BurstGrouper:
                 if abs(other.freq_hz - group.freq_hz) <= max(other.bandwidth_hz, group.bandwidth_hz) / 2.0:
                     continue
                 by_sensor = {m.sensor: m for m in other.members}
+                dominated = set()
                 for m in group.members:
                     o = by_sensor.get(m.sensor)
-                    if (o is None or m.rssi_dbm is None or o.rssi_dbm is None
-                            or o.rssi_dbm - m.rssi_dbm < cfg.image_margin_db
-                            or abs(o.t_s - m.t_s) > cfg.image_time_tolerance_s
-                            or abs(o.duration_s - m.duration_s) > 0.2 * o.duration_s + cfg.image_time_tolerance_s):
-                        break
-                else:
+                    if (o is not None and m.rssi_dbm is not None and o.rssi_dbm is not None
+                            and o.rssi_dbm - m.rssi_dbm >= cfg.image_margin_db
+                            and abs(o.t_s - m.t_s) <= cfg.image_time_tolerance_s
+                            and abs(o.duration_s - m.duration_s) <= 0.2 * o.duration_s + cfg.image_time_tolerance_s):
+                        dominated.add(m.sensor)
+                # the best-heard member and most of the others are shadows of the other burst
+                if group.best.sensor in dominated and 2 * len(dominated) >= len(group.members):
                     return other
         return None
 
@@ -362,10 +369,23 @@ class BurstGrouper:
         reach = half + cfg.freq_tolerance_hz
         if df > reach:
             return None
+        # one burst looks alike at every sensor: similar length (a weak sensor may catch only
+        # its middle) and, where both measured it well, similar width; a detector that merged
+        # several bursts into one long detection does not make them one burst
+        short, long = sorted((m.duration_s, best.duration_s))
+        if short < _MIN_SHAPE_RATIO * long:
+            return None
+        if min(m.snr_db, best.snr_db) >= 10.0:
+            narrow, wide = sorted((m.bandwidth_hz, best.bandwidth_hz))
+            if narrow < _MIN_SHAPE_RATIO * wide:
+                return None
         dt = abs(m.t_s - best.t_s)
         tolerance = cfg.burst_time_tolerance_s
         if dt > tolerance:
             # a weak sensor sees only the middle of a burst: its edges move, the overlap stays
+            # (a strong one measures its edges well: its start must agree)
+            if m.snr_db >= _WEAK_SNR_DB:
+                return None
             overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
             if overlap <= 0 or overlap < 0.5 * min(m.duration_s, best.duration_s):
                 return None

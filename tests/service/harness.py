@@ -1,7 +1,7 @@
-"""Test helpers for the service: a stand-in event engine, a live server on 127.0.0.1, an SSE reader.
+"""Test helpers for the service: a stand-in event engine and a live server on 127.0.0.1.
 
-``SseReader`` and ``synth_call`` (a GSM call synthesized from the site's propagation model)
-come from ``bench.service_ingest``, which measures the same things at full size.
+The live-feed reader and the synthesized GSM call are ``bench.service_ingest``'s, which
+measures the same things at full size.
 
 The stand-in engine keeps the agreed interface of ``service.events.EventEngine``
 (``add(detections) -> events``, ``flush(now_s) -> events``; events with ``event_id``,
@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import uvicorn
 
-from bench.service_ingest import SseMessage, SseReader, synth_call
 from dsp.records import Detection
 from service.app import build_services, create_app
 from service.commands.serve import bind_http
@@ -32,7 +31,6 @@ from service.settings import DatabaseSettings, IngestSettings, SecuritySettings,
 from tests.conftest import DEMO_SITE
 
 PASSWORD = "correct horse battery staple"
-__all__ = ["SseMessage", "SseReader", "synth_call"]
 
 
 @dataclass

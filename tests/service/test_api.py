@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.service_ingest import SseReader
 from dsp.records import BandHealth, Heartbeat
 from dsp.wire import SenderStatus
 from service.settings import HttpSettings, SecuritySettings, SensorSettings
@@ -21,7 +22,6 @@ from service.store import EventWrite
 from tests.service.harness import (
     PASSWORD,
     LiveServer,
-    SseReader,
     StandInEngine,
     detections,
     live_server,

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from bench.service_ingest import synth_call
 from calibration.site import Site, load_site
 from service.events import EngineConfig, EventEngine
 from service.live import LiveHub
 from service.store import Store, open_store
 from service.worker import CURSOR_KEY, EventWorker
 from tests.conftest import DEMO_SITE
-from tests.service.harness import StandInEngine, detections, synth_call, wait_for
+from tests.service.harness import StandInEngine, detections, wait_for
 
 STREAM = "c" * 32
 QUICK = EngineConfig.from_dict({"correlation": {"transmission_gap_s": 0.5}})  # calls end 0.5 s after their last burst

@@ -138,6 +138,7 @@ class LocatorConfig:
     n_candidates: int = 5
     full_fraction: float = 0.8  # a sensor that heard this share of bursts: plain mean, no truncation fix
     max_censor_shift_db: float = 6.0  # cap on how far n missed bursts lower the censoring level
+    stray_margin_db: float = 20.0  # rarely heard yet this far above threshold: stray detections
 
     def __post_init__(self) -> None:
         positive = ("sigma_static_db", "sigma_fading_db", "point_spacing_m", "band_step_hz")
@@ -146,7 +147,7 @@ class LocatorConfig:
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise InputError(None, f"locator.{name}", f"must be a positive number, got {value!r}")
         for name in ("detect_snr_db", "tx_power_min_dbm", "tx_power_max_dbm", "phone_height_m",
-                     "point_margin_m", "max_censor_shift_db"):
+                     "point_margin_m", "max_censor_shift_db", "stray_margin_db"):
             value = getattr(self, name)
             if value is None and name == "detect_snr_db":
                 continue
@@ -257,14 +258,21 @@ class Observation:
             heard = k > 0
             level = np.where(heard, s1 / np.maximum(k, 1.0), np.nan)
             partial = heard & (missed > 0) & (k < config.full_fraction * (k + missed))
+            # a sensor that heard a few bursts far above its threshold but missed most of them
+            # is not fading: those are someone else's detections mixed in (a misgrouped or
+            # misclassified burst); it says nothing reliable about this transmission
+            stray = partial & (k < 0.5 * (k + missed)) & (level - u > config.stray_margin_db)
+            heard = heard & ~stray
+            level[stray] = np.nan
+            partial = partial & ~stray
             if np.any(partial):
                 level[partial] = _tobit_mean(k[partial], s1[partial], s2[partial], missed[partial], u[partial], sigma)
             var = np.where(heard, sigma**2 / np.maximum(k, 1.0), np.nan)
-            censored = (~heard) & (n_clip == 0) & (missed > 0)
+            censored = (~heard) & (n_clip == 0) & (missed > 0) & ~stray
             quantile = np.where(censored, 0.5 ** (1.0 / np.maximum(missed, 1.0)), 0.5)
             shift = np.minimum(sigma * special.ndtri(quantile), config.max_censor_shift_db)
             censor = np.where(censored, u - shift, np.nan)
-            lower = np.where((~heard) & (n_clip > 0), clip_sum / np.maximum(n_clip, 1.0), np.nan)
+            lower = np.where((~heard) & (n_clip > 0) & ~stray, clip_sum / np.maximum(n_clip, 1.0), np.nan)
         return cls(float(freq_hz), level, var, censor, lower, config.tx_power_range(tech))
 
 

@@ -202,7 +202,7 @@ def accuracy(site_path: Path, gain_db: float, sigmas: tuple[float, ...], n_trial
             scores = trial_scores(site, sigma, gain_db, n_phones, seed=seed * 1000 + trial)
             for name in VARIANTS:
                 per_variant[name].append(scores[name])
-        row = {"sigma_db": sigma, **{name: _pool(per_variant[name]) for name in VARIANTS}}
+        row: dict[str, Any] = {"sigma_db": sigma, **{name: _pool(per_variant[name]) for name in VARIANTS}}
         rows.append(row)
         log.info("localization site=%s gain_db=%g sigma_db=%g plan=%.1f%% oracle=%.1f%% wall=%.1f s", site.name,
                  gain_db, sigma, row["plan"]["pct_correct_place"] or 0.0, row["oracle"]["pct_correct_place"] or 0.0,
@@ -281,7 +281,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1) -> dict[str, Any]:
     sigmas = (4.0,) if quick else SIGMAS_DB
-    n_trials = 1 if quick else 6
+    n_trials = 1 if quick else 4
     n_phones = 24 if quick else 60
     started = time.perf_counter()
     panels = [

@@ -453,8 +453,8 @@ class BurstDetector:
     _GMSK_MAX_BANDWIDTH_HZ = 450e3  # look for GMSK lines in bands up to this wide
     _COARSE_FROM_HZ = 500e3  # boxes this wide are tested on the grid of column pairs
     _GMSK_SPAN = 1024  # central samples of a burst used for its GMSK lines
-    _BATCH = 64  # components measured together ...
-    _BATCH_DELAY_S = 0.25  # ... or once the oldest waited this long (detection latency)
+    _BATCH = 32  # components measured together ...
+    _BATCH_DELAY_S = 0.15  # ... or once the oldest waited this long (detection latency)
 
     def __init__(self, config: DetectorConfig, sample_rate_hz: float, center_freq_hz: int) -> None:
         if not (sample_rate_hz > 0 and math.isfinite(sample_rate_hz)):

@@ -9,11 +9,17 @@ Three steps, each streaming (the service feeds detections as nodes deliver them;
    plus ``freq_tolerance_hz`` (crystal errors of a few to tens of ppm: 2-45 kHz at
    900 MHz). The default time tolerance, 200 µs, is well under GSM's 577 µs timeslot
    (TS 45.002 §4.3.1): two phones in adjacent timeslots of one carrier stay apart when
-   clocks are good. Clocks that drift are followed: every burst heard by several
-   sensors gives each of them a residual against the best-measured one, smoothed into
-   a per-sensor offset applied to later detections. A group waits ``group_wait_s`` (of
-   detection time) for late sensors before it is handed on; detections arriving
-   later still attach to it while it is recent (:meth:`BurstGrouper.add` reports them).
+   clocks are good. A weak sensor (below 15 dB SNR) that caught only the middle of a
+   burst joins by overlap instead; durations (and, at good SNR, bandwidths) must agree
+   within a factor 2.5, so a detection that ran two bursts together joins neither.
+   The group's reference is its best unclipped view. Clocks that drift are followed:
+   every burst heard by several sensors gives each of them a residual against the
+   best view, smoothed into a per-sensor offset applied to later detections. A group
+   waits ``group_wait_s`` (of detection time) for late sensors before it is handed on;
+   detections arriving later still attach to it while it is recent
+   (:meth:`BurstGrouper.add` reports them). On closing, a sensor's view that lies
+   inside a 25 dB stronger burst the same sensor heard at another frequency is dropped
+   as an I/Q image (RTL-SDR image rejection is 25-40 dB).
 2. **Transmissions** (:class:`TransmissionTracker`): bursts of one phone's call, SMS
    or data session. GSM-like bursts (narrow and short: a 546 µs normal burst, a
    325 µs access burst) join a transmission on the same carrier and the same TDMA
@@ -38,9 +44,13 @@ Three steps, each streaming (the service feeds detections as nodes deliver them;
 
 A sensor's detection threshold (for the bursts it missed) is its noise density,
 learned from its own detections (``rssi_dbm - snr_db - 10·log10(bandwidth_hz)``),
-plus the burst's bandwidth and the detector's half-probability SNR. A sensor is
-listening when it has been heard from within ``sensor_alive_s`` (or marked so) and
-its detections so far cover the burst's frequency.
+plus the burst's bandwidth and the detector's half-probability SNR (configured, or
+read off the low edge of the detections' own SNRs). A sensor is listening when it has
+been heard from within ``sensor_alive_s`` (or marked so) and its detections so far
+cover the burst's frequency. A listening sensor that is not in a burst's group but
+detected *something* overlapping it in time and frequency did not miss it: its
+detector cut the signal differently (LTE allocations, bursts run together at a strong
+sensor); it counts as neither heard nor missed for that burst.
 """
 
 from __future__ import annotations
@@ -72,6 +82,8 @@ _MIN_SNR_SAMPLE = 100
 _SNR_SAMPLE_SIZE = 4096
 _REFRESH_EVERY = 64  # noise estimates folded into the thresholds every this many detections
 _FREQ_BUCKET_HZ = 1e6
+_RECENT_KEEP = 8192  # detections remembered per sensor (seconds of a busy band)
+_LONGEST_S = 0.02  # detections longer than this are not looked for when checking overlaps
 _CHANNEL_BUCKET_HZ = 100e3  # GSM-like transmissions indexed by carrier (200 kHz raster)
 _WEAK_SNR_DB = 15.0  # below this a sensor's burst edges are uncertain by up to half a burst
 _MIN_SHAPE_RATIO = 0.4  # shorter/longer duration (and narrower/wider band) of two views of one burst
@@ -167,6 +179,9 @@ class SensorStates:
         self.clock_offset_s = [0.0] * n
         self._cal = [calibration.get(s.id) for s in site.sensors]
         self._log_bw: dict[float, float] = {}
+        # each sensor's recent detections (start, end, low, high) on the common scales, by start
+        self._recent: list[list[tuple[float, float, float, float]]] = [[] for _ in range(n)]
+        self._longest_s = 0.0
 
     def mark_listening(self, index: int, until_s: float) -> None:
         self.listening_until_s[index] = max(self.listening_until_s[index], until_s)
@@ -183,6 +198,16 @@ class SensorStates:
                 self._snr_sample[slot] = detection.snr_db
         if self._n_snr % 256 == 0:
             self._snr_edge_db = None
+        recent = self._recent[index]
+        half = detection.bandwidth_hz / 2.0
+        entry = (t_s, t_s + detection.duration_s, freq_hz - half, freq_hz + half)
+        if not recent or t_s >= recent[-1][0]:
+            recent.append(entry)
+        else:
+            bisect.insort(recent, entry)
+        if len(recent) > _RECENT_KEEP:
+            del recent[: len(recent) - _RECENT_KEEP // 2]
+        self._longest_s = max(self._longest_s, min(detection.duration_s, _LONGEST_S))
         if freq_hz < self.freq_lo_hz[index]:
             self.freq_lo_hz[index] = freq_hz
         if freq_hz > self.freq_hi_hz[index]:
@@ -203,6 +228,22 @@ class SensorStates:
         """(time, frequency) of a detection on the common clock and frequency scale."""
         cal = self._cal[index]
         return cal.true_time_s(detection.t_start_s) - self.clock_offset_s[index], cal.true_freq_hz(detection.freq_hz)
+
+    def busy(self, index: int, t0_s: float, t1_s: float, f0_hz: float, f1_hz: float) -> bool:
+        """Did this sensor detect something overlapping ``[t0, t1] x [f0, f1]``? Then a burst it
+        is not a member of was not *missed* there: the sensor's detector cut or merged it
+        differently (an LTE allocation split, two bursts run together at a strong sensor)."""
+        recent = self._recent[index]
+        i = bisect.bisect_right(recent, (t1_s, math.inf, math.inf, math.inf))
+        earliest = t0_s - self._longest_s
+        while i > 0:
+            i -= 1
+            start, end, lo, hi = recent[i]
+            if start < earliest:
+                break
+            if end >= t0_s and hi >= f0_hz and lo <= f1_hz:
+                return True
+        return False
 
     def listening(self, t_s: float, freq_hz: float) -> npt.NDArray[np.bool_]:
         """Which sensors were listening at ``t_s`` for a burst at ``freq_hz``."""
@@ -290,7 +331,7 @@ class BurstGroup:
     transmission: Transmission | None = None
     offset_db: float = 0.0  # power-control offset against its transmission's pattern
     closed: bool = False
-    listening: npt.NDArray[np.bool_] | None = None  # sensors listening when it was assigned
+    missed: npt.NDArray[np.bool_] | None = None  # sensors counted as having missed it
     thresholds_dbm: FloatArray | None = None  # their detection thresholds then
 
     @property
@@ -312,6 +353,12 @@ class BurstGroup:
     def sensors(self) -> set[int]:
         return {m.sensor for m in self.members}
 
+    def remove(self, members: list[Member]) -> None:
+        """Drop some views (receiver artefacts); the best of the others takes over."""
+        self.members = [m for m in self.members if all(m is not x for x in members)]
+        if self.members:
+            self.best = max(self.members, key=lambda m: (not m.clipped, m.snr_db))
+
     def add(self, member: Member) -> None:
         """Add a sensor's view; the best view (highest SNR, unclipped first: clipping smears a
         burst's edges) sets the group's time, frequency and shape."""
@@ -331,34 +378,36 @@ class BurstGrouper:
         self._open: list[tuple[float, int, BurstGroup]] = []  # sorted by time; closes in order
         self._counter = 0
         self.watermark_s = -math.inf
-        self.n_images = 0
+        self.n_images = 0  # detections dropped as I/Q images
+        self._longest_s = 0.0
 
-    def image_source(self, group: BurstGroup) -> BurstGroup | None:
-        """The burst this group is a receiver artefact of, if any: the I/Q image (or a spur)
-        of a much stronger burst, at another frequency, at exactly the same time and with the
-        same duration at the sensor that heard it best and at most of the others (a stray
-        coincident detection elsewhere does not save it). An RTL-SDR's image sits 25-40 dB
-        below the burst, mirrored about the tuning frequency (which detections do not carry)."""
+    def image_members(self, group: BurstGroup) -> list[Member]:
+        """The members of a group that are receiver artefacts of another burst: a sensor's I/Q
+        image (or spur) of a much stronger burst it heard at another frequency, within that
+        burst's time span. An RTL-SDR's image sits 25-40 dB below the burst, mirrored about
+        the tuning frequency (which detections do not carry)."""
         cfg = self.config
-        for key in self._keys(group.t_ref_s, group.freq_hz, _IMAGE_REACH_HZ):
-            for other in self._buckets.get(key, ()):
-                if other is group or abs(other.t_ref_s - group.t_ref_s) > cfg.burst_time_tolerance_s:
-                    continue
-                if abs(other.freq_hz - group.freq_hz) <= max(other.bandwidth_hz, group.bandwidth_hz) / 2.0:
-                    continue
-                by_sensor = {m.sensor: m for m in other.members}
-                dominated = set()
-                for m in group.members:
-                    o = by_sensor.get(m.sensor)
-                    if (o is not None and m.rssi_dbm is not None and o.rssi_dbm is not None
-                            and o.rssi_dbm - m.rssi_dbm >= cfg.image_margin_db
-                            and abs(o.t_s - m.t_s) <= cfg.image_time_tolerance_s
-                            and abs(o.duration_s - m.duration_s) <= 0.2 * o.duration_s + cfg.image_time_tolerance_s):
-                        dominated.add(m.sensor)
-                # the best-heard member and most of the others are shadows of the other burst
-                if group.best.sensor in dominated and 2 * len(dominated) >= len(group.members):
-                    return other
-        return None
+        tk = int(math.floor(group.t_ref_s / self._bucket_s))
+        f_lo = int(math.floor((group.freq_hz - _IMAGE_REACH_HZ) / _FREQ_BUCKET_HZ))
+        f_hi = int(math.floor((group.freq_hz + _IMAGE_REACH_HZ) / _FREQ_BUCKET_HZ))
+        reach = int(math.ceil(self._longest_s / self._bucket_s)) + 1
+        mine = {m.sensor: m for m in group.members if m.rssi_dbm is not None}
+        out: dict[int, Member] = {}
+        for t in range(tk - reach, tk + 2):
+            for f in range(f_lo, f_hi + 1):
+                for other in self._buckets.get((t, f), ()):
+                    if other is group:
+                        continue
+                    for o in other.members:
+                        m = mine.get(o.sensor)
+                        if (m is None or o.rssi_dbm is None or m.sensor in out
+                                or o.rssi_dbm - m.rssi_dbm < cfg.image_margin_db  # type: ignore[operator]
+                                or abs(o.freq_hz - m.freq_hz) <= max(o.bandwidth_hz, m.bandwidth_hz) / 2.0
+                                or o.t_s - cfg.image_time_tolerance_s > m.t_s
+                                or m.t_s + m.duration_s > o.t_s + o.duration_s + cfg.image_time_tolerance_s):
+                            continue
+                        out[m.sensor] = m
+        return list(out.values())
 
     def _compatible(self, group: BurstGroup, m: Member) -> float | None:
         """Distance of a member to a group (smaller is better), None if it cannot belong."""
@@ -424,6 +473,7 @@ class BurstGrouper:
     def add(self, m: Member) -> tuple[BurstGroup, bool]:
         """Put a detection in its burst: (the group, whether the group was already closed)."""
         self._widest_hz = max(self._widest_hz, m.bandwidth_hz)
+        self._longest_s = max(self._longest_s, min(m.duration_s, _LONGEST_S))
         group = self._find(m)
         if group is not None:
             group.add(m)
@@ -446,8 +496,15 @@ class BurstGrouper:
         del self._open[:n]
         for group in closed:
             group.closed = True
-        kept = [g for g in closed if self.image_source(g) is None]
-        self.n_images += len(closed) - len(kept)
+        kept = []
+        for group in closed:
+            images = self.image_members(group)
+            if images:
+                self.n_images += len(images)
+                group.remove(images)
+                if not group.members:
+                    continue
+            kept.append(group)
         closed = kept
         if math.isinf(before_s):
             if before_s > 0:
@@ -753,13 +810,21 @@ class TransmissionTracker:
             tr.sum_db[s] += relative
             tr.sum_sq_db2[s] += relative * relative
             tr.pattern[s] = tr.sum_db[s] / k
+        if np.any(missed):
+            t0 = group.t_ref_s - self.config.burst_time_tolerance_s
+            t1 = group.t_ref_s + group.duration_s + self.config.burst_time_tolerance_s
+            f0 = group.freq_hz - group.bandwidth_hz / 2.0
+            f1 = group.freq_hz + group.bandwidth_hz / 2.0
+            for index in np.flatnonzero(missed):
+                if self.sensors.busy(int(index), t0, t1, f0, f1):
+                    missed[index] = False  # cut differently there: neither heard nor missed
         tr.n_listened += listening
         tr.missed_threshold_sum_db += np.where(missed, thresholds - offset, 0.0)
         tr.n_missed += missed
         tr.groups.append(group)
         group.transmission = tr
         group.offset_db = offset
-        group.listening = listening
+        group.missed = missed
         group.thresholds_dbm = thresholds
         tr.last_offset_db = offset
         tr.n_bursts += 1
@@ -784,10 +849,11 @@ class TransmissionTracker:
             return None
         s = member.sensor
         tr.keys.append((member.detection.sensor_id, member.detection.t_start_s))
-        listening, thresholds = group.listening, group.thresholds_dbm
-        if listening is not None and thresholds is not None and listening[s]:
+        missed, thresholds = group.missed, group.thresholds_dbm
+        if missed is not None and thresholds is not None and missed[s]:
             tr.missed_threshold_sum_db[s] -= thresholds[s] - group.offset_db
             tr.n_missed[s] -= 1
+            missed[s] = False
         else:
             tr.n_listened[s] += 1
         if member.rssi_dbm is not None:

@@ -42,6 +42,10 @@ closed form with censoring). A sensor whose bursts all clipped gives the mirror 
 ``log Φ(((P̂ - L_s(x)) - f_s) / σ)`` for its clipped level ``f_s``. When no sensor measured a
 level at all, the bound terms are averaged over a grid of powers instead.
 
+**Sensors that heard a few bursts far above their threshold** while missing most of
+them (``stray_margin_db``) are not fading but someone else's detections grouped in by
+mistake; they are left out rather than trusted.
+
 **Position inside a place** is unknown: each place is represented by ``K`` points
 (:meth:`calibration.site.Site.sample_points`) and its likelihood is their mean
 (log-sum-exp). The prior over places is uniform or proportional to area.
@@ -262,6 +266,9 @@ class Observation:
             # is not fading: those are someone else's detections mixed in (a misgrouped or
             # misclassified burst); it says nothing reliable about this transmission
             stray = partial & (k < 0.5 * (k + missed)) & (level - u > config.stray_margin_db)
+            clip_level = np.where(n_clip > 0, clip_sum / np.maximum(n_clip, 1.0), np.nan)
+            stray |= (~heard & (n_clip > 0) & (n_clip < 0.5 * (n_clip + missed))
+                      & (clip_level - u > config.stray_margin_db))
             heard = heard & ~stray
             level[stray] = np.nan
             partial = partial & ~stray

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 FEED_CHUNK = 5000  # detections per engine call: memory stays flat on long files
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "locate",
         help="group detections into bursts, transmissions and events, and locate them by wing, floor and cell",

@@ -94,7 +94,7 @@ def test_the_same_phone_texting_then_calling_is_one_event(demo) -> None:
 
 def test_a_passer_by_is_never_blamed_on_a_cell(demo) -> None:
     for seed in range(3):
-        truth, detections = simulate(demo, [gsm("street", 62, 6, tx_dbm=33.0, zone="street")], seed=seed,
+        _, detections = simulate(demo, [gsm("street", 62, 6, tx_dbm=33.0, zone="street")], seed=seed,
                                      gain_db=40.0, duration_s=0.5)
         events = run(demo, detections)
         assert events, "the street phone is audible at 40 dB of gain"
@@ -159,7 +159,7 @@ def test_engine_config_from_tables() -> None:
     with pytest.raises(InputError) as info:
         EngineConfig.from_dict({"event_gap": 3}, source="service.toml")
     assert info.value.field == "event_gap" and info.value.source == "service.toml"
-    with pytest.raises(InputError, match="locator.prior"):
+    with pytest.raises(InputError, match=r"locator\.prior"):
         EngineConfig.from_dict({"locator": {"prior": "flat"}})
     with pytest.raises(InputError, match="alerts"):
         EngineConfig(alerts={"cell": ""})

@@ -16,11 +16,12 @@ apart, so correlation (bursts -> transmissions -> events) is exercised as in an 
 
 **Locators**, fed the same detections through the same :class:`service.events.EventEngine`:
 
-* ``plan``: the site as its file describes it, default settings (6 dB static sigma).
+* ``plan``: the site as its file describes it, default settings (static sigma learnt from
+  the transmissions themselves, empirical Bayes, starting at 6 dB).
 * ``wrong_walls``: the site with every wall's loss off by 4 dB (random sign per wall):
   the plan a real building deviates from.
-* ``oracle``: the simulator's true deterministic model and the true shadowing sigma: the
-  best a locator can do on these data from the plan (the issue's oracle).
+* ``oracle``: the simulator's true deterministic model and the true shadowing sigma, fixed:
+  the best a locator can do on these data from the plan (the issue's oracle).
 * ``survey``: the plan plus a simulated site survey (:func:`simulated_survey`: a transmitter
   at 12 points of every place, through the simulator's own shadowing field): what the
   calibration step buys, since static shadowing is what limits the plan and the oracle.
@@ -152,7 +153,8 @@ def trial_scores(site: Site, sigma_db: float, gain_db: float, n_phones: int, see
     configs = {
         "plan": (site, EngineConfig(), None),
         "wrong_walls": (perturbed_site(site, WALL_ERROR_DB, rng), EngineConfig(), None),
-        "oracle": (site, EngineConfig(locator=LocatorConfig(sigma_static_db=max(sigma_db, 0.5))), None),
+        "oracle": (site, EngineConfig(locator=LocatorConfig(sigma_static_db=max(sigma_db, 0.5)), learn_sigma=False),
+                   None),
         "survey": (site, EngineConfig(), simulated_survey(site, sim, rng)),
     }
     out = {}

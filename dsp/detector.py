@@ -115,6 +115,7 @@ class DetectorConfig:
     carrier_occupancy: float = 0.25  # ... and the share of time that masks the column
     max_burst_s: float = 1.0  # a longer region is cut (flag "truncated"): bounded memory
     clip_level: float = 0.99  # |I| or |Q| at or above this flags the burst as clipped
+    image_rejection_db: float = 18.0  # this far below a simultaneous signal at -f (or at the other band edge): an artefact
 
     def __post_init__(self) -> None:
         _check(self.fft_size >= 16 and self.fft_size & (self.fft_size - 1) == 0, "fft_size", "must be a power of two >= 16")
@@ -141,6 +142,7 @@ class DetectorConfig:
         _check(0 < self.carrier_occupancy <= 1, "carrier_occupancy", "must be in (0, 1]")
         _check(self.max_burst_s > 0, "max_burst_s", "must be positive")
         _check(0 < self.clip_level <= 1.5, "clip_level", "must be in (0, 1.5]")
+        _check(self.image_rejection_db > 0, "image_rejection_db", "must be positive")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DetectorConfig:
@@ -452,9 +454,11 @@ class BurstDetector:
 
     _GMSK_MAX_BANDWIDTH_HZ = 450e3  # look for GMSK lines in bands up to this wide
     _COARSE_FROM_HZ = 500e3  # boxes this wide are tested on the grid of column pairs
+    _ALIAS_EDGE_COLUMNS = 3  # the outer 112 kHz on each side, where the anti-alias filter is weak ...
+    _ALIAS_RATIO = 4.0  # ... and a strip 6 dB below the other edge's signal is its alias
     _GMSK_SPAN = 1024  # central samples of a burst used for its GMSK lines
-    _BATCH = 32  # components measured together ...
-    _BATCH_DELAY_S = 0.15  # ... or once the oldest waited this long (detection latency)
+    _BATCH = 64  # components measured together ...
+    _BATCH_DELAY_S = 0.25  # ... or once the oldest waited this long (detection latency)
 
     def __init__(self, config: DetectorConfig, sample_rate_hz: float, center_freq_hz: int) -> None:
         if not (sample_rate_hz > 0 and math.isfinite(sample_rate_hz)):
@@ -498,6 +502,7 @@ class BurstDetector:
             update_frames=max(1, round(config.noise_update_s / self.frame_s)),
         )
         self._batch_delay_frames = max(1, round(self._BATCH_DELAY_S / self.frame_s))
+        self._image_ratio = 10.0 ** (config.image_rejection_db / 10.0)
         self.box_tests = self._make_box_tests()
         self._max_box_frames = max(t.n_frames for t in self.box_tests)
         energy = self._window.astype(np.float64) ** 2
@@ -893,12 +898,15 @@ class BurstDetector:
                 truncated = True  # stopped by a gap or the end of the stream
             inside = labels[slc] == lab
             box = np.where(inside, cells[slc], g).astype(np.float64)
+            finished[lab] = True
+            if self._is_image(box, inside, cells[slc[0]], slc[1]):
+                self.stats.rejected["image_or_alias"] += 1
+                continue
             floor = next((ep.floor for ep in eps if ep.first_frame <= r0 < ep.end_frame and ep.floor is not None), None)
             if floor is None:
                 floor = next(ep.floor for ep in eps if ep.floor is not None)
             components.append(_Component(r0, r1, slc[1].start, slc[1].stop, box, inside, floor, truncated))
-            finished[lab] = True
-        if components:
+        if finished.any():
             done = finished[labels]
             row = 0
             for m in masks:
@@ -907,6 +915,37 @@ class BurstDetector:
         self._open_from = open_from
         self._pending.extend(components)
         return self._measure_pending(final, end_frame)
+
+    def _is_image(self, box: npt.NDArray[np.float64], inside: BoolArray, rows: FloatArray, cols: slice) -> bool:
+        """Is this component a receiver artefact of a much stronger simultaneous signal?
+
+        Two are looked for. The IQ image: I/Q gain and phase mismatch mirrors every signal
+        to the opposite offset, 25-40 dB down on an RTL-SDR, so a strong burst at -f shows
+        a weak, perfectly simultaneous copy at +f. The alias: what lies just beyond one band
+        edge folds, barely filtered, to just inside the other, so a strong signal running
+        into the upper edge shows a weak strip at the lower one (and vice versa).
+        ``rows``: all columns of the component's frames.
+        """
+        g = float(self.config.bins_per_cell)
+        n = self.n_columns
+        own = float((box - g)[inside].mean())
+        mirror = rows[:, max(n - cols.stop, 0) : min(n - cols.start + 1, n)]  # a column of slack
+        if mirror.size and float(np.mean(np.max(mirror, axis=1))) - g > self._image_ratio * max(own, 1e-3):
+            return True
+        edge = self._ALIAS_EDGE_COLUMNS
+        # only a component confined to one edge's half can be the other edge's alias
+        if (cols.start < edge and cols.stop <= n // 2) or (cols.stop > n - edge and cols.start >= n // 2):
+            # compare the strips along the two edges, column by column over the frames
+            strip = (box[:, : edge - cols.start] if cols.start < edge else box[:, n - edge - cols.start :]) - g
+            partner = (rows[:, n - edge :] if cols.start < edge else rows[:, :edge]) - g
+            if strip.size and partner.size:
+                mine = float(strip.mean(axis=0).max())
+                theirs = float(partner.mean(axis=0).max())
+                peak = float((box - g).mean(axis=0).max())
+                # the component is that strip (not a burst whose painting reaches the edge),
+                # and the other edge carries a real signal well above it
+                return mine >= 0.5 * peak and theirs > max(self._ALIAS_RATIO * mine, 2.0 * g)
+        return False
 
     def _measure_pending(self, final: bool, end_frame: int) -> list[Burst]:
         """Measure the finalized components in batches: numpy's per-call overhead is paid

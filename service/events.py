@@ -54,7 +54,7 @@ from service.correlate import (
     member_from,
     sensor_report,
 )
-from service.locate import Locator, LocatorConfig, Posterior, Survey, load_survey
+from service.locate import Locator, LocatorConfig, Observation, Posterior, Survey, load_survey
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,13 @@ class EngineConfig:
     merge_min_probability: float = 0.1
     merge_pattern_sigma_db: float = 2.0
     merge_pattern_quantile: float = 0.99
+    # empirical Bayes: the static sigma (shadowing + plan error) with the most evidence over
+    # the site's own finished transmissions, from this grid; the locator's sigma until then
+    learn_sigma: bool = True
+    sigma_grid_db: tuple[float, ...] = (3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+    sigma_min_transmissions: int = 20
+    sigma_sample_every: int = 2
+    sigma_memory: int = 2000  # transmissions: older evidence fades with this time constant
 
     def __post_init__(self) -> None:
         if isinstance(self.correlation, Mapping):
@@ -123,6 +130,16 @@ class EngineConfig:
             raise InputError(None, "merge_min_probability", "must lie in [0, 1]")
         if not isinstance(self.live_updates, bool):
             raise InputError(None, "live_updates", "expected true or false")
+        if not isinstance(self.learn_sigma, bool):
+            raise InputError(None, "learn_sigma", "expected true or false")
+        grid = tuple(self.sigma_grid_db)
+        if not grid or not all(isinstance(x, int | float) and 0.5 <= x <= 30.0 for x in grid):
+            raise InputError(None, "sigma_grid_db", "expected a list of sigmas in [0.5, 30] dB")
+        object.__setattr__(self, "sigma_grid_db", tuple(float(x) for x in grid))
+        for name in ("sigma_min_transmissions", "sigma_sample_every", "sigma_memory"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(None, name, "must be an integer >= 1")
 
     @classmethod
     def from_dict(cls, table: Mapping[str, Any], source: str | None = None) -> EngineConfig:
@@ -218,6 +235,10 @@ class EventEngine:
         self._event_of: dict[int, _EventState] = {}
         self.counts: Counter[str] = Counter()
         self._sensor_of = {s.id: i for i, s in enumerate(site.sensors)}
+        self.sigma_static_db = self.config.locator.sigma_static_db  # learnt when learn_sigma
+        self._sigma_evidence = np.zeros(len(self.config.sigma_grid_db))
+        self._n_sigma_samples = 0
+        self._n_finished = 0
         self._pattern = PatternTest(self.config.locator.sigma_fading_db, self.config.merge_pattern_sigma_db,
                                     self.config.correlation.strong_margin_db, self.config.merge_pattern_quantile,
                                     len(site.sensors))
@@ -289,7 +310,10 @@ class EventEngine:
                 to_locate.append(tr)
         changed: dict[str, _EventState] = {}
         if to_locate:
-            posts = self.locator.locate_many([tr.observation(cfg.locator) for tr in to_locate])
+            observations = [tr.observation(cfg.locator) for tr in to_locate]
+            if cfg.learn_sigma:
+                self._learn_sigma([obs for tr, obs in zip(to_locate, observations, strict=True) if tr.closed])
+            posts = self.locator.locate_many(observations, self.sigma_static_db)
             self.counts["localizations"] += len(posts)
             for tr, post in sorted(zip(to_locate, posts, strict=True), key=lambda item: item[0].t_first_s):
                 tr.posterior = post
@@ -303,6 +327,27 @@ class EventEngine:
                 changed[state.event_id] = state
         self._expire_events(horizon_s)
         return [self._build(state) for state in changed.values()]
+
+    def _learn_sigma(self, finished: list[Observation]) -> None:
+        """Empirical Bayes for the static sigma: add the log evidence of (every
+        ``sigma_sample_every``-th) finished transmission under each sigma of the grid, fading
+        old evidence, and use the best once ``sigma_min_transmissions`` were seen. The plan's
+        walls off by a few dB, or a building with more shadowing, widen it by themselves."""
+        cfg = self.config
+        sample = []
+        for obs in finished:
+            self._n_finished += 1
+            if self._n_finished % cfg.sigma_sample_every == 0 and np.count_nonzero(np.isfinite(obs.level_db)) >= 2:
+                sample.append(obs)
+        if not sample:
+            return
+        evidence = np.array([[p.log_evidence for p in self.locator.locate_many(sample, sigma)]
+                             for sigma in cfg.sigma_grid_db])  # (n_sigmas, n_sample)
+        fade = math.exp(-len(sample) / cfg.sigma_memory)
+        self._sigma_evidence = fade * self._sigma_evidence + evidence.sum(axis=1)
+        self._n_sigma_samples += len(sample)
+        if self._n_sigma_samples >= cfg.sigma_min_transmissions:
+            self.sigma_static_db = cfg.sigma_grid_db[int(np.argmax(self._sigma_evidence))]
 
     def _attach(self, tr: Transmission, post: Posterior) -> _EventState | None:
         """The event a located transmission belongs to (found, or created when the transmission

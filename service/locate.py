@@ -425,6 +425,7 @@ class _Band:
     static_var_db2: FloatArray  # (J, S)
     uniform_var: bool  # static_var is the same everywhere (no survey): a cheaper pass
     log_norm: FloatArray = field(default_factory=lambda: np.zeros(0))  # (J, S) -½ log(2π V): survey only
+    sigma_db: float = 6.0  # the static sigma of the model's pairs
     loss32: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     inv_sigma32: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
@@ -471,7 +472,8 @@ class Locator:
         weights = weights * np.array([float(cfg.prior_weight_by_kind.get(p.kind, 1.0)) for p in site.places])
         # log prior of a place minus log K: each point's share of its place's prior mass
         self._log_point_prior = (np.log(weights / weights.sum()) - np.log(counts))[self.place_of_point]
-        self._bands: dict[int, _Band] = {}
+        self._bands: dict[tuple[int, float], _Band] = {}
+        self._tables: dict[int, tuple[FloatArray, FloatArray]] = {}
 
     @property
     def n_points(self) -> int:
@@ -491,37 +493,44 @@ class Locator:
         rx = np.tile(np.arange(s), j)
         return self.model.mean_path_loss_db(self.site, tx, rx, freq_hz).reshape(j, s)
 
-    def _band(self, freq_hz: float) -> _Band:
+    def _band(self, freq_hz: float, sigma_static_db: float | None = None) -> _Band:
+        """The tables of a band for a static sigma (the config's by default); cached."""
         key = self._band_key(freq_hz)
-        band = self._bands.get(key)
+        sigma = self.config.sigma_static_db if sigma_static_db is None else float(sigma_static_db)
+        band = self._bands.get((key, sigma))
         if band is not None:
             return band
-        band_freq_hz = key * self.config.band_step_hz
-        loss = self._model_table(band_freq_hz)
-        var = np.full(loss.shape, self.config.sigma_static_db**2)
-        uniform = True
-        log_norm = np.zeros(0)
-        if self.survey is not None and self.survey.n_surveyed:
-            fp_loss = self.survey.loss_db[self.place_of_point]  # (J, S)
-            fp_spread = self.survey.spread_db[self.place_of_point]
-            have = np.isfinite(fp_loss)
-            if self.survey.freq_hz is not None and self._band_key(self.survey.freq_hz) != key:
-                survey_band_hz = self._band_key(self.survey.freq_hz) * self.config.band_step_hz
-                fp_loss = fp_loss + loss - self._model_table(survey_band_hz)
-            loss = np.where(have, fp_loss, loss)
-            var = np.where(have, fp_spread**2, var)
-            uniform = False
-            log_norm = -0.5 * (_LOG_2PI + np.log(var))
-        band = _Band(loss_db=loss, static_var_db2=var, uniform_var=uniform, log_norm=log_norm)
-        self._bands[key] = band
+        tables = self._tables.get(key)
+        if tables is None:
+            loss = self._model_table(key * self.config.band_step_hz)
+            survey_var = np.full(loss.shape, np.nan)  # NaN: the model's pair, sigma applies
+            if self.survey is not None and self.survey.n_surveyed:
+                fp_loss = self.survey.loss_db[self.place_of_point]  # (J, S)
+                have = np.isfinite(fp_loss)
+                if self.survey.freq_hz is not None and self._band_key(self.survey.freq_hz) != key:
+                    survey_band_hz = self._band_key(self.survey.freq_hz) * self.config.band_step_hz
+                    fp_loss = fp_loss + loss - self._model_table(survey_band_hz)
+                loss = np.where(have, fp_loss, loss)
+                survey_var = np.where(have, self.survey.spread_db[self.place_of_point] ** 2, np.nan)
+            tables = self._tables[key] = (loss, survey_var)
+        loss, survey_var = tables
+        uniform = not np.any(np.isfinite(survey_var))
+        var = np.where(np.isfinite(survey_var), survey_var, sigma**2)
+        log_norm = np.zeros(0) if uniform else -0.5 * (_LOG_2PI + np.log(var))
+        band = _Band(loss_db=loss, static_var_db2=var, uniform_var=uniform, log_norm=log_norm, sigma_db=sigma)
+        self._bands[(key, sigma)] = band
         return band
 
     # ---------------------------------------------------------- inference
     def locate(self, observation: Observation) -> Posterior:
         return self.locate_many([observation])[0]
 
-    def locate_many(self, observations: Sequence[Observation]) -> list[Posterior]:
-        """Posteriors of many observations; those in one band share one vectorized pass."""
+    def locate_many(self, observations: Sequence[Observation], sigma_static_db: float | None = None) -> list[Posterior]:
+        """Posteriors of many observations; those in one band share one vectorized pass.
+
+        ``sigma_static_db`` overrides the configured static sigma (for the model's pairs;
+        surveyed pairs keep their spread): :class:`service.events.EventEngine` compares the
+        evidence of a few values to learn the building's own scatter."""
         out: list[Posterior | None] = [None] * len(observations)
         by_band: dict[int, list[int]] = {}
         for i, obs in enumerate(observations):
@@ -529,7 +538,7 @@ class Locator:
         n_sensors = len(self.site.sensors)
         chunk = max(1, _CHUNK_ELEMENTS // max(1, self.n_points * n_sensors))
         for indices in by_band.values():
-            band = self._band(observations[indices[0]].freq_hz)
+            band = self._band(observations[indices[0]].freq_hz, sigma_static_db)
             for start in range(0, len(indices), chunk):
                 part = indices[start:start + chunk]
                 posts = self._solve(band, [observations[i] for i in part])
@@ -543,7 +552,6 @@ class Locator:
         return self._point_loglik(band, observations)
 
     def _point_loglik(self, band: _Band, observations: Sequence[Observation]) -> tuple[FloatArray, FloatArray]:
-        cfg = self.config
         n_sensors = len(self.site.sensors)
         level = np.vstack([o.level_db for o in observations]).reshape(-1, n_sensors)
         meas_var = np.vstack([o.level_var_db2 for o in observations]).reshape(-1, n_sensors)
@@ -553,12 +561,13 @@ class Locator:
         vm = np.where(heard, meas_var, 0.0)
         loss = band.loss_db  # (J, S)
         if band.uniform_var:
-            w = np.where(heard, 1.0 / (cfg.sigma_static_db**2 + vm), 0.0)  # (B, S)
+            sigma2 = band.sigma_db**2
+            w = np.where(heard, 1.0 / (sigma2 + vm), 0.0)  # (B, S)
             big_w = w.sum(axis=1)[:, None]  # (B, 1)
             # Σ w (m + L) and Σ w (m + L)^2 through matrix products: (B, J)
             a = (w * m).sum(axis=1)[:, None] + w @ loss.T
             q = (w * m * m).sum(axis=1)[:, None] + 2.0 * (w * m) @ loss.T + w @ (loss * loss).T
-            log_norm = (-0.5 * np.where(heard, _LOG_2PI + np.log(cfg.sigma_static_db**2 + vm), 0.0)).sum(axis=1)[:, None]
+            log_norm = (-0.5 * np.where(heard, _LOG_2PI + np.log(sigma2 + vm), 0.0)).sum(axis=1)[:, None]
         else:
             w = np.where(heard[:, None, :], 1.0 / (band.static_var_db2[None] + vm[:, None, :]), 0.0)  # (B, J, S)
             d = m[:, None, :] + loss[None]

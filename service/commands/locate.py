@@ -97,5 +97,5 @@ def run(args: argparse.Namespace) -> int:
     n_alerts = sum(1 for e in ordered if e.priority == "alert")
     print(f"{len(ordered)} events ({n_alerts} alerts) from {len(detections)} detections of {len(listening)} sensors: "
           f"{engine.counts['bursts']} bursts, {engine.counts['transmissions_closed']} transmissions, "
-          f"in {elapsed:.2f} s", file=sys.stderr)
+          f"static sigma {engine.sigma_static_db:g} dB, in {elapsed:.2f} s", file=sys.stderr)
     return 0

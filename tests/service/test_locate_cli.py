@@ -156,7 +156,7 @@ def _accuracy(sigma_db: float, seed: int) -> dict[str, dict[str, Any]]:
     detections = detections_from_truth(truth)
     out = {}
     for name, config in (("plan", EngineConfig()),
-                         ("oracle", EngineConfig(locator=LocatorConfig(sigma_static_db=sigma_db)))):
+                         ("oracle", EngineConfig(locator=LocatorConfig(sigma_static_db=sigma_db), learn_sigma=False))):
         engine = EventEngine(site, config=config)
         engine.mark_listening([s.id for s in site.sensors])
         events = {e.event_id: e for e in engine.add(detections)}

@@ -33,6 +33,10 @@ over unknown positions allows:
    segment of the log-likelihood ratio of its rows, then of its columns). A component
    is finalized once no later box can touch it, so the output does not depend on how
    the stream is cut into blocks; finalized components are measured in batches.
+   Receiver artefacts are dropped: the IQ-imbalance image of a signal ≥ 18 dB stronger
+   at -f, and a strip at one band edge 6 dB under a signal at the other (the alias of
+   what lies just beyond it); so are detections narrower than ``min_bandwidth_hz``
+   (carriers), whose columns are masked when they keep coming back.
 5. **Measurement.** Edges: the burst's in-band energy in the frames around each edge
    over its plateau is the share of their window energy it covers, which places the edge
    within ~20 µs; the change point of the band-filtered sample power then fixes it to a
@@ -45,7 +49,9 @@ over unknown positions allows:
 
 The internal unit of work is an *epoch* of ``epoch_frames`` frames (one FFT call of
 128–512 frames keeps the work in cache); everything — floor updates, box tests,
-finalization — is keyed to frame indices, never to block boundaries.
+finalization — is keyed to frame indices, never to block boundaries. The first
+``warmup_s`` are held until the floor has its first estimate, then searched with it,
+so nothing is lost at the start of a stream (or of a recording shorter than that).
 """
 
 from __future__ import annotations
@@ -928,9 +934,15 @@ class BurstDetector:
         """
         g = float(self.config.bins_per_cell)
         n = self.n_columns
-        own = float((box - g)[inside].mean())
-        mirror = rows[:, max(n - cols.stop, 0) : min(n - cols.start + 1, n)]  # a column of slack
-        if mirror.size and float(np.mean(np.max(mirror, axis=1))) - g > self._image_ratio * max(own, 1e-3):
+        # image: column by column, the mirrored signal (a column of slack either side),
+        # scaled down by the image rejection, must account for the component's energy
+        own = np.maximum((box - g).mean(axis=0), 0.0)
+        profile = np.maximum(rows.mean(axis=0, dtype=np.float64) - g, 0.0)
+        padded = np.concatenate(([0.0], profile, [0.0]))
+        mirror_cols = n - 1 - np.arange(cols.start, cols.stop) + 1  # index into padded
+        mirror = np.maximum(np.maximum(padded[mirror_cols - 1], padded[mirror_cols]), padded[mirror_cols + 1])
+        total = float(own.sum())
+        if total > 0 and float(np.minimum(own, mirror / self._image_ratio).sum()) >= 0.8 * total:
             return True
         edge = self._ALIAS_EDGE_COLUMNS
         # only a component confined to one edge's half can be the other edge's alias

@@ -411,3 +411,17 @@ def test_bursts_during_the_warm_up_are_not_lost_and_tiny_streams_are_fine() -> N
     assert det.process(IQBlock(noise(0.001, 29), FC, FS, T0)) == []
     assert det.flush() == []
     assert det.flush() == []
+
+
+def test_iq_imbalance_image_is_not_a_burst() -> None:
+    """A 45 dB burst at -400 kHz and its image 35 dB down at +400 kHz (I/Q mismatch): one burst."""
+    rng = np.random.default_rng(31)
+    x = noise(0.5, 32)
+    b = gsm(0.4, -400e3)
+    clean = np.zeros_like(x)
+    add(clean, b, 45.0, rng)
+    x += clean + np.conj(clean) * np.float32(10 ** (-35 / 20))
+    bursts, det = detect(x)
+    assert len(bursts) == 1
+    assert abs(bursts[0].freq_hz - b.freq_hz) < 10e3
+    assert det.stats.rejected["image_or_alias"] == 1

@@ -318,7 +318,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"Localization ({summary['mode']}): % correct cell-or-zone / wing+floor  [plan | walls ±4 dB | oracle]"]
+    lines = [f"Localization ({summary['mode']}): % correct cell-or-zone / wing+floor  [plan | walls ±4 dB | oracle | survey]"]
     for key, rows in summary.items():
         if not isinstance(rows, dict):
             continue

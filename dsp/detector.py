@@ -51,7 +51,8 @@ The internal unit of work is an *epoch* of ``epoch_frames`` frames (one FFT call
 128–512 frames keeps the work in cache); everything — floor updates, box tests,
 finalization — is keyed to frame indices, never to block boundaries. The first
 ``warmup_s`` are held until the floor has its first estimate, then searched with it,
-so nothing is lost at the start of a stream (or of a recording shorter than that).
+so nothing is lost at the start of a stream (or of a recording shorter than that), nor
+after an announced gain step, which starts the floor afresh.
 """
 
 from __future__ import annotations
@@ -450,7 +451,7 @@ class BurstDetector:
     ``process(block)`` consumes an :class:`~dsp.records.IQBlock` of any length and returns
     the bursts finalized so far; ``flush()`` ends the stream and returns the rest.
     A block with ``n_dropped > 0`` closes every open burst (its frames are not contiguous
-    with what came before). A change of ``gain_db`` rescales the noise floor.
+    with what came before). A change of ``gain_db`` restarts the noise floor's warm-up.
 
     Bursts come out in batches (up to 64, or 0.25 s after the oldest was finalized),
     each batch in time order; a long burst can come after shorter later ones. The
@@ -627,8 +628,11 @@ class BurstDetector:
             self._anchor_s = block.t_start_s - block.sample_index / self.sample_rate_hz
         if block.gain_db is not None:
             if self._gain_db is not None and block.gain_db != self._gain_db:
+                # The new floor is measured, not scaled: the ADC's share of the noise does
+                # not follow the tuner gain. The first warmup_s after the step are held and
+                # searched once it exists (_backfill), as at the start of a stream.
                 out.extend(self._end_stream())
-                self._tracker.scale(10.0 ** ((block.gain_db - self._gain_db) / 10.0))
+                self._tracker.restart()
             self._gain_db = block.gain_db
         samples = block.samples
         if samples.dtype != np.complex64:

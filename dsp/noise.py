@@ -27,7 +27,10 @@ The window sets how fast the floor follows a change: a step down is tracked once
 than ``1 - q`` of the window holds the new level (half a second for the median of a 1 s
 window); a step up paints everything, and once fewer than a quarter of the window's
 groups have a clean estimate the plain minima take over (~0.75 s). A gain change the
-receiver announces is applied at once (:meth:`NoiseFloorTracker.scale`). The estimate
+receiver announces starts the estimate afresh (:meth:`NoiseFloorTracker.restart`): how
+the noise follows the tuner gain is not known here (at low and medium gain an RTL-SDR's
+floor is mostly ADC noise, which no tuner gain moves), so scaling the old floor by the
+nominal ratio would leave it up to ~10 dB low after a step down. The estimate
 updates every ``update_frames`` frames, so its cost (one partial sort of a
 ``(n_columns, n_groups)`` array) is paid a few times a second, not per frame.
 """
@@ -99,14 +102,8 @@ class NoiseFloorTracker:
             cols = self.dofs == d
             for n in range(1, self.n_min + 1):
                 self._bias[n, cols] = min_statistics_bias(float(d), self.n_sum, n, self.quantile)
-        self._clean = np.full((self.n_columns, self.n_groups), np.inf, dtype=np.float32)
-        self._raw = np.zeros((self.n_columns, self.n_groups), dtype=np.float32)
-        self._n_filled = 0
-        self._next = 0
-        self._since_update = 0
-        self._carry = np.zeros((0, self.n_columns), dtype=np.float32)
-        self._carry_busy = np.zeros((0, self.n_columns), dtype=bool)
         self.floor: npt.NDArray[np.float64] | None = None
+        self.restart()
 
     @property
     def n_groups_seen(self) -> int:
@@ -177,13 +174,21 @@ class NoiseFloorTracker:
             self._since_update = 0
             self._estimate()
 
-    def scale(self, factor: float) -> None:
-        """Multiply the state by ``factor`` (a known receiver gain change, linear power)."""
-        self._clean *= np.float32(factor)
-        self._raw *= np.float32(factor)
-        self._carry = self._carry * np.float32(factor)
-        if self.floor is not None:
-            self.floor = self.floor * factor
+    def restart(self) -> None:
+        """Forget every frame seen: :attr:`floor` is ``None`` until a new warm-up is done.
+
+        For a receiver change (an announced gain step) whose effect on the noise is not
+        known: the nominal gain ratio moves only the share of the noise that comes
+        before the tuner gain, and a floor left too low paints the whole band.
+        """
+        self._clean = np.full((self.n_columns, self.n_groups), np.inf, dtype=np.float32)
+        self._raw = np.zeros((self.n_columns, self.n_groups), dtype=np.float32)
+        self._n_filled = 0
+        self._next = 0
+        self._since_update = 0
+        self._carry = np.zeros((0, self.n_columns), dtype=np.float32)
+        self._carry_busy = np.zeros((0, self.n_columns), dtype=bool)
+        self.floor = None
 
     def _write(self, clean: FloatArray, raw: FloatArray) -> None:
         n = clean.shape[0]

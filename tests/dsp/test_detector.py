@@ -378,7 +378,7 @@ def test_unknown_gain_step_is_followed_and_known_one_is_applied() -> None:
     expected = NOISE_DBFS - 10 * math.log10(FS)
     assert np.all(np.abs(floors[12][10:-10] - expected) < 0.5)  # 1.2 s: before the step
     assert np.all(np.abs(floors[-1][10:-10] - expected - 6.02) < 0.5)  # 2.5 s after it
-    # a step the node announces through gain_db moves the floor at once
+    # a step the node announces through gain_db: the floor is measured afresh at the new level
     det2 = BurstDetector(DetectorConfig(), FS, FC)
     y = noise(2.0, 24)
     det2.process(IQBlock(y[: int(FS)], FC, FS, T0, sample_index=0, gain_db=20.0))
@@ -425,3 +425,38 @@ def test_iq_imbalance_image_is_not_a_burst() -> None:
     assert len(bursts) == 1
     assert abs(bursts[0].freq_hz - b.freq_hz) < 10e3
     assert det.stats.rejected["image_or_alias"] == 1
+
+
+def test_announced_gain_steps_down_give_no_false_alarm_and_bursts_after_them_are_found() -> None:
+    """An announced step is measured afresh, never scaled: at low gain an RTL-SDR's noise is
+    ADC noise that the tuner gain does not move, and a floor scaled down by the nominal
+    10 dB painted the whole band about half a second after each step down (issue 4)."""
+    rng = np.random.default_rng(31)
+    gains_db = (30.0, 20.0, 30.0, 20.0, 10.0)  # a 2 s segment each, steps of 10 dB
+    segment = int(2.0 * FS)
+    # (seconds after each step, offset) of the GSM bursts: inside the held warm-up, and after it
+    truth = [gsm(k * 2.0 + dt, off) for k in range(1, len(gains_db)) for dt, off in ((0.1, 300e3), (0.5, -420e3))]
+    for follows_gain in (False, True):  # ADC-limited receiver, then one whose noise follows the gain
+        x = noise(2.0 * len(gains_db), 32)
+        for k, g in enumerate(gains_db):
+            if follows_gain:
+                x[k * segment : (k + 1) * segment] *= np.float32(10 ** ((g - gains_db[0]) / 20))
+        quiet = x.copy()
+        for b in truth:
+            k = int(b.t_start_s // 2.0)
+            level_db = gains_db[k] - gains_db[0] if follows_gain else 0.0
+            add(x, b, 20.0 + level_db, rng)
+        for signal_present, stream in ((False, quiet), (True, x)):
+            det = BurstDetector(DetectorConfig(), FS, FC)
+            out: list[Burst] = []
+            for i in range(0, stream.shape[0], 120_000):  # 50 ms blocks, as a node sends them
+                g = gains_db[i // segment]
+                out += det.process(IQBlock(stream[i : i + 120_000], FC, FS, T0 + i / FS, sample_index=i, gain_db=g))
+            out += det.flush()
+            if not signal_present:
+                assert out == [], f"false alarms, noise follows gain: {follows_gain}"
+                continue
+            assert len(out) == len(truth)
+            for b in truth:
+                (got,) = matching(out, b)
+                assert abs(got.t_start_s - T0 - b.t_start_s) < 20e-6

@@ -71,8 +71,8 @@ def points_in_polygon(xy: FloatArray, polygon: FloatArray) -> BoolArray:
     return (n_crossings % 2) == 1
 
 
-def distance_to_segments(xy: FloatArray, start: FloatArray, end: FloatArray) -> FloatArray:
-    """Distance ``(N,)`` from each point ``(N, 2)`` to the nearest of the segments ``(k, 2)``."""
+def nearest_on_segments(xy: FloatArray, start: FloatArray, end: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """For each point ``(N, 2)``: the nearest point ``(N, 2)`` on the segments ``(k, 2)`` and its distance ``(N,)``."""
     xy = np.asarray(xy, dtype=np.float64)
     start = np.asarray(start, dtype=np.float64)
     d = np.asarray(end, dtype=np.float64) - start  # (k, 2)
@@ -85,7 +85,16 @@ def distance_to_segments(xy: FloatArray, start: FloatArray, end: FloatArray) -> 
     np.clip(t, 0.0, 1.0, out=t)
     gap_x = rel_x - t * d[:, 0]
     gap_y = rel_y - t * d[:, 1]
-    return np.sqrt(np.min(gap_x * gap_x + gap_y * gap_y, axis=1))
+    dist2 = gap_x * gap_x + gap_y * gap_y
+    best = np.argmin(dist2, axis=1)
+    rows = np.arange(xy.shape[0])
+    nearest = np.stack([xy[:, 0] - gap_x[rows, best], xy[:, 1] - gap_y[rows, best]], axis=1)
+    return nearest, np.sqrt(dist2[rows, best])
+
+
+def distance_to_segments(xy: FloatArray, start: FloatArray, end: FloatArray) -> FloatArray:
+    """Distance ``(N,)`` from each point ``(N, 2)`` to the nearest of the segments ``(k, 2)``."""
+    return nearest_on_segments(xy, start, end)[1]
 
 
 def distance_to_boundary(xy: FloatArray, polygon: FloatArray) -> FloatArray:

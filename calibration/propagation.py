@@ -447,15 +447,7 @@ def corridor_waypoints(site: Site, xyz: npt.ArrayLike) -> FloatArray:
             continue
         xy = points[rows, :2]
         poly = corridor.polygon
-        a, b = poly, np.roll(poly, -1, axis=0)
-        ab = b - a  # (E, 2)
-        rel = xy[:, None, :] - a[None, :, :]  # (N, E, 2)
-        t = np.clip(np.sum(rel * ab[None], axis=2) / np.maximum(np.sum(ab * ab, axis=1), 1e-12)[None], 0.0, 1.0)
-        nearest = a[None] + t[..., None] * ab[None]  # (N, E, 2)
-        dist = np.linalg.norm(nearest - xy[:, None, :], axis=2)
-        edge = np.argmin(dist, axis=1)
-        d_m = dist[np.arange(rows.size), edge]
-        q = nearest[np.arange(rows.size), edge]
+        q, d_m = geometry.nearest_on_segments(xy, *geometry.polygon_edges(poly))
         inside = geometry.points_in_polygon(xy, poly)
         direction = q - xy
         norm = np.linalg.norm(direction, axis=1, keepdims=True)

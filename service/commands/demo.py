@@ -44,18 +44,15 @@ def demo_scenario_path() -> Path:
 
 
 def _detect_one(args: tuple[str, str]) -> tuple[str, int, float]:
-    from dsp.pipeline import DetectionPipeline
     from sdr.recording import open_recording
+    from service.commands.detect import write_detections
 
     meta_path, out_path = args
     recording = open_recording(meta_path)
-    info = recording.info
-    pipeline = DetectionPipeline(info.sensor_id, info.sample_rate_hz, info.center_freq_hz)
     started = time.perf_counter()
     with open(out_path, "w", encoding="utf-8") as out:
-        for detection in pipeline.run(recording.blocks()):
-            out.write(detection.to_json() + "\n")
-    return info.sensor_id, pipeline.n_detections, time.perf_counter() - started
+        n = write_detections(recording, out)
+    return recording.info.sensor_id, n, time.perf_counter() - started
 
 
 def run(args: argparse.Namespace) -> int:

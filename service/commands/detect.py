@@ -6,7 +6,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 from service.commands.common import add_raw_options, output_stream, progress
 
@@ -35,8 +37,26 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def write_detections(recording: Any, out: IO[str], block_size: int = 262144,
+                     on_block: Callable[[float], object] | None = None) -> int:
+    """Run the detection pipeline over one recording, writing JSON Lines; the number of detections."""
     from dsp.pipeline import DetectionPipeline
+
+    info = recording.info
+    pipeline = DetectionPipeline(info.sensor_id, info.sample_rate_hz, info.center_freq_hz)
+
+    def blocks():  # type: ignore[no-untyped-def]
+        for block in recording.blocks(block_size):
+            if on_block is not None:
+                on_block(block.duration_s)
+            yield block
+
+    for detection in pipeline.run(blocks()):
+        out.write(detection.to_json() + "\n")
+    return pipeline.n_detections
+
+
+def run(args: argparse.Namespace) -> int:
     from sdr.recording import open_recording
 
     if args.sensor_id and len(args.paths) > 1:
@@ -48,18 +68,9 @@ def run(args: argparse.Namespace) -> int:
     n_total = 0
     with output_stream(args.out) as out, progress(total_s, "detecting") as bar:
         for recording in recordings:
-            info = recording.info
-            pipeline = DetectionPipeline(info.sensor_id, info.sample_rate_hz, info.center_freq_hz)
-
-            def blocks(rec=recording):  # type: ignore[no-untyped-def]
-                for block in rec.blocks(args.block_size):
-                    bar.update(block.duration_s)
-                    yield block
-
-            for detection in pipeline.run(blocks()):
-                out.write(detection.to_json() + "\n")
-            n_total += pipeline.n_detections
-            log.info("detected path=%s sensor=%s n=%d", info.path, info.sensor_id, pipeline.n_detections)
+            n = write_detections(recording, out, args.block_size, on_block=bar.update)
+            n_total += n
+            log.info("detected path=%s sensor=%s n=%d", recording.info.path, recording.info.sensor_id, n)
     elapsed = time.perf_counter() - started
     print(f"{n_total} detections in {len(recordings)} recording(s), {total_s:.1f} s of signal in {elapsed:.1f} s "
           f"({total_s / max(elapsed, 1e-9):.0f}x real time)", file=sys.stderr)

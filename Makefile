@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cellwatch-installed
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: demo test bench lint clean help
 
@@ -24,7 +25,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/cellwatch demo
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium with Playwright (`playwright install` cannot
+# download here): install the distribution package once, as root or through sudo.
+$(CHROMIUM):
+	@echo "installing Debian's chromium for the browser tests"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

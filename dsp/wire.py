@@ -10,6 +10,8 @@ Every message is one UTF-8 JSON object (one ZeroMQ frame) with a version and a t
        "items": [<Detection wire form with "seq">, ...]}
       {"v": 1, "type": "heartbeat", "node_id": "A1-S1",
        "heartbeat": <Heartbeat wire form>, "sender": {"n_pending": 0, ...}}
+      {"v": 1, "type": "snippets", "node_id": "A1-S1", "stream_id": "<32 hex>",
+       "items": [<IQSnippet wire form with "seq">, ...]}
     service -> node
       {"v": 1, "type": "ack", "stream_id": "...", "seqs": [[first, last], ...],
        "rejected": [{"seq": 7, "reason": "..."}]}
@@ -26,6 +28,12 @@ Why these fields:
 * An ack lists the seqs the service now holds (stored now or earlier) as ``[first, last]``
   ranges, and the items it will never accept with the reason (a detection with a bad
   field cannot get better by being resent, so the node may forget it).
+* ``snippets`` carry IQ snippets (:mod:`dsp.snippets`: a burst's cu8 samples in base64)
+  exactly as ``detections`` carry detections: numbered in their own sequence, with their
+  own stream id (the outbox keeps a second queue), acknowledged with the same ``ack``
+  after the service stored them. Their seqs never mix with the detections', so a gap in
+  either sequence still means something was lost. A service that does not know this
+  type answers ``error`` and the node keeps its snippets (bounded) for a newer service.
 * An ``error`` reply tells a node why a whole message was refused (malformed, or a node id
   that is not the one its key was registered under); the node keeps its detections.
 
@@ -43,11 +51,13 @@ from typing import Any
 
 from dsp.errors import InputError
 from dsp.records import Detection, Heartbeat
+from dsp.snippets import IQSnippet
 
 ENVELOPE_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB: a full batch is ~300 kB; anything larger is refused unread
 MAX_BATCH_ITEMS = 1000
 MAX_DETECTION_BYTES = 1000  # one detection's JSON (~250 bytes usually): a full batch fits a message
+MAX_SNIPPET_BATCH_ITEMS = 64  # and at most MAX_MESSAGE_BYTES in all: a full snippet is ~350 kB
 MAX_ACK_SEQS = 100_000  # an ack cannot make a node loop over more seqs than this
 MAX_REASON_CHARS = 300
 
@@ -123,6 +133,23 @@ class DetectionBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class SnippetBatch:
+    """IQ snippets from one node's outbox (its snippet stream), each with its ``seq`` set.
+
+    ``rejected``, as for :class:`DetectionBatch`: items with a sound seq but bad fields.
+    """
+
+    node_id: str
+    stream_id: str
+    snippets: tuple[IQSnippet, ...]
+    rejected: tuple[RejectedItem, ...] = ()
+
+    @property
+    def seqs(self) -> tuple[int, ...]:
+        return tuple(s.seq for s in self.snippets if s.seq is not None)
+
+
+@dataclass(frozen=True, slots=True)
 class SenderStatus:
     """The node's delivery health, carried with every heartbeat (not part of the Heartbeat record)."""
 
@@ -169,7 +196,7 @@ class ErrorReply:
     reason: str
 
 
-Message = DetectionBatch | HeartbeatMessage | Ack | ErrorReply
+Message = DetectionBatch | SnippetBatch | HeartbeatMessage | Ack | ErrorReply
 
 
 def seq_ranges(seqs: Iterable[int]) -> list[list[int]]:
@@ -228,6 +255,11 @@ def encode_message(message: Message) -> bytes:
                 raise ValueError("every detection in a batch needs its seq")
             items.append(d.to_dict())
         body |= {"type": "detections", "node_id": message.node_id, "stream_id": message.stream_id, "items": items}
+    elif isinstance(message, SnippetBatch):
+        if any(s.seq is None for s in message.snippets):
+            raise ValueError("every snippet in a batch needs its seq")
+        body |= {"type": "snippets", "node_id": message.node_id, "stream_id": message.stream_id,
+                 "items": [s.to_dict() for s in message.snippets]}
     elif isinstance(message, HeartbeatMessage):
         body |= {"type": "heartbeat", "node_id": message.node_id,
                  "heartbeat": message.heartbeat.to_dict(), "sender": message.sender.to_dict()}
@@ -256,6 +288,24 @@ def encode_detection_items(node_id: str, stream_id: str, items_json: Sequence[st
     head = json.dumps({"v": ENVELOPE_VERSION, "type": "detections", "node_id": node_id, "stream_id": stream_id},
                       separators=(",", ":"))
     return (head[:-1] + ',"items":[' + ",".join(items_json) + "]}").encode("utf-8")
+
+
+def encode_snippet_items(node_id: str, stream_id: str, items_json: Sequence[str]) -> bytes:
+    """A ``snippets`` message from snippets already in wire form (``IQSnippet.to_json()``, seq set).
+
+    As :func:`encode_detection_items`: the outbox stores each snippet's JSON once. The
+    caller keeps the message under :data:`MAX_MESSAGE_BYTES` (a ValueError says when not).
+    """
+    check_node_id(node_id)
+    check_stream_id(stream_id)
+    if not items_json or len(items_json) > MAX_SNIPPET_BATCH_ITEMS:
+        raise ValueError(f"a batch holds 1..{MAX_SNIPPET_BATCH_ITEMS} snippets, got {len(items_json)}")
+    head = json.dumps({"v": ENVELOPE_VERSION, "type": "snippets", "node_id": node_id, "stream_id": stream_id},
+                      separators=(",", ":"))
+    data = (head[:-1] + ',"items":[' + ",".join(items_json) + "]}").encode("utf-8")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{len(items_json)} snippets make a {len(data)}-byte message, over {MAX_MESSAGE_BYTES}")
+    return data
 
 
 def _reject_constant(name: str) -> Any:
@@ -299,6 +349,32 @@ def _decode_batch(obj: dict[str, Any]) -> DetectionBatch:
     return DetectionBatch(node_id, stream_id, tuple(good), tuple(bad))
 
 
+def _decode_snippets(obj: dict[str, Any]) -> SnippetBatch:
+    _fields(obj, {"node_id", "stream_id", "items"})
+    node_id = check_node_id(obj["node_id"])
+    stream_id = check_stream_id(obj["stream_id"])
+    items = obj["items"]
+    if not isinstance(items, list) or not items:
+        raise InputError(None, "items", "must be a non-empty list")
+    if len(items) > MAX_SNIPPET_BATCH_ITEMS:
+        raise InputError(None, "items", f"holds {len(items)} snippets, at most {MAX_SNIPPET_BATCH_ITEMS} allowed")
+    good: list[IQSnippet] = []
+    bad: list[RejectedItem] = []
+    seen: set[int] = set()
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InputError(None, f"items[{i}]", "must be an object")
+        seq = _check_seq(item.get("seq"), f"items[{i}].seq")
+        if seq in seen:
+            raise InputError(None, f"items[{i}].seq", f"seq {seq} appears twice")
+        seen.add(seq)
+        try:
+            good.append(IQSnippet.from_dict(item))
+        except InputError as exc:
+            bad.append(RejectedItem(seq, _short(str(exc))))
+    return SnippetBatch(node_id, stream_id, tuple(good), tuple(bad))
+
+
 def _decode_heartbeat(obj: dict[str, Any]) -> HeartbeatMessage:
     _fields(obj, {"node_id", "heartbeat"}, {"sender"})
     node_id = check_node_id(obj["node_id"])
@@ -322,14 +398,15 @@ def _decode_error(obj: dict[str, Any]) -> ErrorReply:
     return ErrorReply(_short(obj["reason"]))
 
 
-_DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {"detections": _decode_batch, "heartbeat": _decode_heartbeat, "ack": _decode_ack, "error": _decode_error}
+_DECODERS: dict[str, Callable[[dict[str, Any]], Message]] = {"detections": _decode_batch, "snippets": _decode_snippets, "heartbeat": _decode_heartbeat, "ack": _decode_ack, "error": _decode_error}
 
 
 def decode_message(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Parse and validate one message; raises InputError naming what is wrong.
 
-    Item-level problems in a detection batch are not errors: those items come back in
-    ``DetectionBatch.rejected`` so the rest of the batch can still be stored.
+    Item-level problems in a detection or snippet batch are not errors: those items come
+    back in ``DetectionBatch.rejected`` (``SnippetBatch.rejected``) so the rest of the
+    batch can still be stored.
     """
     if len(data) > max_bytes:
         raise InputError(None, None, f"message of {len(data)} bytes exceeds the {max_bytes}-byte limit")

@@ -31,6 +31,14 @@ planned fraction instead). A band appears once one of its channels has a noise f
 (after 0.25 s of samples there). No clock offset is reported: the node does not measure
 its NTP error.
 
+IQ snippets (:mod:`dsp.snippets`, ``[snippets]`` in the config): each source keeps a
+ring of its last ``ring_s`` of blocks (references, no copy), and for the detections its
+pipelines report, the few the rate limit lets through (by default the first 2 bursts of
+each new session, then one per session every 10 s, at most 60 a minute for the node)
+are cut out with ``margin_s`` around them and queued in the outbox's snippet queue, so
+they reach the service as reliably as detections (same acks, same outbox), without
+holding detections back.
+
 Failures: a source that cannot be opened, or fails while reading, is closed and reopened
 with backoff (1 s doubling to 30 s) while heartbeats say ``retrying``; live sources also
 reconnect by themselves. :meth:`Node.request_stop` (the CLI wires SIGINT and SIGTERM to
@@ -54,6 +62,7 @@ import numpy as np
 from dsp.errors import InputError
 from dsp.pipeline import DetectionPipeline
 from dsp.records import BandHealth, Detection, Heartbeat, IQBlock
+from dsp.snippets import REASONS, IQSnippet, SnippetCutter, SnippetRateLimiter
 from sdr.bandplan import Channel, ScanSchedule
 from sdr.node_config import LIVE_KINDS, NodeSetup, SourcePlan
 from sdr.sources import RETRYING, RUNNING, STOPPED, SourceError
@@ -93,6 +102,7 @@ class _Unit:
     n_hops: int = 0
     n_detections: int = 0
     watched_samples: collections.Counter[int] = field(default_factory=collections.Counter)  # centre -> samples
+    cutter: SnippetCutter | None = None  # None: no IQ snippets
 
     @property
     def source(self) -> Any:
@@ -128,6 +138,8 @@ class NodeStats:
     n_heartbeats: int
     n_pending_at_exit: int
     per_source: list[dict[str, Any]]
+    n_snippets: int = 0  # IQ snippets cut and handed to the sender
+    snippet_reasons: dict[str, int] = field(default_factory=dict)  # taken / rate_limited / not_in_ring ...
 
 
 class Node:
@@ -144,7 +156,13 @@ class Node:
         for unit in self._units:
             for channel in unit.schedule.channels:
                 unit.channels[channel.center_freq_hz] = channel
+        if setup.snippets is not None:  # one limiter: the uplink budget is the node's
+            limiter = SnippetRateLimiter(setup.snippets)
+            for unit in self._units:
+                unit.cutter = SnippetCutter(setup.snippets, limiter)
         self._pending: list[Detection] = []
+        self._pending_snippets: list[IQSnippet] = []
+        self._n_snippets = 0
         self._last_submit = time.monotonic()
         self._n_submitted = 0
         self._n_heartbeats = 0
@@ -188,7 +206,7 @@ class Node:
                 for unit in self._units:
                     progressed |= self._poll(unit)
                 now = time.monotonic()
-                if self._pending and now - self._last_submit >= SUBMIT_INTERVAL_S:
+                if (self._pending or self._pending_snippets) and now - self._last_submit >= SUBMIT_INTERVAL_S:
                     self._submit()
                 if now >= next_heartbeat:
                     self._heartbeat()
@@ -211,10 +229,12 @@ class Node:
         except OSError as exc:
             raise InputError(str(self.setup.outbox_path.parent), None,
                              f"cannot create the outbox folder: {exc.strerror or exc}") from None
+        options: dict[str, Any] = {"max_snippets_pending": self.setup.config.snippets.max_pending}
         if service.insecure:
-            return DetectionSender(service.endpoint, self.setup.node_id, self.setup.outbox_path, insecure=True)
+            return DetectionSender(service.endpoint, self.setup.node_id, self.setup.outbox_path, insecure=True,
+                                   **options)
         return DetectionSender(service.endpoint, self.setup.node_id, self.setup.outbox_path,
-                               server_public_key=self.setup.server_key, client_keys=self.setup.node_key)
+                               server_public_key=self.setup.server_key, client_keys=self.setup.node_key, **options)
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -228,6 +248,8 @@ class Node:
         unit.opened = True
         unit.error = None
         unit.backoff_s = RETRY_MIN_S
+        if unit.cutter is not None:  # a reopened source may count its samples from 0 again
+            unit.cutter.reset()
         unit.target_freq_hz = unit.source.center_freq_hz
         unit.slot_end_s = -math.inf
         unit.visit_started_s = None
@@ -344,21 +366,30 @@ class Node:
             if freq not in unit.channels:  # a live source's first blocks, or a fixed source's own frequency
                 unit.channels[freq] = ScanSchedule.fixed(
                     self.setup.plan.fixed_channel(freq, block.sample_rate_hz)).channels[0]
+        if unit.cutter is not None:
+            unit.cutter.observe(block)  # before processing: the burst may end in this block
         detections = pipeline.process(block)
         unit.last_freq_hz = freq
         unit.n_blocks += 1
         unit.n_samples += block.n_samples
         unit.watched_samples[freq] += block.n_samples
         if detections:
-            unit.n_detections += len(detections)
-            self._pending.extend(detections)
+            self._detected(unit, freq, detections)
 
     def _flush_pipeline(self, unit: _Unit, freq: int) -> None:
         pipeline = unit.pipelines.get(freq)
         if pipeline is not None:
             detections = pipeline.flush()
-            unit.n_detections += len(detections)
-            self._pending.extend(detections)
+            if detections:
+                self._detected(unit, freq, detections)
+
+    def _detected(self, unit: _Unit, freq: int, detections: list[Detection]) -> None:
+        unit.n_detections += len(detections)
+        self._pending.extend(detections)
+        if unit.cutter is not None:
+            snippets = unit.cutter.cut(detections, freq)
+            self._pending_snippets.extend(snippets)
+            self._n_snippets += len(snippets)
 
     def _flush_pipelines(self, unit: _Unit) -> None:
         for freq in unit.pipelines:
@@ -367,9 +398,14 @@ class Node:
 
     def _submit(self) -> None:
         detections, self._pending = self._pending, []
+        snippets, self._pending_snippets = self._pending_snippets, []
         self._last_submit = time.monotonic()
         if detections:
             self._n_submitted += len(self._sender.submit(detections))
+        if snippets:  # after their detections; a sender without snippet support takes none
+            submit_snippets = getattr(self._sender, "submit_snippets", None)
+            if submit_snippets is not None:
+                submit_snippets(snippets)
 
     # -- heartbeats ------------------------------------------------------------------------
 
@@ -461,9 +497,10 @@ class Node:
         self._sender.submit_heartbeat(hb)
         self._n_heartbeats += 1
         sender = self._sender.stats()
-        log.info("heartbeat node=%s state=%s dropped=%d overloads=%d detections=%d pending=%d connected=%s bands=%s "
-                 "sources=%s", self.setup.node_id, hb.source_state, hb.n_dropped_samples, hb.n_overload_blocks,
-                 sum(u.n_detections for u in self._units), sender.n_pending, sender.connected,
+        log.info("heartbeat node=%s state=%s dropped=%d overloads=%d detections=%d pending=%d snippets=%d "
+                 "snippets_pending=%d connected=%s bands=%s sources=%s", self.setup.node_id, hb.source_state,
+                 hb.n_dropped_samples, hb.n_overload_blocks, sum(u.n_detections for u in self._units),
+                 sender.n_pending, self._n_snippets, getattr(sender, "n_snippets_pending", 0), sender.connected,
                  ",".join(f"{b.band}:{b.noise_floor_dbfs:.1f}dBFS/{100 * b.watched_fraction:.2f}%/{b.revisit_s:.1f}s"
                           for b in hb.bands) or "-", hb.message.replace(" ", "_") or "-")
 
@@ -513,4 +550,7 @@ class Node:
                          "warmup_done_s": u.warmup_done_s,
                          "n_dropped_samples": u.source.n_dropped_samples,
                          "n_settle_samples": u.source.n_settle_samples} for u in self._units],
+            n_snippets=self._n_snippets,
+            snippet_reasons={r: sum(u.cutter.counts[r] for u in self._units if u.cutter is not None)
+                             for r in REASONS},
         )

@@ -16,7 +16,10 @@ The file's sections (``sdr/node.example.toml`` is the commented reference, print
   then either ``center_freq_hz`` (a fixed tuning), or ``bands`` (pin this dongle to those
   bands), or nothing (share the remaining bands with the other such dongles); ``options``
   for the source kind (``bias_tee``, ``settle_s``, ``realtime``, ``loop``, ``seed`` ...);
-* ``[detector]``: :class:`dsp.detector.DetectorConfig` fields.
+* ``[detector]``: :class:`dsp.detector.DetectorConfig` fields;
+* ``[snippets]``: the IQ snippets kept as evidence (:class:`dsp.snippets.SnippetPolicy`):
+  ``enabled``, ``margin_s``, ``first_per_session``, ``interval_s``, ``max_per_minute``,
+  ``ring_s``, ``max_pending``.
 
 Every problem is one :class:`~dsp.errors.InputError` naming the file and the field
 (``node.toml: sources[1].gain_db: automatic gain is refused ...``), including those the
@@ -40,6 +43,7 @@ from pydantic import Field, field_validator, model_validator
 from calibration.config import StrictModel, read_toml, validate
 from dsp.detector import DetectorConfig
 from dsp.errors import InputError
+from dsp.snippets import SnippetPolicy
 from dsp.wire import check_node_id
 from sdr.bandplan import (
     DEFAULT_BAND_WEIGHTS,
@@ -123,6 +127,20 @@ class SourceSection(StrictModel):
         return self
 
 
+class SnippetsSection(StrictModel):
+    enabled: bool = True
+    margin_s: float = Field(0.5e-3, ge=0.0, le=0.1)
+    first_per_session: int = Field(2, ge=0, le=1000)
+    interval_s: float = Field(10.0, gt=0.0, le=86400.0)
+    max_per_minute: int = Field(60, ge=0, le=6000)
+    ring_s: float = Field(1.0, gt=0.0, le=30.0)
+    max_pending: int = Field(2000, ge=1, le=1_000_000)
+
+    def policy(self) -> SnippetPolicy:
+        return SnippetPolicy(margin_s=self.margin_s, first_per_session=self.first_per_session,
+                             interval_s=self.interval_s, max_per_minute=self.max_per_minute, ring_s=self.ring_s)
+
+
 class NodeConfig(StrictModel):
     node_id: str
     sensor_id: str | None = Field(None, min_length=1, max_length=64)
@@ -132,6 +150,7 @@ class NodeConfig(StrictModel):
     bands: list[BandSection] | None = Field(None, min_length=1)
     sources: list[SourceSection] = Field(min_length=1)
     detector: dict[str, Any] = Field(default_factory=dict)
+    snippets: SnippetsSection = Field(default_factory=lambda: SnippetsSection.model_validate({}))
 
     @field_validator("node_id")
     @classmethod
@@ -166,6 +185,7 @@ class NodeSetup:
     outbox_path: Path
     server_key: Path | None
     node_key: Path | None
+    snippets: SnippetPolicy | None = None  # None: no IQ snippets are kept
 
     @property
     def node_id(self) -> str:
@@ -317,4 +337,5 @@ def build_setup(config: NodeConfig, source_name: str, base_dir: Path, *, now_s: 
         config=config, source_name=source_name, plan=plan, sources=plans, detector=detector, outbox_path=outbox,
         server_key=None if service.server_key is None else _under(base_dir, service.server_key),
         node_key=None if service.node_key is None else _under(base_dir, service.node_key),
+        snippets=config.snippets.policy() if config.snippets.enabled else None,
     )

@@ -19,15 +19,23 @@ Durability choices:
 * ``stream_id`` (random, made with the file) tells the service that a new outbox file
   counting from 1 again is a new stream, not a replay of the old one.
 
+IQ snippets (:mod:`dsp.snippets`) wait in a second queue of the same file, with the
+same guarantees and their own numbering and stream id (``snippet_stream_id``): the
+service acknowledges them the same way, and their seqs never mix with the detections'.
+An outbox file made before snippets existed gains that queue when it is opened.
+
 Bounded disk use: at most ``max_pending`` detections wait (default 500,000, ~150 MB).
 When full, ``when_full="drop_oldest"`` (default) discards the oldest waiting detections:
 after a long outage staff need what is happening now, and the old ones are stale for
 alerts. ``"drop_newest"`` keeps the history instead. Either way every discarded detection
 is counted (``n_overflow_dropped``, persistent, sent with each heartbeat) and logged,
-and the seqs it leaves unused show the service exactly where the gap is.
+and the seqs it leaves unused show the service exactly where the gap is. Snippets are
+capped by ``max_snippets_pending`` (default 2,000, ~20 MB), oldest dropped first.
 ``max_bytes`` caps the database file itself (SQLite ``max_page_count``; the WAL adds up
 to ~4 MB): reaching it, or the disk filling up, raises :class:`OutboxFullError` and
-leaves the outbox as it was (the transaction rolls back, no seq is consumed).
+leaves the outbox as it was (the transaction rolls back, no seq is consumed), except
+that detections come first: when a detection does not fit, the oldest waiting snippets
+are discarded (counted) to make room before giving up.
 """
 
 from __future__ import annotations
@@ -46,12 +54,14 @@ from typing import Literal
 
 from dsp.errors import InputError
 from dsp.records import Detection
+from dsp.snippets import IQSnippet
 from dsp.wire import check_node_id
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_PENDING = 500_000
+DEFAULT_MAX_SNIPPETS_PENDING = 2_000
 WhenFull = Literal["drop_oldest", "drop_newest"]
 _SQL_CHUNK = 500  # parameters per statement, well under SQLite's limit
 
@@ -71,11 +81,37 @@ class OutboxStats:
     n_acked: int  # lifetime of this outbox file
     n_overflow_dropped: int
     n_rejected: int
-    oldest_pending_s: float | None  # when the oldest waiting detection was submitted (UTC)
+    oldest_pending_s: float | None  # when the oldest waiting detection (snippet) was submitted (UTC)
+
+
+@dataclass
+class _Queue:
+    """One numbered queue of the file: its table, its meta keys, its counters."""
+
+    what: str  # "detections" or "snippets", for messages
+    table: str
+    prefix: str  # of its meta keys
+    max_pending: int
+    when_full: WhenFull
+    stream_id: str = ""
+    next_seq: int = 1
+    n_acked: int = 0
+    n_overflow: int = 0
+    n_rejected: int = 0
+    n_pending: int = 0
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+
+def _new_meta(prefix: str) -> dict[str, str]:
+    return {f"{prefix}stream_id": uuid.uuid4().hex, f"{prefix}next_seq": "1", f"{prefix}n_acked": "0",
+            f"{prefix}n_overflow_dropped": "0", f"{prefix}n_rejected": "0"}
 
 
 class Outbox:
-    """A SQLite-backed queue of numbered detections; thread-safe (one connection, one lock)."""
+    """A SQLite-backed queue of numbered detections (and one of IQ snippets); thread-safe
+    (one connection, one lock)."""
 
     def __init__(
         self,
@@ -85,15 +121,18 @@ class Outbox:
         max_pending: int = DEFAULT_MAX_PENDING,
         when_full: WhenFull = "drop_oldest",
         max_bytes: int | None = None,
+        max_snippets_pending: int = DEFAULT_MAX_SNIPPETS_PENDING,
     ) -> None:
         self.path = Path(path)
         self.node_id = check_node_id(node_id)
-        if max_pending < 1:
-            raise ValueError("max_pending must be at least 1")
+        if max_pending < 1 or max_snippets_pending < 1:
+            raise ValueError("max_pending and max_snippets_pending must be at least 1")
         if when_full not in ("drop_oldest", "drop_newest"):
             raise ValueError(f"when_full must be 'drop_oldest' or 'drop_newest', got {when_full!r}")
         self.max_pending = max_pending
         self.when_full = when_full
+        self._detections = _Queue("detections", "pending", "", max_pending, when_full)
+        self._snippets = _Queue("snippets", "snippets_pending", "snippet_", max_snippets_pending, "drop_oldest")
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
@@ -119,26 +158,32 @@ class Outbox:
             db.execute(f"PRAGMA max_page_count={max(int(max_bytes) // int(page_size), 8)}")
         with self._transaction():
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS pending ("
-                " seq INTEGER PRIMARY KEY, submitted_s REAL NOT NULL, payload TEXT NOT NULL)"
-            )
+            for q in (self._detections, self._snippets):
+                db.execute(f"CREATE TABLE IF NOT EXISTS {q.table} ("
+                           " seq INTEGER PRIMARY KEY, submitted_s REAL NOT NULL, payload TEXT NOT NULL)")
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if not meta:
-                meta = {"schema": str(SCHEMA_VERSION), "node_id": self.node_id, "stream_id": uuid.uuid4().hex,
-                        "next_seq": "1", "n_acked": "0", "n_overflow_dropped": "0", "n_rejected": "0"}
+                meta = {"schema": str(SCHEMA_VERSION), "node_id": self.node_id, **_new_meta("")}
                 db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", meta.items())
+            if meta.get("schema") == str(SCHEMA_VERSION) and meta.get("node_id") == self.node_id \
+                    and self._snippets.key("stream_id") not in meta:  # a file from before snippets
+                added = _new_meta(self._snippets.prefix)
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", added.items())
+                meta.update(added)
         if meta.get("schema") != str(SCHEMA_VERSION):
             raise InputError(str(self.path), "schema", f"outbox schema {meta.get('schema')!r}, this build uses {SCHEMA_VERSION}")
         if meta["node_id"] != self.node_id:
             raise InputError(str(self.path), "node_id",
                              f"outbox belongs to node {meta['node_id']!r}, not {self.node_id!r}: one outbox per node")
-        self.stream_id: str = meta["stream_id"]
-        self._next_seq = int(meta["next_seq"])
-        self._n_acked = int(meta["n_acked"])
-        self._n_overflow = int(meta["n_overflow_dropped"])
-        self._n_rejected = int(meta["n_rejected"])
-        self._n_pending = int(db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+        for q in (self._detections, self._snippets):
+            q.stream_id = meta[q.key("stream_id")]
+            q.next_seq = int(meta[q.key("next_seq")])
+            q.n_acked = int(meta[q.key("n_acked")])
+            q.n_overflow = int(meta[q.key("n_overflow_dropped")])
+            q.n_rejected = int(meta[q.key("n_rejected")])
+            q.n_pending = int(db.execute(f"SELECT COUNT(*) FROM {q.table}").fetchone()[0])
+        self.stream_id: str = self._detections.stream_id
+        self.snippet_stream_id: str = self._snippets.stream_id
 
     class _Tx:
         def __init__(self, db: sqlite3.Connection) -> None:
@@ -162,44 +207,124 @@ class Outbox:
             raise OutboxFullError(f"{self.path}: outbox full (disk or max_bytes) while {what}") from exc
         raise OutboxError(f"{self.path}: cannot write outbox while {what}: {exc}") from exc
 
+    # -- the queues, generically (call with the lock held) -------------------------------------
+
+    def _append(self, q: _Queue, payloads: Sequence[str], now: float) -> list[int]:
+        first = q.next_seq
+        rows = [(first + i, now, p) for i, p in enumerate(payloads)]
+        next_seq = first + len(rows)
+        n_pending = q.n_pending + len(rows)
+        excess = max(0, n_pending - q.max_pending)
+        try:
+            with self._transaction() as db:
+                db.executemany(f"INSERT INTO {q.table} (seq, submitted_s, payload) VALUES (?, ?, ?)", rows)
+                db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(next_seq), q.key("next_seq")))
+                if excess:
+                    order = "ASC" if q.when_full == "drop_oldest" else "DESC"
+                    db.execute(f"DELETE FROM {q.table} WHERE seq IN "
+                               f"(SELECT seq FROM {q.table} ORDER BY seq {order} LIMIT ?)", (excess,))
+                    db.execute("UPDATE meta SET value = ? WHERE key = ?",
+                               (str(q.n_overflow + excess), q.key("n_overflow_dropped")))
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc, f"adding {len(rows)} {q.what}")
+        q.next_seq = next_seq
+        q.n_pending = n_pending - excess
+        if excess:
+            q.n_overflow += excess
+            log.error("outbox full, discarded %s n=%d policy=%s total_discarded=%d path=%s",
+                      q.what, excess, q.when_full, q.n_overflow, self.path)
+        return [r[0] for r in rows]
+
+    def _drop_oldest(self, q: _Queue, n: int, why: str) -> int:
+        """Discard the ``n`` oldest waiting items of ``q`` (counted as overflow)."""
+        try:
+            with self._transaction() as db:
+                cur = db.execute(f"DELETE FROM {q.table} WHERE seq IN "
+                                 f"(SELECT seq FROM {q.table} ORDER BY seq ASC LIMIT ?)", (n,))
+                removed = max(0, cur.rowcount)
+                db.execute("UPDATE meta SET value = ? WHERE key = ?",
+                           (str(q.n_overflow + removed), q.key("n_overflow_dropped")))
+        except sqlite3.Error as exc:
+            self._raise_write_error(exc, f"discarding {n} {q.what}")
+        q.n_pending -= removed
+        q.n_overflow += removed
+        log.error("outbox discarded %s n=%d reason=%s total_discarded=%d path=%s", q.what, removed, why,
+                  q.n_overflow, self.path)
+        return removed
+
+    def _pending_json(self, q: _Queue, limit: int, after_seq: int) -> list[tuple[int, str]]:
+        with self._lock:
+            return self._db.execute(
+                f"SELECT seq, payload FROM {q.table} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+            ).fetchall()
+
+    def _forget(self, q: _Queue, seqs: Iterable[int], rejected: bool) -> int:
+        wanted = sorted(set(seqs))
+        if not wanted:
+            return 0
+        counter = q.key("n_rejected" if rejected else "n_acked")
+        with self._lock:
+            removed = 0
+            try:
+                with self._transaction() as db:
+                    for i in range(0, len(wanted), _SQL_CHUNK):
+                        chunk = wanted[i : i + _SQL_CHUNK]
+                        cur = db.execute(f"DELETE FROM {q.table} WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
+                        removed += cur.rowcount
+                    total = (q.n_rejected if rejected else q.n_acked) + removed
+                    if removed:
+                        db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(total), counter))
+            except sqlite3.Error as exc:
+                self._raise_write_error(exc, f"forgetting {len(wanted)} acknowledged {q.what}")
+            q.n_pending -= removed
+            if rejected:
+                q.n_rejected += removed
+            else:
+                q.n_acked += removed
+        return removed
+
+    def _stats(self, q: _Queue) -> OutboxStats:
+        with self._lock:
+            row = self._db.execute(f"SELECT submitted_s FROM {q.table} ORDER BY seq LIMIT 1").fetchone()
+            return OutboxStats(q.n_pending, q.next_seq, q.n_acked, q.n_overflow, q.n_rejected,
+                               None if row is None else float(row[0]))
+
     # -- node side: add -------------------------------------------------------------------
 
     def append(self, detections: Sequence[Detection]) -> list[int]:
         """Number and durably store ``detections``; returns their seqs (already committed).
 
         Each detection is stored with its ``seq`` field set to the outbox's number (any seq
-        it carried is replaced). Raises :class:`OutboxFullError` if the disk is full.
+        it carried is replaced). Raises :class:`OutboxFullError` if the disk is full (after
+        discarding waiting snippets to make room, if there were any).
         """
         if not detections:
             return []
         now = time.time()
+        q = self._detections
         with self._lock:
-            first = self._next_seq
-            rows = [(first + i, now, json.dumps(replace(d, seq=first + i).to_dict(), separators=(",", ":"),
-                                                  allow_nan=False))
-                    for i, d in enumerate(detections)]
-            next_seq = first + len(rows)
-            n_pending = self._n_pending + len(rows)
-            excess = max(0, n_pending - self.max_pending)
-            try:
-                with self._transaction() as db:
-                    db.executemany("INSERT INTO pending (seq, submitted_s, payload) VALUES (?, ?, ?)", rows)
-                    db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(next_seq),))
-                    if excess:
-                        order = "ASC" if self.when_full == "drop_oldest" else "DESC"
-                        db.execute(f"DELETE FROM pending WHERE seq IN (SELECT seq FROM pending ORDER BY seq {order} LIMIT ?)",
-                                   (excess,))
-                        db.execute("UPDATE meta SET value = ? WHERE key = 'n_overflow_dropped'",
-                                   (str(self._n_overflow + excess),))
-            except sqlite3.Error as exc:
-                self._raise_write_error(exc, f"adding {len(rows)} detections")
-            self._next_seq = next_seq
-            self._n_pending = n_pending - excess
-            if excess:
-                self._n_overflow += excess
-                log.error("outbox full, discarded detections n=%d policy=%s total_discarded=%d path=%s",
-                          excess, self.when_full, self._n_overflow, self.path)
-        return [r[0] for r in rows]
+            first = q.next_seq
+            payloads = [json.dumps(replace(d, seq=first + i).to_dict(), separators=(",", ":"), allow_nan=False)
+                        for i, d in enumerate(detections)]
+            while True:
+                try:
+                    return self._append(q, payloads, now)
+                except OutboxFullError:
+                    s = self._snippets
+                    if s.n_pending == 0:
+                        raise
+                    self._drop_oldest(s, max(16, s.n_pending // 2), "room for detections")
+
+    def append_snippets(self, snippets: Sequence[IQSnippet]) -> list[int]:
+        """Number and durably store IQ snippets (their own seqs); raises :class:`OutboxFullError`."""
+        if not snippets:
+            return []
+        now = time.time()
+        q = self._snippets
+        with self._lock:
+            first = q.next_seq
+            payloads = [replace(s, seq=first + i).to_json() for i, s in enumerate(snippets)]
+            return self._append(q, payloads, now)
 
     # -- sender side: read and forget -----------------------------------------------------
 
@@ -223,53 +348,56 @@ class Outbox:
         What the sender splices into messages as is; a row the service cannot read comes
         back as a rejected item and is forgotten then.
         """
-        with self._lock:
-            return self._db.execute(
-                "SELECT seq, payload FROM pending WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
-            ).fetchall()
+        return self._pending_json(self._detections, limit, after_seq)
+
+    def pending_snippets(self, limit: int, after_seq: int = 0) -> list[IQSnippet]:
+        """Up to ``limit`` waiting snippets with ``seq > after_seq``, oldest first (parsed)."""
+        out: list[IQSnippet] = []
+        for seq, payload in self.pending_snippets_json(limit, after_seq):
+            try:
+                out.append(IQSnippet.from_json(payload))
+            except InputError as exc:
+                log.error("unreadable outbox snippet dropped seq=%d reason=%s path=%s", seq, exc, self.path)
+                self.forget_snippets([seq], rejected=True)
+        return out
+
+    def pending_snippets_json(self, limit: int, after_seq: int = 0) -> list[tuple[int, str]]:
+        """``(seq, wire-form JSON)`` of up to ``limit`` waiting snippets after ``after_seq``, oldest first."""
+        return self._pending_json(self._snippets, limit, after_seq)
 
     def forget(self, seqs: Iterable[int], *, rejected: bool = False) -> int:
         """Delete ``seqs`` (acked by the service, or refused for good); returns how many were waiting."""
-        wanted = sorted(set(seqs))
-        if not wanted:
-            return 0
-        counter = "n_rejected" if rejected else "n_acked"
-        with self._lock:
-            removed = 0
-            try:
-                with self._transaction() as db:
-                    for i in range(0, len(wanted), _SQL_CHUNK):
-                        chunk = wanted[i : i + _SQL_CHUNK]
-                        cur = db.execute(f"DELETE FROM pending WHERE seq IN ({','.join('?' * len(chunk))})", chunk)
-                        removed += cur.rowcount
-                    total = (self._n_rejected if rejected else self._n_acked) + removed
-                    if removed:
-                        db.execute("UPDATE meta SET value = ? WHERE key = ?", (str(total), counter))
-            except sqlite3.Error as exc:
-                self._raise_write_error(exc, f"forgetting {len(wanted)} acknowledged detections")
-            self._n_pending -= removed
-            if rejected:
-                self._n_rejected += removed
-            else:
-                self._n_acked += removed
-        return removed
+        return self._forget(self._detections, seqs, rejected)
+
+    def forget_snippets(self, seqs: Iterable[int], *, rejected: bool = False) -> int:
+        """Delete snippet ``seqs`` (acked, or refused for good); returns how many were waiting."""
+        return self._forget(self._snippets, seqs, rejected)
 
     # -- state ----------------------------------------------------------------------------
 
     @property
     def n_pending(self) -> int:
-        return self._n_pending
+        return self._detections.n_pending
+
+    @property
+    def n_snippets_pending(self) -> int:
+        return self._snippets.n_pending
 
     @property
     def last_seq(self) -> int:
         """The seq of the last detection ever added (0 for a new outbox)."""
-        return self._next_seq - 1
+        return self._detections.next_seq - 1
+
+    @property
+    def last_snippet_seq(self) -> int:
+        """The seq of the last snippet ever added (0 when none was)."""
+        return self._snippets.next_seq - 1
 
     def stats(self) -> OutboxStats:
-        with self._lock:
-            row = self._db.execute("SELECT submitted_s FROM pending ORDER BY seq LIMIT 1").fetchone()
-            return OutboxStats(self._n_pending, self._next_seq, self._n_acked, self._n_overflow,
-                               self._n_rejected, None if row is None else float(row[0]))
+        return self._stats(self._detections)
+
+    def snippet_stats(self) -> OutboxStats:
+        return self._stats(self._snippets)
 
     def close(self) -> None:
         with self._lock:

@@ -23,6 +23,13 @@ Threading: the node runtime does DSP in its main thread and calls :meth:`submit`
 thread. Without :meth:`start`, call :meth:`pump` to drive the I/O (tests, single-threaded
 tools). Heartbeats are not stored: the latest one waits for a connection and replaces any
 older unsent one.
+
+IQ snippets (:meth:`DetectionSender.submit_snippets`) take the same path in a second
+*lane*: their own outbox queue and stream id, ``snippets`` messages, the same acks,
+resends and backoff. Detections go first: each round sends what detections are due
+before any snippet, and snippets have fewer batches in flight (``snippet_max_in_flight``),
+so evidence never delays an alert. A snippet batch stays under the message size limit
+(a full snippet is ~350 kB; a usual one ~10 kB).
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +49,12 @@ from zmq.utils.monitor import parse_monitor_message
 
 from dsp.errors import InputError
 from dsp.records import Detection, Heartbeat
+from dsp.snippets import MAX_SNIPPET_JSON_BYTES, IQSnippet
 from dsp.wire import (
     MAX_BATCH_ITEMS,
     MAX_DETECTION_BYTES,
     MAX_MESSAGE_BYTES,
+    MAX_SNIPPET_BATCH_ITEMS,
     Ack,
     CurveKeyPair,
     ErrorReply,
@@ -55,14 +64,22 @@ from dsp.wire import (
     decode_message,
     encode_detection_items,
     encode_message,
+    encode_snippet_items,
 )
-from sdr.outbox import DEFAULT_MAX_PENDING, Outbox, OutboxError, WhenFull
+from sdr.outbox import (
+    DEFAULT_MAX_PENDING,
+    DEFAULT_MAX_SNIPPETS_PENDING,
+    Outbox,
+    OutboxError,
+    WhenFull,
+)
 
 log = logging.getLogger(__name__)
 
 _MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 _IDLE_POLL_S = 0.25
+_MAX_BATCH_BYTES = MAX_MESSAGE_BYTES - 4096  # the envelope around the items
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +100,15 @@ class SenderStats:
     n_connects: int  # successful (CURVE) handshakes
     n_auth_failures: int  # handshakes the service refused: our key is not on its list
     n_service_errors: int  # messages the service refused as a whole (it said why)
+    n_snippets_pending: int = 0  # IQ snippets in the outbox, not yet acknowledged
+    n_snippets_in_flight: int = 0
+    n_snippets_submitted: int = 0
+    n_snippets_sent: int = 0
+    n_snippets_resent: int = 0
+    n_snippets_acked: int = 0
+    n_snippets_rejected: int = 0
+    n_snippets_invalid: int = 0
+    n_snippet_write_failures: int = 0
 
 
 @dataclass(slots=True)
@@ -90,6 +116,24 @@ class _Batch:
     items: dict[int, str]  # seq -> wire-form JSON, those still unacknowledged
     deadline_s: float  # monotonic time after which it is sent again
     n_attempts: int = 1  # sends since the last (re)connection: drives the backoff
+
+
+@dataclass(slots=True)
+class _Lane:
+    """One numbered queue of the outbox on its way to the service (detections, or snippets)."""
+
+    what: str  # for log lines
+    counter: str  # counter names are n_{counter}sent, n_{counter}acked ...
+    stream_id: str
+    read: Callable[[int, int], list[tuple[int, str]]]  # (limit, after_seq) -> [(seq, json)]
+    last_seq: Callable[[], int]
+    forget: Callable[..., int]
+    encode: Callable[[str, str, list[str]], bytes]
+    batch_size: int
+    max_in_flight: int
+    in_flight: dict[int, _Batch] = field(default_factory=dict)  # first seq of the batch -> batch
+    batch_of: dict[int, int] = field(default_factory=dict)  # seq -> first seq of its batch
+    cursor: int = 0  # highest seq taken from the outbox this session
 
 
 class _Throttle:
@@ -165,12 +209,17 @@ class DetectionSender:
         max_pending: int = DEFAULT_MAX_PENDING,
         when_full: WhenFull = "drop_oldest",
         max_outbox_bytes: int | None = None,
+        snippet_batch_size: int = 16,
+        snippet_max_in_flight: int = 2,
+        max_snippets_pending: int = DEFAULT_MAX_SNIPPETS_PENDING,
     ) -> None:
         self.node_id = check_node_id(node_id)
         if not 1 <= batch_size <= MAX_BATCH_ITEMS:
             raise ValueError(f"batch_size must be 1..{MAX_BATCH_ITEMS}")
         if max_in_flight < 1 or ack_timeout_s <= 0 or max_ack_timeout_s < ack_timeout_s:
             raise ValueError("need max_in_flight >= 1 and 0 < ack_timeout_s <= max_ack_timeout_s")
+        if not 1 <= snippet_batch_size <= MAX_SNIPPET_BATCH_ITEMS or snippet_max_in_flight < 1:
+            raise ValueError(f"snippet_batch_size must be 1..{MAX_SNIPPET_BATCH_ITEMS}, snippet_max_in_flight >= 1")
         if insecure and (server_public_key is not None or client_keys is not None):
             raise ValueError("insecure mode takes no keys: drop insecure=True to use CURVE")
         if not insecure and (server_public_key is None or client_keys is None):
@@ -183,14 +232,20 @@ class DetectionSender:
         server_key = None if server_public_key is None else _server_key(server_public_key)
         keys = None if client_keys is None else _client_keys(client_keys)
         self.outbox = Outbox(outbox_path, node_id, max_pending=max_pending, when_full=when_full,
-                             max_bytes=max_outbox_bytes)
+                             max_bytes=max_outbox_bytes, max_snippets_pending=max_snippets_pending)
         self._counts = dict.fromkeys(
             ("n_submitted", "n_sent", "n_resent", "n_acked", "n_rejected", "n_invalid", "n_write_failures",
-             "n_heartbeats_sent", "n_connects", "n_auth_failures", "n_service_errors"), 0)
+             "n_heartbeats_sent", "n_connects", "n_auth_failures", "n_service_errors", "n_snippets_submitted",
+             "n_snippets_sent", "n_snippets_resent", "n_snippets_acked", "n_snippets_rejected",
+             "n_snippets_invalid", "n_snippet_write_failures"), 0)
         self._counts_lock = threading.Lock()
-        self._in_flight: dict[int, _Batch] = {}  # first seq of the batch -> batch
-        self._batch_of: dict[int, int] = {}  # seq -> first seq of its batch
-        self._cursor = 0  # highest seq taken from the outbox this session
+        box = self.outbox
+        self._detections = _Lane("detections", "", box.stream_id, box.pending_json, lambda: box.last_seq,
+                                 box.forget, encode_detection_items, batch_size, max_in_flight)
+        self._snippets = _Lane("snippets", "snippets_", box.snippet_stream_id, box.pending_snippets_json,
+                               lambda: box.last_snippet_seq, box.forget_snippets, encode_snippet_items,
+                               snippet_batch_size, snippet_max_in_flight)
+        self._lanes = (self._detections, self._snippets)  # detections first, always
         self._connected = False
         self._blocked = False  # the last send would have blocked
         self._heartbeat: Heartbeat | None = None
@@ -214,7 +269,7 @@ class DetectionSender:
         sock.setsockopt(zmq.HEARTBEAT_IVL, 5_000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 15_000)
         sock.setsockopt(zmq.HEARTBEAT_TTL, 15_000)
-        sock.setsockopt(zmq.SNDHWM, max_in_flight + 8)
+        sock.setsockopt(zmq.SNDHWM, max_in_flight + snippet_max_in_flight + 8)
         sock.setsockopt(zmq.RCVHWM, 1000)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         if insecure:
@@ -272,6 +327,32 @@ class DetectionSender:
         self._wake()
         return seqs
 
+    def submit_snippets(self, snippets: Iterable[IQSnippet]) -> list[int]:
+        """Durably queue IQ snippets; returns their seqs. Never raises, as :meth:`submit`."""
+        good: list[IQSnippet] = []
+        for s in snippets:
+            try:
+                IQSnippet.from_dict(s.to_dict())  # what the service would refuse, refuse now
+                if len(s.to_json()) > MAX_SNIPPET_JSON_BYTES:
+                    raise InputError(None, None, f"snippet larger than {MAX_SNIPPET_JSON_BYTES} bytes")
+            except (InputError, ValueError) as exc:
+                self._count("n_snippets_invalid")
+                self._throttle(logging.ERROR, "invalid-snippet", "invalid snippet not queued reason=%s", exc)
+                continue
+            good.append(s)
+        if not good:
+            return []
+        try:
+            seqs = self.outbox.append_snippets(good)
+        except OutboxError as exc:
+            self._count("n_snippet_write_failures", len(good))
+            self._throttle(logging.ERROR, "write-snippet", "snippets lost: outbox not writable n=%d error=%s",
+                           len(good), exc)
+            return []
+        self._count("n_snippets_submitted", len(seqs))
+        self._wake()
+        return seqs
+
     def submit_heartbeat(self, heartbeat: Heartbeat) -> None:
         """Send ``heartbeat`` when connected; a newer one replaces it if it is still waiting."""
         with self._heartbeat_lock:
@@ -282,7 +363,9 @@ class DetectionSender:
         with self._counts_lock:
             counts = dict(self._counts)
         return SenderStats(connected=self._connected, n_pending=self.outbox.n_pending,
-                           n_in_flight=len(self._batch_of), **counts)
+                           n_in_flight=len(self._detections.batch_of),
+                           n_snippets_pending=self.outbox.n_snippets_pending,
+                           n_snippets_in_flight=len(self._snippets.batch_of), **counts)
 
     def sender_status(self) -> SenderStatus:
         """What each heartbeat tells the service about this node's delivery."""
@@ -314,9 +397,9 @@ class DetectionSender:
                 return
 
     def flush(self, timeout_s: float) -> bool:
-        """Wait until the service acknowledged everything in the outbox; False on timeout."""
+        """Wait until the service acknowledged everything in the outbox (snippets too); False on timeout."""
         end = time.monotonic() + timeout_s
-        while self.outbox.n_pending > 0:
+        while self.outbox.n_pending > 0 or self.outbox.n_snippets_pending > 0:
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return False
@@ -376,14 +459,16 @@ class DetectionSender:
         self._drain_replies()
         now = time.monotonic()
         if self._connected:
-            self._resend_due(now)
-            self._send_new(now)
+            for lane in self._lanes:
+                self._resend_due(lane, now)
+                self._send_new(lane, now)
             self._send_heartbeat()
         wait_s = max_wait_s
-        if self._connected and self._in_flight:
-            wait_s = min(wait_s, max(0.0, min(b.deadline_s for b in self._in_flight.values()) - now))
-        if (self._connected and not self._blocked and len(self._in_flight) < self.max_in_flight
-                and self.outbox.last_seq > self._cursor):
+        deadlines = [b.deadline_s for lane in self._lanes for b in lane.in_flight.values()]
+        if self._connected and deadlines:
+            wait_s = min(wait_s, max(0.0, min(deadlines) - now))
+        if self._connected and not self._blocked and any(
+                len(lane.in_flight) < lane.max_in_flight and lane.last_seq() > lane.cursor for lane in self._lanes):
             wait_s = 0.0  # more to send now
         ready = dict(self._poller.poll(int(wait_s * 1000)))
         if self._wake_r in ready:
@@ -403,11 +488,13 @@ class DetectionSender:
                 self._connected = True
                 self._count("n_connects")
                 now = time.monotonic()
-                for batch in self._in_flight.values():  # whatever was in flight died with the old link
-                    batch.deadline_s = now
-                    batch.n_attempts = 0
-                log.info("connected to service endpoint=%s in_flight=%d pending=%d", self.endpoint,
-                         len(self._batch_of), self.outbox.n_pending)
+                for lane in self._lanes:
+                    for batch in lane.in_flight.values():  # whatever was in flight died with the old link
+                        batch.deadline_s = now
+                        batch.n_attempts = 0
+                log.info("connected to service endpoint=%s in_flight=%d pending=%d snippets_pending=%d",
+                         self.endpoint, len(self._detections.batch_of), self.outbox.n_pending,
+                         self.outbox.n_snippets_pending)
             elif kind == zmq.EVENT_DISCONNECTED:
                 if self._connected:
                     log.warning("disconnected from service endpoint=%s pending=%d", self.endpoint,
@@ -444,34 +531,35 @@ class DetectionSender:
                 self._throttle(logging.ERROR, "reply", "unexpected reply from service type=%s", type(reply).__name__)
 
     def _on_ack(self, ack: Ack) -> None:
-        if ack.stream_id != self.outbox.stream_id:
+        lane = next((lane for lane in self._lanes if lane.stream_id == ack.stream_id), None)
+        if lane is None:
             log.debug("ack for another outbox stream ignored stream=%s", ack.stream_id)
             return
         rejected = {r.seq: r.reason for r in ack.rejected}
         stored = [s for s in ack.seqs if s not in rejected]
         try:
-            n_acked = self.outbox.forget(stored)
-            n_rejected = self.outbox.forget(rejected, rejected=True)
+            n_acked = lane.forget(stored)
+            n_rejected = lane.forget(rejected, rejected=True)
         except OutboxError as exc:  # keep them: the next resend brings the ack again
             self._throttle(logging.ERROR, "forget", "cannot record an ack in the outbox error=%s", exc)
             return
-        self._count("n_acked", n_acked)
+        self._count(f"n_{lane.counter}acked", n_acked)
         if n_rejected:
-            self._count("n_rejected", n_rejected)
+            self._count(f"n_{lane.counter}rejected", n_rejected)
             first = ack.rejected[0]
-            log.error("service refused detections for good n=%d first_seq=%d reason=%s",
-                      n_rejected, first.seq, first.reason)
+            log.error("service refused %s for good n=%d first_seq=%d reason=%s",
+                      lane.what, n_rejected, first.seq, first.reason)
         for seq in (*stored, *rejected):
-            key = self._batch_of.pop(seq, None)
+            key = lane.batch_of.pop(seq, None)
             if key is None:
                 continue
-            batch = self._in_flight[key]
+            batch = lane.in_flight[key]
             batch.items.pop(seq, None)
             if not batch.items:
-                del self._in_flight[key]
+                del lane.in_flight[key]
 
-    def _send(self, items_json: list[str]) -> bool:
-        payload = encode_detection_items(self.node_id, self.outbox.stream_id, items_json)
+    def _send(self, lane: _Lane, items_json: list[str]) -> bool:
+        payload = lane.encode(self.node_id, lane.stream_id, items_json)
         try:
             self._socket.send(payload, zmq.NOBLOCK)
         except zmq.Again:  # link just lost, or its queue is full: retry next round, without spinning
@@ -483,31 +571,37 @@ class DetectionSender:
     def _timeout_s(self, n_attempts: int) -> float:
         return min(self.ack_timeout_s * 2.0 ** max(0, n_attempts - 1), self.max_ack_timeout_s)
 
-    def _resend_due(self, now: float) -> None:
-        for batch in self._in_flight.values():
+    def _resend_due(self, lane: _Lane, now: float) -> None:
+        for batch in lane.in_flight.values():
             if batch.deadline_s > now:
                 continue
-            if not self._send(list(batch.items.values())):
+            if not self._send(lane, list(batch.items.values())):
                 return
             batch.n_attempts += 1
             batch.deadline_s = now + self._timeout_s(batch.n_attempts)
-            self._count("n_resent", len(batch.items))
+            self._count(f"n_{lane.counter}resent", len(batch.items))
 
-    def _send_new(self, now: float) -> None:
-        while len(self._in_flight) < self.max_in_flight and self.outbox.last_seq > self._cursor:
-            rows = self.outbox.pending_json(self.batch_size, after_seq=self._cursor)
+    def _send_new(self, lane: _Lane, now: float) -> None:
+        while len(lane.in_flight) < lane.max_in_flight and lane.last_seq() > lane.cursor:
+            rows = lane.read(lane.batch_size, lane.cursor)
             if not rows:
-                self._cursor = self.outbox.last_seq
+                lane.cursor = lane.last_seq()
                 return
-            if not self._send([payload for _, payload in rows]):
+            n_bytes = len(rows[0][1])
+            n_rows = 1
+            while n_rows < len(rows) and n_bytes + len(rows[n_rows][1]) + 1 <= _MAX_BATCH_BYTES:
+                n_bytes += len(rows[n_rows][1]) + 1
+                n_rows += 1
+            rows = rows[:n_rows]
+            if not self._send(lane, [payload for _, payload in rows]):
                 return
             seqs = [seq for seq, _ in rows]
             key = seqs[0]
-            self._in_flight[key] = _Batch(dict(rows), now + self._timeout_s(1))
+            lane.in_flight[key] = _Batch(dict(rows), now + self._timeout_s(1))
             for s in seqs:
-                self._batch_of[s] = key
-            self._cursor = seqs[-1]
-            self._count("n_sent", len(seqs))
+                lane.batch_of[s] = key
+            lane.cursor = seqs[-1]
+            self._count(f"n_{lane.counter}sent", len(seqs))
 
     def _send_heartbeat(self) -> None:
         with self._heartbeat_lock:

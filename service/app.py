@@ -41,7 +41,19 @@ from service.auth import LoginLimiter, ViewerUser
 from service.deps import Services
 from service.live import LiveHub
 from service.passwords import Passwords, token_hash
-from service.routers import audit, auth, cells, events, health, live, sensors, site, users
+from service.routers import (
+    audit,
+    auth,
+    cells,
+    dashboard,
+    events,
+    evidence,
+    health,
+    live,
+    sensors,
+    site,
+    users,
+)
 from service.sensor_monitor import AllowedKeysReloader, SensorMonitor
 from service.settings import ServiceSettings
 from service.store import open_store
@@ -290,7 +302,7 @@ def create_app(settings: ServiceSettings, *, engine_factory: EngineFactory | Non
                     "the site plan and a live feed. Log in at /api/auth/login; send the token as a bearer "
                     "token (or use the session cookie).",
         lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for module in (auth, users, events, cells, sensors, site, live, audit, health):
+    for module in (auth, users, events, evidence, cells, sensors, site, live, audit, health, dashboard):
         app.include_router(module.router)
 
     @app.get("/api/openapi.json", include_in_schema=False)

@@ -13,6 +13,12 @@ registered under; a message whose ``node_id`` (or detection ``sensor_id``) diffe
 that identity is refused, so one node cannot speak for another. ``insecure=True`` turns
 all of this off for local development only, with a loud warning.
 
+IQ snippets (``snippets`` messages, :mod:`dsp.snippets`) take the same path: checked
+like detections (each snippet's ``sensor_id`` must belong to the node), stored through
+the store's ``store_snippets`` (same idempotence per node, stream and seq) and acked only
+once stored. A store without ``store_snippets`` (a plain detection log) refuses them for
+good with the reason, so nodes do not keep resending evidence nobody keeps.
+
 Robustness: anything a peer sends is validated by :mod:`dsp.wire`; a malformed message
 (not JSON, wrong version, missing field, oversized, extra frames) is logged with its
 reason, counted and dropped, and the ingest keeps going. Log lines about misbehaving
@@ -37,6 +43,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from dsp.errors import InputError
 from dsp.records import Detection, Heartbeat
+from dsp.snippets import IQSnippet
 from dsp.wire import (
     MAX_MESSAGE_BYTES,
     Ack,
@@ -44,7 +51,9 @@ from dsp.wire import (
     DetectionBatch,
     ErrorReply,
     HeartbeatMessage,
+    RejectedItem,
     SenderStatus,
+    SnippetBatch,
     check_node_id,
     decode_message,
     encode_message,
@@ -73,6 +82,17 @@ class DetectionStore(Protocol):
     def store_heartbeat(self, node_id: str, heartbeat: Heartbeat, sender: SenderStatus) -> None: ...
 
 
+class SnippetStore(Protocol):
+    """A store that also keeps IQ snippets (optional: the ingest checks for the method)."""
+
+    def store_snippets(self, node_id: str, stream_id: str, snippets: Sequence[IQSnippet]) -> int:
+        """Store snippets (each with ``seq``) idempotently per (node_id, stream_id, seq); returns how many were new."""
+        ...
+
+
+NO_SNIPPET_STORE = "this service keeps no IQ snippets"
+
+
 @dataclass(frozen=True, slots=True)
 class IngestStats:
     """Totals since the ingest started (a snapshot)."""
@@ -94,6 +114,11 @@ class IngestStats:
     n_auth_denied: int = 0  # CURVE keys not in the allowed list (ZAP said no)
     n_handshake_failures: int = 0  # every failed handshake: denied keys, no CURVE, bad protocol
     n_connections: int = 0
+    n_snippet_batches: int = 0
+    n_snippets_received: int = 0
+    n_snippets_stored: int = 0  # new rows
+    n_snippet_duplicates: int = 0
+    n_snippets_rejected: int = 0  # bad field, or no snippet store: refused for good, node told why
 
 
 class _RateLimitedLog:
@@ -386,7 +411,7 @@ class IngestServer:
         except InputError as exc:
             self._refuse(sock, peer, "n_malformed", who, str(exc))
             return
-        if not isinstance(message, DetectionBatch | HeartbeatMessage):
+        if not isinstance(message, DetectionBatch | SnippetBatch | HeartbeatMessage):
             self._refuse(sock, peer, "n_malformed", who, f"a node may not send {type(message).__name__}")
             return
         if not self.insecure and auth_node not in self._nodes.node_ids:
@@ -400,6 +425,8 @@ class IngestServer:
         allowed_sensors = self._sensors_by_node.get(node_id, frozenset((node_id,)))
         if isinstance(message, HeartbeatMessage):
             self._handle_heartbeat(sock, peer, message, allowed_sensors)
+        elif isinstance(message, SnippetBatch):
+            self._handle_snippets(sock, peer, message, allowed_sensors)
         else:
             self._handle_batch(sock, peer, message, allowed_sensors)
 
@@ -451,3 +478,38 @@ class IngestServer:
             self._limited(logging.WARNING, "rejected", "detections refused node=%s n=%d first_seq=%d reason=%s",
                           batch.node_id, len(batch.rejected), first.seq, first.reason)
         self._reply(sock, peer, Ack(batch.stream_id, batch.seqs, batch.rejected))
+
+    def _handle_snippets(self, sock: zmq.Socket[bytes], peer: bytes, batch: SnippetBatch,
+                         allowed_sensors: frozenset[str]) -> None:
+        foreign = sorted({s.sensor_id for s in batch.snippets} - allowed_sensors)
+        if foreign:
+            self._refuse(sock, peer, "n_impersonation", batch.node_id,
+                         f"sensor_id {foreign[0]!r} does not belong to node {batch.node_id!r}")
+            return
+        rejected = list(batch.rejected)
+        snippets = batch.snippets
+        store_snippets = getattr(self.store, "store_snippets", None)
+        if store_snippets is None:
+            rejected += [RejectedItem(seq, NO_SNIPPET_STORE) for seq in batch.seqs]
+            snippets = ()
+        n_new = 0
+        if snippets and store_snippets is not None:
+            try:
+                n_new = int(store_snippets(batch.node_id, batch.stream_id, snippets))
+            except Exception as exc:  # storage trouble: no ack, the node keeps and resends
+                self._count("n_store_errors")
+                self._limited(logging.ERROR, "store", "snippets not stored node=%s n=%d error=%s: %s",
+                              batch.node_id, len(snippets), type(exc).__name__, exc)
+                self._reply(sock, peer, ErrorReply("the service could not store these snippets; they will be resent"))
+                return
+        self._count("n_snippet_batches")
+        self._count("n_snippets_received", len(batch.snippets) + len(batch.rejected))
+        self._count("n_snippets_stored", n_new)
+        self._count("n_snippet_duplicates", len(snippets) - n_new)
+        if rejected:
+            self._count("n_snippets_rejected", len(rejected))
+            first = rejected[0]
+            self._limited(logging.WARNING, "rejected-snippets", "snippets refused node=%s n=%d first_seq=%d reason=%s",
+                          batch.node_id, len(rejected), first.seq, first.reason)
+        self._reply(sock, peer, Ack(batch.stream_id, tuple(s.seq for s in snippets if s.seq is not None),
+                                    tuple(rejected)))

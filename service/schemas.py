@@ -450,3 +450,83 @@ class HealthOut(BaseModel):
     ingest: Literal["running", "disabled"]
     engine: Literal["running", "stopped"]
     uptime_s: float
+
+
+# -- cells to search next (dashboard history) -------------------------------------------------------
+
+
+RankingPeriod = Literal["24h", "7d", "30d"]
+
+
+class LastSearchOut(BaseModel):
+    t_s: float = Field(description="when the latest closed event of the cell was closed")
+    outcome: Outcome | None
+    by: str | None
+
+
+class RankedCellOut(BaseModel):
+    rank: int = Field(description="1 is the cell to search first")
+    place: str
+    wing: str | None
+    floor: int | None
+    score: float = Field(description="sum over the cell's events of confidence x recency x workflow weight")
+    n_events: int
+    n_open: int = Field(description="events not closed yet")
+    n_phone_found: int
+    n_nothing_found: int
+    n_false_alarm: int
+    n_bursts: int
+    first_seen_s: float
+    last_seen_s: float
+    max_confidence: float | None
+    mean_confidence: float | None
+    techs: list[str]
+    last_search: LastSearchOut | None
+    event_ids: list[str] = Field(description="the cell's events that weigh most in the score, heaviest first")
+    activity: list[int] = Field(description="events per time bin over the period, oldest bin first")
+
+
+class CellRankingOut(BaseModel):
+    period: RankingPeriod
+    since_s: float
+    until_s: float
+    half_life_s: float = Field(description="an event this old weighs half as much as one happening now")
+    bin_s: float
+    n_bins: int
+    n_events_considered: int
+    truncated: bool = Field(description="true when the period held more events than the ranking reads")
+    items: list[RankedCellOut]
+
+
+# -- evidence: spectrogram and export (service.evidence) ------------------------------------------
+
+
+class SpectrogramBurst(BaseModel):
+    t_start_s: float = Field(description="UTC start of the burst (the detection's)")
+    duration_s: float
+    freq_hz: float = Field(description="the burst's centre")
+    bandwidth_hz: float
+
+
+class SpectrogramOut(BaseModel):
+    sensor_id: str
+    center_freq_hz: int = Field(description="the receiver's tuning when the snippet was taken")
+    sample_rate_hz: float
+    t_s: list[float] = Field(description="UTC seconds: the centre of each row of power_db")
+    freq_hz: list[float] = Field(description="absolute Hz: the centre of each column of power_db")
+    power_db: list[list[float]] = Field(description="power per cell, dBFS per FFT bin; one row per t_s, "
+                                                    "one column per freq_hz")
+    t_start_s: float = Field(description="UTC of the snippet's first sample")
+    burst: SpectrogramBurst
+    sensors: list[str] = Field(description="the sensors with snippets of this event (choose one with ?sensor_id=)")
+
+
+class EvidenceFileOut(BaseModel):
+    name: str = Field(description="path inside the zip")
+    sha256: str
+    bytes: int
+
+
+class EvidenceManifestOut(BaseModel):
+    files: list[EvidenceFileOut] = Field(description="every file of the zip, SHA256SUMS included")
+    zip_sha256: str = Field(description="SHA-256 of the zip GET /api/events/{id}/evidence returns now")

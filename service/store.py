@@ -22,10 +22,21 @@ SQLAlchemy 2 Core. Why these choices:
   (``cellwatch audit verify`` prints it).
 * **Migrations**: a versioned list applied in order, each in one transaction, recorded in
   ``schema_version``. A database newer than the code is refused rather than misread.
+* **IQ snippets in the database** (migration 2, table ``snippets``): the samples are a
+  column of their row (BLOB / bytea), not files beside the database. A snippet is small
+  (~7.4 kB for a GSM burst, at most 256 kB), so one transaction stores it and its
+  metadata durably before the ack, exactly like a detection, with no file that can be
+  missing, half-written or orphaned after a crash; backups and PostgreSQL deployments
+  (service and database on different machines) get them with no shared folder. A GSM
+  call heard by 12 sensors adds ~1.2 snippets a second site-wide at the node defaults,
+  ~32 MB a day of continuous calls. Snippets link to events through the detection they
+  illustrate (sensor, burst start, frequency): the join is made when read, so a snippet
+  that arrives before its detection (they travel in separate queues) still finds it.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -45,6 +56,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, SQLA
 
 from dsp.errors import InputError
 from dsp.records import Detection, Heartbeat
+from dsp.snippets import IQSnippet
 from dsp.wire import SenderStatus
 
 log = logging.getLogger(__name__)
@@ -229,6 +241,30 @@ _POSTGRES_AUDIT_TRIGGERS = (
 )
 
 
+snippets = sa.Table(
+    "snippets", metadata,
+    sa.Column("id", _Id, primary_key=True, autoincrement=True),
+    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("stream_id", sa.String(32), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("sensor_id", sa.String(64), nullable=False),
+    sa.Column("t_start_s", sa.Double, nullable=False),  # UTC of the first sample
+    sa.Column("center_freq_hz", sa.BigInteger, nullable=False),
+    sa.Column("sample_rate_hz", sa.Double, nullable=False),
+    sa.Column("n_samples", sa.Integer, nullable=False),
+    sa.Column("datatype", sa.String(16), nullable=False),
+    sa.Column("detection_t_start_s", sa.Double, nullable=False),  # the detection it illustrates
+    sa.Column("detection_freq_hz", sa.Double, nullable=False),
+    sa.Column("received_s", sa.Double, nullable=False),
+    sa.Column("data_sha256", sa.String(64), nullable=False),
+    sa.Column("header", sa.Text, nullable=False),  # the wire form without the samples
+    sa.Column("data", sa.LargeBinary, nullable=False),  # the samples as received (cu8)
+    sa.UniqueConstraint("node_id", "stream_id", "seq", name="uq_snippets_node_stream_seq"),
+    sa.Index("ix_snippets_detection", "sensor_id", "detection_t_start_s"),
+    sqlite_autoincrement=True,
+)
+
+
 def _migrate_v1(conn: Connection) -> None:
     # Frozen: a later migration that changes a table must first copy that table's v1
     # definition in here, so that an empty database still goes through every version.
@@ -245,8 +281,14 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+def _migrate_v2(conn: Connection) -> None:
+    # Frozen, as v1: a later change to the snippets table copies this definition first.
+    metadata.create_all(conn, tables=[snippets])
+
+
 MIGRATIONS: tuple[Migration, ...] = (Migration(1, "detections, sensor health, events, users, sessions, audit log",
-                                               _migrate_v1),)
+                                               _migrate_v1),
+                                     Migration(2, "IQ snippets (evidence)", _migrate_v2))
 
 
 # -- rows handed to the rest of the service (storage side; the API has its own schemas) ------
@@ -267,6 +309,30 @@ class StoredDetection:
     stream_id: str
     received_s: float
     detection: Detection
+
+
+@dataclass(frozen=True, slots=True)
+class SnippetRef:
+    """A stored IQ snippet of an event (without its samples) and the detection it illustrates."""
+
+    id: int
+    sensor_id: str
+    t_start_s: float
+    detection_id: int
+    detection_power_dbfs: float
+    detection_snr_db: float
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnippet:
+    id: int
+    node_id: str
+    stream_id: str
+    seq: int
+    received_s: float
+    data_sha256: str
+    snippet: IQSnippet
+    ref: SnippetRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,6 +601,20 @@ def _event_row(r: Any) -> EventRow:
         created_s=r.created_s, updated_s=r.updated_s, revision=r.revision)
 
 
+def _snippet_header(snippet: IQSnippet) -> str:
+    header = snippet.to_dict()
+    del header["data_b64"]
+    header.pop("seq", None)
+    return _json(header)
+
+
+def _stored_snippet(r: Any, ref: SnippetRef) -> StoredSnippet:
+    obj = json.loads(r.header)
+    obj["data_b64"] = base64.b64encode(bytes(r.data)).decode("ascii")
+    return StoredSnippet(id=r.id, node_id=r.node_id, stream_id=r.stream_id, seq=r.seq, received_s=r.received_s,
+                         data_sha256=r.data_sha256, snippet=IQSnippet.from_dict(obj), ref=ref)
+
+
 def _user_row(r: Any) -> UserRow:
     return UserRow(r.id, r.username, r.role, r.password_hash, bool(r.disabled), r.created_s, r.updated_s)
 
@@ -677,6 +757,62 @@ class Store:
             statement = _insert(conn, sensor_health)
             update = {k: statement.excluded[k] for k in values if k not in ("sensor_id", "first_seen_s")}
             conn.execute(statement.on_conflict_do_update(index_elements=["sensor_id"], set_=update), values)
+
+    # -- IQ snippets (evidence) ----------------------------------------------------------------
+
+    def store_snippets(self, node_id: str, stream_id: str, snippets_: Sequence[IQSnippet]) -> int:
+        """Durably store IQ snippets (each with ``seq``), once per (node, stream, seq); returns how many were new."""
+        if not snippets_:
+            return 0
+        now = time.time()
+        rows = []
+        for s in snippets_:
+            if s.seq is None:
+                raise ValueError("a stored snippet needs its seq")
+            rows.append({
+                "node_id": node_id, "stream_id": stream_id, "seq": s.seq, "sensor_id": s.sensor_id,
+                "t_start_s": s.t_start_s, "center_freq_hz": s.center_freq_hz, "sample_rate_hz": s.sample_rate_hz,
+                "n_samples": s.n_samples, "datatype": s.datatype, "detection_t_start_s": s.detection_t_start_s,
+                "detection_freq_hz": s.detection_freq_hz, "received_s": now,
+                "data_sha256": hashlib.sha256(s.data).hexdigest(), "header": _snippet_header(s), "data": s.data})
+        with self._writing() as conn:
+            statement = (_insert(conn, snippets).on_conflict_do_nothing(
+                index_elements=["node_id", "stream_id", "seq"]).returning(snippets.c.id))
+            return len(conn.execute(statement, rows).all())
+
+    def event_snippet_refs(self, event_id: str, *, sensor_id: str | None = None) -> list[SnippetRef]:
+        """What snippets illustrate the event's detections (without their samples), by sensor then time.
+
+        A detection stored twice (a resend under a new stream) links to its lowest id.
+        """
+        d, s = detections.c, snippets.c
+        query = (sa.select(s.id, s.sensor_id, s.t_start_s, d.id.label("detection_id"), d.power_dbfs, d.snr_db)
+                 .join(detections, sa.and_(d.sensor_id == s.sensor_id, d.t_start_s == s.detection_t_start_s,
+                                           d.freq_hz == s.detection_freq_hz))
+                 .join(event_detections, event_detections.c.detection_id == d.id)
+                 .where(event_detections.c.event_id == event_id))
+        if sensor_id is not None:
+            query = query.where(s.sensor_id == sensor_id)
+        refs: dict[int, SnippetRef] = {}
+        with self._reading() as conn:
+            for r in conn.execute(query.order_by(d.id)):
+                if r.id not in refs:
+                    refs[r.id] = SnippetRef(int(r.id), str(r.sensor_id), float(r.t_start_s), int(r.detection_id),
+                                            float(r.power_dbfs), float(r.snr_db))
+        return sorted(refs.values(), key=lambda ref: (ref.sensor_id, ref.t_start_s, ref.id))
+
+    def get_snippets(self, refs: Sequence[SnippetRef]) -> list[StoredSnippet]:
+        """The snippets ``refs`` name, with their samples, in the same order (those still stored)."""
+        rows: dict[int, Any] = {}
+        ids = [ref.id for ref in refs]
+        with self._reading() as conn:
+            for k in range(0, len(ids), 200):
+                rows.update((r.id, r) for r in conn.execute(sa.select(snippets).where(snippets.c.id.in_(ids[k:k + 200]))))
+        return [_stored_snippet(rows[ref.id], ref) for ref in refs if ref.id in rows]
+
+    def event_snippets(self, event_id: str, *, sensor_id: str | None = None, limit: int = 1000) -> list[StoredSnippet]:
+        """The first ``limit`` snippets of the event's detections (by sensor, then time), with their samples."""
+        return self.get_snippets(self.event_snippet_refs(event_id, sensor_id=sensor_id)[:limit])
 
     @property
     def n_detections(self) -> int:

@@ -1,4 +1,5 @@
-"""The node's durable outbox: numbering that never repeats, durability, bounded size, disk full."""
+"""The node's durable outbox: numbering that never repeats, durability, bounded size, disk full;
+the IQ snippet queue beside the detections."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from dsp.errors import InputError
 from dsp.records import Detection
+from dsp.snippets import IQSnippet
 from sdr.outbox import Outbox, OutboxFullError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +153,66 @@ def test_concurrent_appends_get_distinct_contiguous_seqs(tmp_path: Path) -> None
         seqs = sorted(s for r in results for s in r)
         assert seqs == list(range(1, 241))
         assert all(r == list(range(r[0], r[0] + 3)) for r in results)  # each call's seqs are contiguous
+
+
+# -- IQ snippets: a second queue in the same file ------------------------------------------------
+
+
+def snippets(n: int, start: int = 0) -> list[IQSnippet]:
+    return [IQSnippet("A1-S1", 1.7e9 + i, 902_400_000, 2.4e6, bytes([i % 256, 255 - i % 256]) * 3700,
+                      1.7e9 + i + 5e-4, 902.4e6, 1200, 1300, seq=999) for i in range(start, start + n)]
+
+
+def test_snippets_have_their_own_numbering_and_stream(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path, "A1-S1") as box:
+        assert box.append(detections(3)) == [1, 2, 3]
+        assert box.append_snippets(snippets(2)) == [1, 2]  # not 4, 5: a gap in either would mean a loss
+        assert box.snippet_stream_id != box.stream_id
+        stream, snippet_stream = box.stream_id, box.snippet_stream_id
+        got = box.pending_snippets(10)
+        assert [s.seq for s in got] == [1, 2] and got[1].data == snippets(2)[1].data
+        assert box.forget_snippets([1]) == 1
+        assert (box.n_pending, box.n_snippets_pending) == (3, 1)
+    with Outbox(path, "A1-S1") as box:  # all of it survives a restart
+        assert (box.stream_id, box.snippet_stream_id) == (stream, snippet_stream)
+        assert box.append_snippets(snippets(1)) == [3]
+        assert [seq for seq, _ in box.pending_snippets_json(10)] == [2, 3]
+        assert box.snippet_stats().n_acked == 1 and box.stats().n_acked == 0
+
+
+def test_an_outbox_from_before_snippets_gains_the_queue_and_keeps_its_detections(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)  # the layout this file had before snippets
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("CREATE TABLE pending (seq INTEGER PRIMARY KEY, submitted_s REAL NOT NULL, payload TEXT NOT NULL)")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("schema", "1"), ("node_id", "A1-S1"), ("stream_id", "ab" * 16),
+                                                       ("next_seq", "8"), ("n_acked", "5"),
+                                                       ("n_overflow_dropped", "0"), ("n_rejected", "0")])
+    db.executemany("INSERT INTO pending VALUES (?, 0, ?)",
+                   [(6 + i, replace(d, seq=6 + i).to_json()) for i, d in enumerate(detections(2))])
+    db.close()
+    with Outbox(path, "A1-S1") as box:
+        assert box.stream_id == "ab" * 16 and [d.seq for d in box.pending(10)] == [6, 7]
+        assert box.append(detections(1)) == [8]
+        assert box.append_snippets(snippets(1)) == [1]
+
+
+def test_snippets_are_capped_oldest_first(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite", "A1-S1", max_snippets_pending=3) as box:
+        box.append_snippets(snippets(5))
+        assert [s.seq for s in box.pending_snippets(10)] == [3, 4, 5]
+        assert box.snippet_stats().n_overflow_dropped == 2
+
+
+def test_detections_take_the_room_of_waiting_snippets_when_the_file_is_full(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite", "A1-S1", max_bytes=512 * 1024) as box:
+        with pytest.raises(OutboxFullError):
+            for i in range(1000):
+                box.append_snippets(snippets(4, start=4 * i))
+        n_snippets = box.n_snippets_pending
+        assert n_snippets > 20
+        for i in range(20):  # ~50 kB of detections: room is made by dropping snippets
+            box.append(detections(50, start=50 * i))
+        assert box.n_pending == 1000 and box.n_snippets_pending < n_snippets
+        assert box.snippet_stats().n_overflow_dropped == n_snippets - box.n_snippets_pending

@@ -241,7 +241,7 @@ def test_migrations_are_recorded_and_a_newer_database_is_refused(db_path: Path) 
     open_store(f"sqlite:///{db_path}").close()
     open_store(f"sqlite:///{db_path}").close()  # nothing to do the second time
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,), (2,)]  # 2: IQ snippets
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"detections", "events", "event_detections", "users", "sessions", "audit_log"} <= tables
         conn.execute("INSERT INTO schema_version VALUES (99, 0, 'from the future')")

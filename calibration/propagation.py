@@ -27,7 +27,12 @@ may know and shares with the simulator::
   growing as ``f**0.78``, the upper bound for a thick wall whose loss is mostly
   absorption rather than interface reflection.
 * ``G_antenna``: the sensor's ``antenna_gain_dbi``, applied when the receiver is
-  named by sensor index (the loss is then to the antenna connector).
+  named by sensor index (the loss is then to the antenna connector), plus, for a
+  directional antenna (``antenna_azimuth_deg``), the horizontal pattern of 3GPP
+  TR 38.901 Table 7.3-1, ``A(φ) = -min(12 (φ/φ_3dB)², A_m)``, with ``φ`` the angle
+  between the boresight and the direction the path *arrives* from (the corridor leg
+  for the corridor route), ``φ_3dB`` the beamwidth and ``A_m`` the front-to-back
+  ratio. Only the horizontal cut: paths through slabs keep their horizontal angle.
 
 **Corridor route** (``corridor_paths``, on by default): the straight line from a
 cell to a sensor down the corridor crosses every partition in between (six at
@@ -180,11 +185,14 @@ class PropagationModel:
         tx = np.asarray(tx_xyz, dtype=np.float64)
         rx_xyz, antenna_gain_dbi = _receivers(site, rx)
         tx, rx_xyz = np.broadcast_arrays(np.atleast_2d(tx), rx_xyz)
+        pattern = _Pattern.of(site, rx, tx.shape[0])
         n = tx.shape[0]
         freq = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), (n,))
         if np.any(~np.isfinite(freq)) or np.any(freq <= 0):
             raise ValueError("freq_hz must be positive")
         loss = self._straight_path_loss_db(site, tx, rx_xyz, freq)
+        if pattern is not None:
+            loss = loss - pattern.gain_db(tx, rx_xyz)
         if self.corridor_paths:
             waypoints = corridor_waypoints(site, tx)
             via = np.isfinite(waypoints[:, 0])
@@ -196,6 +204,8 @@ class PropagationModel:
                     leg1 + leg2 - self.constant_loss_db - self.free_space_reference_db(freq[via])
                     + self._spreading_db(total_m) + self.corridor_turn_loss_db
                 )
+                if pattern is not None:
+                    routed = routed - pattern.gain_db(waypoints[via], rx_xyz[via], via)
                 loss[via] = np.minimum(loss[via], routed)
         return loss - antenna_gain_dbi
 
@@ -288,6 +298,40 @@ def _receivers(site: Site, rx: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
             f"rx must be points (N, 3) or sensor indices (N,), got shape {array.shape}"
         )
     return points, np.zeros(points.shape[0])
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """Per-row horizontal antenna patterns of the receiving sensors (rows of omni antennas: 0 dB)."""
+
+    azimuth_rad: FloatArray  # NaN: omnidirectional
+    beamwidth_deg: FloatArray
+    front_to_back_db: FloatArray
+
+    @classmethod
+    def of(cls, site: Site, rx: npt.ArrayLike, n_rows: int) -> _Pattern | None:
+        array = np.asarray(rx)
+        if not (np.issubdtype(array.dtype, np.integer) and array.ndim <= 1):
+            return None
+        if all(s.antenna_azimuth_deg is None for s in site.sensors):
+            return None
+        indices = np.broadcast_to(np.atleast_1d(array), (n_rows,))
+        azimuth = np.array([math.nan if s.antenna_azimuth_deg is None else math.radians(s.antenna_azimuth_deg)
+                            for s in site.sensors])
+        beamwidth = np.array([s.antenna_beamwidth_deg for s in site.sensors])
+        ratio = np.array([s.antenna_front_to_back_db for s in site.sensors])
+        return cls(azimuth[indices], beamwidth[indices], ratio[indices])
+
+    def gain_db(self, source_xyz: FloatArray, rx_xyz: FloatArray, rows: npt.NDArray[np.bool_] | None = None) -> FloatArray:
+        """Pattern gain (<= 0 dB) toward ``source_xyz``, the point the path arrives from."""
+        azimuth = self.azimuth_rad if rows is None else self.azimuth_rad[rows]
+        beamwidth = self.beamwidth_deg if rows is None else self.beamwidth_deg[rows]
+        ratio = self.front_to_back_db if rows is None else self.front_to_back_db[rows]
+        d = source_xyz[:, :2] - rx_xyz[:, :2]
+        arrival = np.arctan2(d[:, 1], d[:, 0])
+        off_deg = np.degrees(np.abs(np.angle(np.exp(1j * (arrival - azimuth)))))
+        gain = -np.minimum(12.0 * (off_deg / beamwidth) ** 2, ratio)
+        return np.where(np.isfinite(azimuth), gain, 0.0)
 
 
 def _check_sensor_indices(site: Site, indices: npt.NDArray[np.integer[Any]]) -> None:

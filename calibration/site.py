@@ -21,6 +21,10 @@ Optional extras beyond DESIGN.md's contract (documented in
   ``loss_db`` takes the material's loss; an explicit ``loss_db`` wins.
 * ``[[sensors]] antenna_gain_dbi`` (default 0.0): the antenna's gain toward the
   cell block, for the propagation model.
+* ``[[sensors]] antenna_azimuth_deg`` (default: none, an omnidirectional antenna):
+  where a directional antenna points, degrees counter-clockwise from +x (0 = east,
+  90 = north), with ``antenna_beamwidth_deg`` (half-power, default 65) and
+  ``antenna_front_to_back_db`` (default 20): a door antenna aimed into its cell.
 * ``[propagation]``: kept as a raw dict for the propagation model, not checked here.
 """
 
@@ -47,6 +51,8 @@ BoolArray = npt.NDArray[np.bool_]
 DEFAULT_FLOOR_HEIGHT_M = 3.0
 DEFAULT_FLOOR_LOSS_DB = 18.0
 DEFAULT_ANTENNA_GAIN_DBI = 0.0
+DEFAULT_ANTENNA_BEAMWIDTH_DEG = 65.0  # a patch/sector antenna (3GPP TR 38.901 Table 7.3-1)
+DEFAULT_ANTENNA_FRONT_TO_BACK_DB = 20.0
 
 _TOP_KEYS = {
     "name", "floor_height_m", "floor_loss_db", "wings", "cells", "zones", "walls", "sensors",
@@ -56,7 +62,8 @@ _WING_KEYS = {"id", "name"}
 _CELL_KEYS = {"id", "wing", "floor", "polygon"}
 _ZONE_KEYS = {"id", "kind", "wing", "floor", "polygon"}
 _WALL_KEYS = {"floor", "points", "loss_db", "material"}
-_SENSOR_KEYS = {"id", "wing", "floor", "position", "height_m", "antenna_gain_dbi"}
+_SENSOR_KEYS = {"id", "wing", "floor", "position", "height_m", "antenna_gain_dbi", "antenna_azimuth_deg",
+                "antenna_beamwidth_deg", "antenna_front_to_back_db"}
 _MATERIAL_KEYS = {"loss_db"}
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -112,6 +119,9 @@ class Sensor:
     height_m: float  # above its floor
     place_id: str
     antenna_gain_dbi: float = DEFAULT_ANTENNA_GAIN_DBI
+    antenna_azimuth_deg: float | None = None  # None: omnidirectional
+    antenna_beamwidth_deg: float = DEFAULT_ANTENNA_BEAMWIDTH_DEG
+    antenna_front_to_back_db: float = DEFAULT_ANTENNA_FRONT_TO_BACK_DB
 
 
 class Site:
@@ -654,6 +664,15 @@ def parse_site(doc: Mapping[str, Any], source: str = "site") -> Site:
                 f"must be in [0, floor_height_m = {floor_height_m:g}), got {height_m:g}",
             )
         gain_dbi = f.number(table, "antenna_gain_dbi", path, DEFAULT_ANTENNA_GAIN_DBI)
+        azimuth_deg = (f.number(table, "antenna_azimuth_deg", path) if "antenna_azimuth_deg" in table else None)
+        if azimuth_deg is not None and not -360.0 <= azimuth_deg <= 360.0:
+            raise f.error(f"{path}.antenna_azimuth_deg", f"must be in [-360, 360] degrees, got {azimuth_deg:g}")
+        beamwidth_deg = f.number(table, "antenna_beamwidth_deg", path, DEFAULT_ANTENNA_BEAMWIDTH_DEG)
+        if not 10.0 <= beamwidth_deg <= 360.0:
+            raise f.error(f"{path}.antenna_beamwidth_deg", f"must be in [10, 360] degrees, got {beamwidth_deg:g}")
+        front_to_back_db = f.number(table, "antenna_front_to_back_db", path, DEFAULT_ANTENNA_FRONT_TO_BACK_DB)
+        if not 0.0 <= front_to_back_db <= 40.0:
+            raise f.error(f"{path}.antenna_front_to_back_db", f"must be in [0, 40] dB, got {front_to_back_db:g}")
         claim(sensor_id, path)
         where = geometry.locate_points(
             position[None, :], np.array([floor]), place_polygons, place_floors
@@ -669,6 +688,9 @@ def parse_site(doc: Mapping[str, Any], source: str = "site") -> Site:
                 height_m=height_m,
                 place_id=places[where].id,
                 antenna_gain_dbi=gain_dbi,
+                antenna_azimuth_deg=azimuth_deg,
+                antenna_beamwidth_deg=beamwidth_deg,
+                antenna_front_to_back_db=front_to_back_db,
             )
         )
 

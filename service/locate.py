@@ -143,6 +143,10 @@ class LocatorConfig:
     full_fraction: float = 0.8  # a sensor that heard this share of bursts: plain mean, no truncation fix
     max_censor_shift_db: float = 6.0  # cap on how far n missed bursts lower the censoring level
     stray_margin_db: float = 20.0  # rarely heard yet this far above threshold: stray detections
+    # at most this many bursts heard, and under rare_fraction of those listened for: the sensor
+    # counts as having missed them all (a misgrouped burst, as likely as a fading peak)
+    rare_max_bursts: int = 2
+    rare_fraction: float = 0.02
 
     def __post_init__(self) -> None:
         positive = ("sigma_static_db", "sigma_fading_db", "point_spacing_m", "band_step_hz")
@@ -173,6 +177,10 @@ class LocatorConfig:
             raise InputError(None, "locator.prior", f"must be one of {', '.join(PRIORS)}, got {self.prior!r}")
         if not (isinstance(self.max_points_per_place, int) and self.max_points_per_place >= 1):
             raise InputError(None, "locator.max_points_per_place", "must be an integer >= 1")
+        if not (isinstance(self.rare_max_bursts, int) and self.rare_max_bursts >= 0):
+            raise InputError(None, "locator.rare_max_bursts", "must be an integer >= 0")
+        if not 0.0 <= self.rare_fraction < 1.0:
+            raise InputError(None, "locator.rare_fraction", "must lie in [0, 1)")
         if not (isinstance(self.n_candidates, int) and self.n_candidates >= 1):
             raise InputError(None, "locator.n_candidates", "must be an integer >= 1")
         if not 0.0 < self.full_fraction <= 1.0:
@@ -269,9 +277,12 @@ class Observation:
             clip_level = np.where(n_clip > 0, clip_sum / np.maximum(n_clip, 1.0), np.nan)
             stray |= (~heard & (n_clip > 0) & (n_clip < 0.5 * (n_clip + missed))
                       & (clip_level - u > config.stray_margin_db))
-            heard = heard & ~stray
-            level[stray] = np.nan
-            partial = partial & ~stray
+            # a burst or two among hundreds missed: near the threshold, as likely another phone's
+            # burst grouped in by the correlator as a fading peak of this one; only "missed" is sure
+            rare = partial & (k <= config.rare_max_bursts) & (k < config.rare_fraction * (k + missed)) & ~stray
+            heard = heard & ~stray & ~rare
+            level[stray | rare] = np.nan
+            partial = partial & ~stray & ~rare
             if np.any(partial):
                 level[partial] = _tobit_mean(k[partial], s1[partial], s2[partial], missed[partial], u[partial], sigma)
             var = np.where(heard, sigma**2 / np.maximum(k, 1.0), np.nan)

@@ -136,6 +136,26 @@ def test_sensor_indices_include_the_antenna_gain(site):
         model.mean_path_loss_db(site, tx, np.array([0, 3]), F900)
 
 
+def test_a_directional_antenna_follows_the_3gpp_sector_pattern():
+    """A(phi) = -min(12 (phi/phi_3dB)^2, A_m) (TR 38.901 Table 7.3-1), on the arriving path."""
+    base = {"name": "room", "floor_height_m": 3.0, "floor_loss_db": 18.0, "wings": [{"id": "A"}],
+            "zones": [{"id": "hall", "kind": "hall", "wing": "A", "floor": 1,
+                       "polygon": [[-30.0, -30.0], [30.0, -30.0], [30.0, 30.0], [-30.0, 30.0]]}]}
+    omni = parse_site({**base, "sensors": [{"id": "S", "wing": "A", "floor": 1, "position": [0.0, 0.0],
+                                            "height_m": 1.0}]}, "omni.toml")
+    patch = parse_site({**base, "sensors": [{"id": "S", "wing": "A", "floor": 1, "position": [0.0, 0.0],
+                                             "height_m": 1.0, "antenna_azimuth_deg": 90.0,
+                                             "antenna_beamwidth_deg": 60.0, "antenna_front_to_back_db": 15.0}]},
+                       "patch.toml")
+    angles_deg = np.array([90.0, 120.0, 60.0, 150.0, 0.0, -90.0])  # boresight north
+    xy = 10.0 * np.column_stack([np.cos(np.radians(angles_deg)), np.sin(np.radians(angles_deg))])
+    tx = np.column_stack([xy, np.full(len(xy), 1.0)])
+    model = PropagationModel(corridor_paths=False)
+    sensors = np.zeros(len(xy), dtype=int)
+    extra = model.mean_path_loss_db(patch, tx, sensors, F900) - model.mean_path_loss_db(omni, tx, sensors, F900)
+    np.testing.assert_allclose(extra, [0.0, 3.0, 3.0, 12.0, 15.0, 15.0], atol=1e-9)
+
+
 def test_demo_prison_losses_are_plausible(demo_site_path):
     demo = load_site(demo_site_path)
     model = PropagationModel.for_site(demo)

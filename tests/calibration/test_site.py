@@ -450,6 +450,10 @@ INVALID = [
         "sensors[0].antenna_gain_dbi",
         "expected a number",
     ),
+    (_set("sensors.0.antenna_azimuth_deg", 400.0), "sensors[0].antenna_azimuth_deg", "must be in [-360, 360]"),
+    (_set("sensors.0.antenna_beamwidth_deg", 5.0), "sensors[0].antenna_beamwidth_deg", "must be in [10, 360]"),
+    (_set("sensors.0.antenna_front_to_back_db", -3.0), "sensors[0].antenna_front_to_back_db", "must be in [0, 40]"),
+    (_set("sensors.0.antenna_azimuth_deg", "north"), "sensors[0].antenna_azimuth_deg", "expected a number"),
     (_set("cells", {"id": "A-1-01"}), "cells", "expected an array of tables"),
     (_set("propagation", 3), "propagation", "expected a table"),
 ]
@@ -554,3 +558,15 @@ def test_summaries(demo):
     assert {s["place"] for s in data["sensors"]} == {
         f"{w}-{f}-corridor" for w in "AB" for f in (1, 2)
     }
+
+
+def test_door_installation_aims_every_antenna_into_its_own_cell(demo_site_path):
+    """demo_prison_doors.toml: one directional sensor per cell, in the corridor, pointing at the cell."""
+    doors = load_site(demo_site_path.parent / "demo_prison_doors.toml")
+    assert len(doors.sensors) == len(doors.cells) == 64
+    for sensor, cell in zip(doors.sensors, doors.cells, strict=True):
+        assert sensor.place_id.endswith("corridor") and sensor.floor == cell.floor
+        assert sensor.antenna_azimuth_deg is not None
+        centre = np.asarray(cell.polygon).mean(axis=0)
+        towards = np.degrees(np.arctan2(*(centre - sensor.position)[::-1]))
+        assert abs((towards - sensor.antenna_azimuth_deg + 180.0) % 360.0 - 180.0) < 1.0

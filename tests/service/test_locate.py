@@ -263,3 +263,19 @@ def test_another_site_and_an_area_prior() -> None:
     empty = Survey(np.full((len(annex.places), len(annex.sensors)), np.nan),
                    np.full((len(annex.places), len(annex.sensors)), np.nan))
     assert empty.n_surveyed == 0
+
+
+def test_a_burst_or_two_among_hundreds_missed_count_as_missed() -> None:
+    """Another phone's burst grouped in by mistake must not pull the place: only "missed" is sure."""
+    config = LocatorConfig()
+    obs = Observation.from_sums(902.4e6, n_heard=[300, 1, 40], sum_db=[300 * -50.0, -80.0, 40 * -80.0],
+                                sum_sq_db2=[300 * 2500.0, 6400.0, 40 * 6400.0], n_missed=[0, 299, 260],
+                                missed_threshold_sum_db=[0.0, 299 * -85.0, 260 * -85.0], n_clipped=[0, 0, 0],
+                                clipped_sum_db=[0.0, 0.0, 0.0], config=config)
+    assert np.isfinite(obs.level_db[0]) and np.isnan(obs.censor_db[0])
+    assert np.isnan(obs.level_db[1]) and obs.censor_db[1] < -85.0  # rare: a bound, not a level
+    assert np.isfinite(obs.level_db[2]) and obs.level_db[2] < -85.0  # 40 of 300: a fading tail, a level
+    strict = Observation.from_sums(902.4e6, [300, 1, 40], [300 * -50.0, -80.0, 40 * -80.0],
+                                   [300 * 2500.0, 6400.0, 40 * 6400.0], [0, 299, 260], [0.0, 299 * -85.0, 260 * -85.0],
+                                   [0, 0, 0], [0.0, 0.0, 0.0], config=replace(config, rare_max_bursts=0))
+    assert np.isfinite(strict.level_db[1])

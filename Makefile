@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cellwatch-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test bench lint clean help
+.PHONY: demo test bench lint clean help system-packages
 
 help:
 	@echo "make demo   - install into $(VENV) and run the whole system on the bundled demo prison"
@@ -26,13 +26,17 @@ demo: $(STAMP)
 	$(VENV)/bin/cellwatch demo
 
 # The browser tests drive Debian's Chromium with Playwright (`playwright install` cannot
-# download here): install the distribution package once, as root or through sudo.
-$(CHROMIUM):
-	@echo "installing Debian's chromium for the browser tests"
-	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null
+# download here) and the PostgreSQL tests start a throwaway server: the distribution
+# packages are installed when missing, as root or through sudo.
+system-packages:
+	@if ! command -v $(CHROMIUM) >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium and postgresql for the browser and database tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    $$SUDO apt-get install -y -qq chromium fonts-dejavu-core postgresql >/dev/null; \
+	fi
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) system-packages
 	$(VENV)/bin/pytest -q
 
 bench: $(STAMP)

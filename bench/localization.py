@@ -30,6 +30,11 @@ Scored with ``cellwatch eval locate``'s scorer (:func:`service.commands.evaluate
 % correct cell or zone, % correct wing and floor, % within the top 3, Brier and ECE of the
 confidence; per truth transmission that some sensor heard.
 
+**Installations** (``density``): the same building with 3-16 omnidirectional sensors per
+corridor (:func:`with_corridor_sensors`, any site with corridor zones) and with the
+door-antenna installation (``demo_prison_doors.toml``: a patch antenna above each cell door,
+aimed into the cell): % correct cell of the plan and the oracle, at 4 dB shadowing.
+
 **Receiver gain.** The sensors' sensitivity decides how many of them hear a phone; the
 default scenario gain (14.4 dB: full scale at -29 dBm, no clipping next door) puts the
 detection threshold near -85 dBm (8-bit quantization noise dominates), 28 dB near -97 dBm.
@@ -60,6 +65,8 @@ from service.locate import Locator, LocatorConfig, Survey, detections_from_truth
 log = logging.getLogger(__name__)
 
 DEMO_SITE = REPO / "calibration" / "sites" / "demo_prison.toml"
+DOORS_SITE = REPO / "calibration" / "sites" / "demo_prison_doors.toml"
+SENSORS_PER_CORRIDOR = (3, 4, 6, 8, 12, 16)
 ANNEX_SITE = REPO / "tests" / "data" / "sites" / "annex.toml"
 SIGMAS_DB = (2.0, 4.0, 6.0, 8.0)
 WALL_ERROR_DB = 4.0
@@ -133,6 +140,81 @@ def simulated_survey(site: Site, sim: Simulation, rng: np.random.Generator, n_po
         loss[index, heard] = measured.mean(axis=0)[heard]
         spread[index, heard] = np.maximum(measured.std(axis=0)[heard], 1.5)
     return Survey(loss_db=loss, spread_db=spread, freq_hz=freq_hz, source="simulated survey")
+
+
+def with_corridor_sensors(site: Site, per_corridor: int) -> Site:
+    """The site with its sensors replaced by ``per_corridor`` omnidirectional ones in each corridor
+    zone: evenly along its long axis, 0.3 m inside alternate long walls, 2.6 m high (any site)."""
+    from calibration.propagation import CORRIDOR_KIND
+    from calibration.site import Sensor
+
+    sensors = []
+    for zone in (z for z in site.zones if z.kind == CORRIDOR_KIND):
+        poly = np.asarray(zone.polygon)
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        along = int(np.argmax(hi - lo))
+        across = 1 - along
+        steps = lo[along] + (np.arange(per_corridor) + 0.5) * (hi[along] - lo[along]) / per_corridor
+        for k, t in enumerate(steps):
+            xy = np.empty(2)
+            xy[along] = t
+            xy[across] = lo[across] + 0.3 if (k + zone.floor) % 2 else hi[across] - 0.3
+            sensors.append(Sensor(id=f"{zone.id}-S{k + 1}", wing=zone.wing, floor=zone.floor, position=xy,
+                                  height_m=2.6, place_id=zone.id))
+    return Site(name=f"{site.name} ({per_corridor} per corridor)", source=site.source,
+                floor_height_m=site.floor_height_m, floor_loss_db=site.floor_loss_db, wings=site.wings,
+                cells=site.cells, zones=site.zones, walls=site.walls, sensors=tuple(sensors),
+                propagation=site.propagation, materials=site.materials, wing_names=site.wing_names)
+
+
+def density(site_path: Path, gain_db: float, sigma_db: float, n_trials: int, n_phones: int,
+            seed: int) -> dict[str, Any]:
+    """% correct cell (phones in cells) of the plan and the oracle against omnidirectional sensors
+    per corridor, beside the door-antenna installation: what installation reaches cell level."""
+    base = load_site(site_path)
+    rows = []
+    layouts: list[tuple[str, Site, int | None]] = [(f"{n} per corridor", with_corridor_sensors(base, n), n)
+                                                   for n in SENSORS_PER_CORRIDOR]
+    layouts.append(("door antennas", load_site(DOORS_SITE), None))
+    for label, site, per_corridor in layouts:
+        scores: dict[str, list[dict[str, Any]]] = {"plan": [], "oracle": []}
+        for trial in range(n_trials):
+            rng = np.random.default_rng(seed * 1000 + trial)
+            spec = scenario(site, n_phones, sigma_db, gain_db, rng)
+            sim = Simulation(site, Scenario.model_validate(spec), seed=seed * 1000 + trial)
+            truth = sim.truth_records()
+            detections = detections_from_truth(truth)
+            oracle = EngineConfig(locator=LocatorConfig(sigma_static_db=max(sigma_db, 0.5)), learn_sigma=False)
+            for name, config in (("plan", EngineConfig()), ("oracle", oracle)):
+                scores[name].append(score_events(truth, locate_events(site, detections, config)))
+        row = {"layout": label, "per_corridor": per_corridor, "n_sensors": len(site.sensors),
+               **{name: _pool(values) for name, values in scores.items()}}
+        log.info("localization density %s: plan %.1f%% oracle %.1f%% correct cell", label,
+                 row["plan"]["pct_correct_cell_cell_phones"] or 0.0, row["oracle"]["pct_correct_cell_cell_phones"] or 0.0)
+        rows.append(row)
+    return {"site": base.name, "gain_db": gain_db, "sigma_db": sigma_db, "n_trials": n_trials,
+            "n_phones_per_trial": n_phones, "rows": rows}
+
+
+def plot_density(result: dict[str, Any], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.2))
+    rows = [r for r in result["rows"] if r["per_corridor"] is not None]
+    n = [r["per_corridor"] for r in rows]
+    for name, style in (("plan", "o-"), ("oracle", "^:")):
+        ax.plot(n, [r[name]["pct_correct_cell_cell_phones"] for r in rows], style, label=f"{name}, omni corridor sensors")
+    doors = [r for r in result["rows"] if r["per_corridor"] is None]
+    for r in doors:
+        ax.plot([16], [r["plan"]["pct_correct_cell_cell_phones"]], "r*", markersize=12,
+                label="plan, door antennas (16 per corridor)")
+    ax.axhline(90.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("sensors per corridor")
+    ax.set_ylabel("% correct cell (phones in cells)")
+    ax.set_ylim(0, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"{result['site']}: shadowing {result['sigma_db']:g} dB, gain {result['gain_db']:g} dB", fontsize=10)
+    return save_figure(fig, path)
 
 
 def locate_events(site: Site, detections: list[Any], config: EngineConfig,
@@ -289,6 +371,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1) -> dict
     panels = [
         accuracy(DEMO_SITE, 14.4, sigmas, n_trials, n_phones, seed),
         accuracy(DEMO_SITE, 28.0, sigmas, n_trials, n_phones, seed),
+        accuracy(DOORS_SITE, 14.4, sigmas, n_trials, n_phones, seed),
         accuracy(ANNEX_SITE, 14.4, sigmas, n_trials, max(12, n_phones // 2), seed),
     ]
     result = {
@@ -296,12 +379,14 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1) -> dict
         "data": "truth received powers as detections (true SNR >= 6 dB), no IQ rendered",
         "wall_error_db": WALL_ERROR_DB,
         "accuracy": panels,
+        "density": density(DEMO_SITE, 28.0, 4.0, 1 if quick else 2, n_phones, seed),
         "speed": speed(DEMO_SITE, 500 if quick else 5000, seed),
         "wall_s": None,
     }
     result["wall_s"] = time.perf_counter() - started
     write_json(out_dir / "localization.json", result)
     plot(result, out_dir / "localization.png")
+    plot_density(result["density"], out_dir / "localization_density.png")
     return result
 
 
@@ -312,6 +397,9 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
         key = f"{Path(panel['site_file']).stem}_gain{panel['gain_db']:g}"
         out[key] = {f"sigma{r['sigma_db']:g}": {name: [r[name]["pct_correct_place"], r[name]["pct_correct_wing_floor"]]
                                                   for name in VARIANTS} for r in panel["rows"]}
+    out["density_pct_correct_cell"] = {r["layout"]: [r["plan"]["pct_correct_cell_cell_phones"],
+                                                      r["oracle"]["pct_correct_cell_cell_phones"]]
+                                       for r in result["density"]["rows"]}
     out["batch_transmissions_per_s"] = result["speed"]["batch_transmissions_per_s"]
     out["engine_detections_per_s"] = result["speed"]["engine_detections_per_s"]
     return out
@@ -320,11 +408,14 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"Localization ({summary['mode']}): % correct cell-or-zone / wing+floor  [plan | walls ±4 dB | oracle | survey]"]
     for key, rows in summary.items():
-        if not isinstance(rows, dict):
+        if not isinstance(rows, dict) or key == "density_pct_correct_cell":
             continue
         for sigma, variants in rows.items():
             parts = " | ".join("n/a" if v[0] is None else f"{v[0]:5.1f}/{v[1]:5.1f}" for v in variants.values())
             lines.append(f"  {key:<22} {sigma:<9} {parts}")
+    if "density_pct_correct_cell" in summary:
+        lines.append("  % correct cell (plan / oracle) by installation, sigma 4 dB: " + ", ".join(
+            f"{k} {v[0]:.0f}/{v[1]:.0f}" for k, v in summary["density_pct_correct_cell"].items()))
     lines.append(f"  locator: {summary['batch_transmissions_per_s']:.0f} transmissions/s (batch, one core); "
                  f"engine {summary['engine_detections_per_s']:.0f} detections/s")
     return "\n".join(lines)

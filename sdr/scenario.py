@@ -97,6 +97,48 @@ class InterfererSpec(StrictModel):
         return self
 
 
+class DownlinkSpec(StrictModel):
+    """A calibration signal (:mod:`dsp.downlink`): a GSM cell's BCCH carrier with its FCCH
+    tones (``kind = "gsm_bcch"``, on downlink ``arfcn``: 935.0 + 0.2·n MHz), or a reference
+    carrier (``kind = "cw"``, at ``freq_hz``). ``power_dbm`` is its EIRP toward the site;
+    it reaches each sensor through the site's propagation model. Rendered only by dongles
+    tuned so that its whole channel falls in their band."""
+
+    id: str
+    kind: Literal["gsm_bcch", "cw"] = "gsm_bcch"
+    arfcn: int | None = Field(None, ge=0, le=1023)
+    freq_hz: float | None = Field(None, gt=0.0)
+    bcc: int = Field(0, ge=0, le=7)
+    power_dbm: float = Field(ge=-60.0, le=70.0)
+    cell: str | None = None
+    zone: str | None = None
+    position: tuple[float, float] | None = None
+    floor: int | None = None
+    height_m: float = 2.0
+    start_s: float = Field(0.0, ge=0.0)
+    duration_s: float | None = Field(None, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_place_one_frequency(self) -> DownlinkSpec:
+        given = [name for name in ("cell", "zone", "position") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of cell, zone or position")
+        if self.position is not None and self.floor is None:
+            raise ValueError("a position needs a floor")
+        if self.kind == "gsm_bcch":
+            if self.arfcn is None or self.freq_hz is not None:
+                raise ValueError("a gsm_bcch carrier is placed by arfcn (its downlink channel), not freq_hz")
+            from dsp.gsm import downlink_freq_hz
+
+            try:
+                object.__setattr__(self, "freq_hz", float(downlink_freq_hz(self.arfcn)))
+            except ValueError as exc:
+                raise ValueError(str(exc).split(": ")[-1]) from None
+        elif self.freq_hz is None or self.arfcn is not None:
+            raise ValueError("a cw carrier needs freq_hz (and no arfcn)")
+        return self
+
+
 class SensorOverride(StrictModel):
     gain_offset_db: float | None = None
     ppm_error: float | None = None
@@ -128,6 +170,7 @@ class Scenario(StrictModel):
     propagation: dict[str, float | str | bool] = Field(default_factory=dict)
     phones: list[PhoneSpec] = Field(default_factory=list)
     interferers: list[InterfererSpec] = Field(default_factory=list)
+    downlink: list[DownlinkSpec] = Field(default_factory=list)  # calibration signals (dsp.downlink)
 
     @field_validator("start_utc")
     @classmethod
@@ -170,7 +213,8 @@ def check_against_site(scenario: Scenario, site: object, source: str) -> None:
     zone_ids = {z.id for z in site.zones}  # type: ignore[attr-defined]
     sensor_ids = {s.id for s in site.sensors}  # type: ignore[attr-defined]
     floors = set(site.floors)  # type: ignore[attr-defined]
-    for group, items in (("phones", scenario.phones), ("interferers", scenario.interferers)):
+    for group, items in (("phones", scenario.phones), ("interferers", scenario.interferers),
+                         ("downlink", scenario.downlink)):
         for i, item in enumerate(items):
             if item.cell is not None and item.cell not in cell_ids:
                 raise InputError(source, f"{group}[{i}].cell", f"unknown cell {item.cell!r} in this site")

@@ -33,14 +33,21 @@ import numpy as np
 
 from calibration.propagation import PropagationModel, ShadowingField, fading_db
 from calibration.site import Site
-from dsp import activity
+from dsp import activity, downlink
 from dsp.errors import InputError
 from dsp.iq import cu8_to_complex64
 from dsp.records import IQBlock
 from dsp.waveform import TxBurst, render_burst
 from sdr.receiver import ReceiverConfig, RtlSdrModel, dbfs_to_dbm, noise_floor_dbfs
 from sdr.recording import SigMFWriter
-from sdr.scenario import InterfererSpec, PhoneSpec, Scenario, SensorOverride, check_against_site
+from sdr.scenario import (
+    DownlinkSpec,
+    InterfererSpec,
+    PhoneSpec,
+    Scenario,
+    SensorOverride,
+    check_against_site,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +184,7 @@ class Simulation:
         self._burst_starts = [b.start_sample for b in self.bursts]
         self._max_burst_samples = max((b.n_samples for b in self.bursts), default=0)
         self._draw_received_powers(fading_rng, phase_rng)
-        self.interferers = [(spec, place(site, spec, placement_rng)) for spec in scenario.interferers]
+        self.interferers = [(spec, place(site, spec, placement_rng)) for spec in (*scenario.interferers, *scenario.downlink)]
         self._interferer_rx_dbm = self._interferer_powers()
         self._receiver_seeds = receiver_seq.spawn(len(self.sensor_ids))
         self.receiver_configs = self._receiver_configs(np.random.default_rng(streams[0].spawn(1)[0]))
@@ -204,7 +211,7 @@ class Simulation:
         """Tune to the first phone's channel when the scenario does not say (a dongle sees 2.4 MHz)."""
         probe = [activity.nominal_freq_hz(p) for p in self.scenario.phones]
         if not probe:
-            probe = [i.freq_hz for i in self.scenario.interferers]
+            probe = [float(i.freq_hz or 0.0) for i in (*self.scenario.interferers, *self.scenario.downlink)]
         if not probe:
             return 902.4e6
         return float(probe[0])
@@ -302,6 +309,14 @@ class Simulation:
         lo, hi = max(n0, start), min(n0 + n, stop)
         if lo >= hi:
             return None
+        if isinstance(spec, DownlinkSpec):  # a calibration signal: rendered only when its channel is in band
+            part = downlink.render_block(spec.kind, float(spec.freq_hz or 0.0) - center, self.sample_rate_hz, lo, hi - lo,
+                                         seed=self.seed * 4099 + index, bcc=spec.bcc)
+            if part is None:
+                return None
+            block = np.zeros(n, dtype=np.complex64)
+            block[lo - n0:hi - n0] = part
+            return block
         t = np.arange(lo, hi, dtype=np.float64) / self.sample_rate_hz
         phase = 2.0 * np.pi * (spec.freq_hz - center) * t
         if spec.kind == "fm":

@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from service.commands import register_all
+    from service.commands import calibrate, register_all
 
     register_all(sub)
+    calibrate.register(sub)
     return parser
 
 

@@ -31,7 +31,7 @@ function parseHash() {
 function route() {
   if (!state.me) return;
   const { name, params } = parseHash();
-  if (!VIEWS[name] || (name === "audit" && !hasRole("admin"))) {
+  if (!VIEWS[name] || (name === "audit" && !hasRole("admin")) || (name === "event" && !params[0])) {
     location.hash = "#/live";
     return;
   }

@@ -102,14 +102,7 @@ export class FloorPlan {
       }, s("title", {}, isCell ? place.id : `${place.id} (${tk("kind", place.kind)})`));
       (isCell ? cells : zones).append(el);
       this.placeEls.set(place.id, el);
-      if (this.options.labels) {
-        const [cx, cy] = place.centroid;
-        labels.append(s("text", {
-          class: isCell ? "cell-label" : "zone-label",
-          x: cx.toFixed(2), y: (maxY - cy).toFixed(2), "text-anchor": "middle", "dominant-baseline": "central",
-          "data-label-for": place.id, "data-default": isCell ? shortLabel(place) : tk("kind", place.kind),
-        }, isCell ? shortLabel(place) : tk("kind", place.kind)));
-      }
+      if (this.options.labels) labels.append(this.label(place, maxY));
     }
     const wallGroup = s("g", { class: "walls", "aria-hidden": "true" });
     for (const wall of walls) {
@@ -135,8 +128,36 @@ export class FloorPlan {
     }
   }
 
+  /** The place's name at its centroid; a zone's kind only where it fits, at the left of long zones. */
+  label(place, maxY) {
+    const isCell = place.kind === "cell";
+    const text = isCell ? shortLabel(place) : tk("kind", place.kind);
+    const xs = place.polygon.map((p) => p[0]);
+    const ys = place.polygon.map((p) => p[1]);
+    const width = Math.max(...xs) - Math.min(...xs);
+    const height = Math.max(...ys) - Math.min(...ys);
+    let [x, y] = place.centroid;
+    let anchor = "middle";
+    let size = isCell ? 1.15 : 0.95;
+    if (!isCell) {
+      size = Math.min(size, (0.9 * width) / (0.6 * text.length), 0.8 * height);
+      if (width > 4 * height) { // a corridor: at its west end, clear of the sensors along it
+        x = Math.min(...xs) + 0.4;
+        anchor = "start";
+        size = Math.min(0.95, 0.7 * height);
+      }
+    }
+    const el = s("text", {
+      class: isCell ? "cell-label" : "zone-label",
+      x: x.toFixed(2), y: (maxY - y).toFixed(2), "text-anchor": anchor, "dominant-baseline": "central",
+      "data-label-for": place.id, "data-default": text, "font-size": size.toFixed(2),
+    }, text);
+    if (!isCell && size < 0.45) el.classList.add("hidden-label");
+    return el;
+  }
+
   /** Give a place a set of classes (removing those of the previous call) and an optional badge. */
-  style(placeId, classes, badge) {
+  style(placeId, classes, badge, labelClass = "on-lit") {
     const el = this.placeEls.get(placeId);
     if (!el) return;
     for (const cls of el.dataset.extra ? el.dataset.extra.split(" ") : []) el.classList.remove(cls);
@@ -145,7 +166,8 @@ export class FloorPlan {
     el.dataset.extra = list.join(" ");
     const label = this.svg.querySelector(`[data-label-for="${CSS.escape(placeId)}"]`);
     if (label) {
-      label.classList.toggle("on-lit", list.length > 0);
+      label.classList.remove("on-lit", "on-dark");
+      if (list.length > 0 && labelClass) label.classList.add(labelClass);
       label.textContent = badge === undefined ? label.dataset.default : badge;
     }
   }
@@ -156,4 +178,19 @@ export class FloorPlan {
     el.classList.remove("online", "offline", "unknown");
     el.classList.add(stateName || "unknown");
   }
+}
+
+/** The cell nearest a sensor on its floor (and wing): the door an officer stands at. */
+export function nearestCell(places, sensor) {
+  let best = null;
+  let bestD = Infinity;
+  for (const place of places) {
+    if (place.kind !== "cell" || place.floor !== sensor.floor || (sensor.wing && place.wing !== sensor.wing)) continue;
+    const d = Math.hypot(place.centroid[0] - sensor.position[0], place.centroid[1] - sensor.position[1]);
+    if (d < bestD) {
+      bestD = d;
+      best = place.id;
+    }
+  }
+  return best;
 }

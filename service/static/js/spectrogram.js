@@ -66,7 +66,7 @@ export function drawSpectrogram(canvas, data) {
   canvas.height = Math.round(cssHeight * dpr);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  const m = { left: 64, right: 10, top: 8, bottom: 30 };
+  const m = { left: 82, right: 14, top: 8, bottom: 30 };
   const w = cssWidth - m.left - m.right;
   const hgt = cssHeight - m.top - m.bottom;
   ctx.fillStyle = "#0b1117";
@@ -81,10 +81,10 @@ export function drawSpectrogram(canvas, data) {
   ctx.strokeRect(m.left + 0.5, m.top + 0.5, w, hgt);
   const t0 = data.t_s[0];
   const spanMs = 1000 * (data.t_s[nT - 1] - t0);
-  ctx.textAlign = "center";
   ctx.textBaseline = "top";
   for (let k = 0; k <= 4; k++) {
     const x = m.left + (k / 4) * w;
+    ctx.textAlign = k === 0 ? "left" : k === 4 ? "right" : "center";
     ctx.fillText(`${fmtNumber((k / 4) * spanMs, spanMs < 10 ? 1 : 0)} ms`, x, m.top + hgt + 6);
   }
   const center = data.center_freq_hz || 0;

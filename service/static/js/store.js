@@ -51,6 +51,14 @@ export async function loadSite() {
   return site;
 }
 
+const MAX_CACHED_EVENTS = 5000;
+
+/** A console left open for weeks: forget the oldest closed events (the API still has them). */
+function prune() {
+  const closed = [...state.events.values()].filter((ev) => ev.status === "closed").sort((a, b) => a.updated_s - b.updated_s);
+  for (const ev of closed.slice(0, Math.max(0, state.events.size - MAX_CACHED_EVENTS + 500))) state.events.delete(ev.event_id);
+}
+
 const STATUS_FIELDS = ["status", "outcome", "note", "status_by", "status_changed_s"];
 
 /** Merge a copy of an event into what is known: live messages and API answers may cross.
@@ -60,6 +68,7 @@ export function upsertEvent(ev) {
   const old = state.events.get(ev.event_id);
   if (!old) {
     state.events.set(ev.event_id, ev);
+    if (state.events.size > MAX_CACHED_EVENTS) prune();
     return ev;
   }
   const merged = { ...(ev.revision >= old.revision ? ev : old) };

@@ -8,7 +8,7 @@ import {
   replace, statusBadge, techLabel, toast, wingFloorLabel,
 } from "../dom.js";
 import { t, tk } from "../i18n.js";
-import { FloorPlan } from "../plan.js";
+import { FloorPlan, nearestCell } from "../plan.js";
 import { sha256Hex } from "../sha256.js";
 import { drawSpectrogram } from "../spectrogram.js";
 import { hasRole, on, state, upsertEvent } from "../store.js";
@@ -64,6 +64,12 @@ function renderSummary() {
     row(t("event.id"), h("code", {}, ev.event_id)));
 }
 
+/** Where a sensor is, the way staff say it: "by A-1-05" rather than "A-1-corridor". */
+export function doorLabel(site) {
+  const door = nearestCell(state.places.values(), site);
+  return door ? t("hunt.near", { cell: door }) : site.place_id;
+}
+
 function renderSensors() {
   const sensors = [...detail.sensors].sort((a, b) => (b.rssi_dbm ?? -999) - (a.rssi_dbm ?? -999));
   if (!sensors.length) {
@@ -78,7 +84,7 @@ function renderSensors() {
       const site = state.siteSensors.get(sensor.sensor_id);
       return h("tr", { class: i === 0 ? "strongest" : null, "data-sensor-id": sensor.sensor_id },
         h("td", {}, sensor.sensor_id),
-        h("td", {}, site ? site.place_id : "—"),
+        h("td", {}, site ? doorLabel(site) : "—"),
         h("td", { class: "num" }, fmtDb(sensor.rssi_dbm, "dBm")),
         h("td", { class: "num" }, fmtInt(sensor.n_bursts)),
         h("td", { class: "bar-col" }, bar(rssiFraction(sensor.rssi_dbm), "bar-rssi")));
@@ -106,7 +112,8 @@ function renderCandidates() {
   plan.render(state.site, floor, ev.wing || "all");
   for (const c of items) {
     const level = Math.min(5, Math.max(1, Math.ceil(c.p * 5)));
-    plan.style(c.place, ["cand", `cand-${level}`, c.place === (ev.cell || ev.zone) ? "chosen" : null], fmtPct(c.p));
+    plan.style(c.place, ["cand", `cand-${level}`, c.place === (ev.cell || ev.zone) ? "chosen" : null], fmtPct(c.p),
+      "on-dark");
   }
   for (const sensor of ev.sensors) plan.setSensorState(sensor.sensor_id, "heard");
   replace(els.miniPlan, plan.svg);
@@ -125,10 +132,15 @@ function renderWorkflow() {
   if (ev.status === "closed") {
     replace(els.closedNote, t("workflow.closed_as", { outcome: t(`outcome.${ev.outcome}`), user: ev.status_by || "—" }));
   }
-  replace(els.actions, ev.actions.length ? h("table", { class: "table", id: "event-actions" },
+  if (ev.actions === undefined) { // shown from the live summary: the history is on its way
+    replace(els.actions, h("p", { class: "muted" }, t("common.loading")));
+    return;
+  }
+  const actions = ev.actions;
+  replace(els.actions, actions.length ? h("table", { class: "table", id: "event-actions" },
     h("thead", {}, h("tr", {}, h("th", {}, t("workflow.when")), h("th", {}, t("workflow.who")),
       h("th", {}, t("workflow.action")), h("th", {}, t("workflow.note")))),
-    h("tbody", {}, [...ev.actions].reverse().map((a) => h("tr", { "data-action": a.action },
+    h("tbody", {}, [...actions].reverse().map((a) => h("tr", { "data-action": a.action },
       h("td", {}, fmtDateTime(a.t_s)),
       h("td", { class: "who" }, a.username),
       h("td", {}, t(`action.${a.action}`), a.outcome ? ` — ${t(`outcome.${a.outcome}`)}` : ""),
@@ -251,7 +263,7 @@ function renderFiles(files, zipHash, exported) {
     h("p", { class: "muted files-origin", id: "evidence-origin" }, exported
       ? t("evidence.exported_at", { when: fmtDateTime(exported.t_s), user: state.me.username })
       : t("evidence.current")),
-    h("table", { class: "table hashes", id: "evidence-manifest", "data-origin": exported ? "export" : "manifest" },
+    h("div", { class: "manifest-scroll" }, h("table", { class: "table hashes", id: "evidence-manifest", "data-origin": exported ? "export" : "manifest" },
       h("thead", {}, h("tr", {}, h("th", {}, t("evidence.file")), h("th", { class: "num" }, t("evidence.size")),
         h("th", {}, "SHA-256"), exported ? h("th", {}, t("evidence.check")) : null)),
       h("tbody", {}, files.map((f) => h("tr", { "data-file": f.name },
@@ -260,7 +272,7 @@ function renderFiles(files, zipHash, exported) {
         h("td", {}, h("code", { class: "sha256" }, f.sha256)),
         exported ? h("td", { class: ["check", f.check === true ? "ok" : f.check === false ? "bad" : "index"] },
           f.check === true ? t("evidence.match") : f.check === false ? t("evidence.mismatch") : t("evidence.index"))
-          : null)))),
+          : null))))),
     h("p", { class: "zip-hash" }, t("evidence.zip_hash"), " ", h("code", { class: "sha256", id: "zip-sha256" }, zipHash)));
 }
 
@@ -384,6 +396,11 @@ export default {
         h("a", { class: "button", id: "btn-hunt", href: `#/hunt/${enc(eventId)}` }, t("hunt.open"))),
       els.missing, els.body));
     refetch = debounce(load, 1500);
+    const known = state.events.get(eventId);
+    if (known) { // what is already known shows at once (language switch, back and forth)
+      detail = known;
+      renderAll();
+    }
     offs = [on("event", ({ ev }) => {
       if (ev.event_id === eventId) refetch();
     })];

@@ -36,8 +36,10 @@ function styleHeat() {
   for (const id of plan.placeEls.keys()) {
     const a = byPlace.get(id);
     const level = a && a.kind === "cell" ? heatLevel(a.n_events, max) : 0;
-    plan.style(id, [level ? `heat-${level}` : null, id === selected ? "selected" : null],
-      a && a.kind === "cell" ? String(a.n_events) : undefined);
+    plan.style(id, [level ? `heat-${level}` : null, id === selected ? "selected" : null], undefined,
+      level >= 4 ? "on-lit" : "on-dark");
+    const title = plan.placeEls.get(id).querySelector("title");
+    if (title) title.textContent = a ? `${id} — ${t("history.n_events", { n: a.n_events })}` : id;
   }
 }
 
@@ -89,8 +91,8 @@ function renderRanking() {
         ? h("div", { class: "muted" }, t("history.outcomes", { found: r.n_phone_found, nothing: r.n_nothing_found, false_alarm: r.n_false_alarm }))
         : ""),
       h("td", {}, heatStrip(r.activity, max, ranking.bin_s, ranking.since_s)),
-      h("td", { class: "evidence-links" }, r.event_ids.slice(0, N_EVIDENCE_LINKS).map((id) =>
-        h("a", { href: `#/event/${enc(id)}`, class: "chip" }, id)))))))),
+      h("td", {}, h("div", { class: "evidence-links" }, r.event_ids.slice(0, N_EVIDENCE_LINKS).map((id) =>
+        h("a", { href: `#/event/${enc(id)}`, class: "chip" }, id))))))))),
     ranking.truncated ? h("p", { class: "muted" }, t("history.truncated", { n: ranking.n_events_considered })) : null);
 }
 

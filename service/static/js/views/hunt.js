@@ -5,9 +5,10 @@
 import { api } from "../api.js";
 import { fmtNumber, fmtPct, fmtFreq, h, placeLabel, replace, techLabel, wingFloorLabel } from "../dom.js";
 import { t } from "../i18n.js";
+import { nearestCell as nearestCellOf } from "../plan.js";
 import { OPEN_STATUSES, on, state, upsertEvent } from "../store.js";
 
-const SCALES = { dBm: [-110, -30], dBFS: [-90, -10] };
+const SPAN_DB = 40; // the bars show the top 40 dB: the differences between doors, not the absolute level
 const STALE_MS = 8000;
 const SMOOTHING = 0.5; // weight of the newest burst group in the displayed level
 
@@ -22,19 +23,8 @@ let lastBurstMs = null;
 
 const enc = encodeURIComponent;
 
-/** The cell nearest to a sensor on its floor: the door an officer stands at. */
 function nearestCell(sensor) {
-  let best = null;
-  let bestD = Infinity;
-  for (const place of state.places.values()) {
-    if (place.kind !== "cell" || place.floor !== sensor.floor || (sensor.wing && place.wing !== sensor.wing)) continue;
-    const d = Math.hypot(place.centroid[0] - sensor.position[0], place.centroid[1] - sensor.position[1]);
-    if (d < bestD) {
-      bestD = d;
-      best = place.id;
-    }
-  }
-  return best;
+  return nearestCellOf(state.places.values(), sensor);
 }
 
 function chooseSensors() {
@@ -65,6 +55,9 @@ function onDetections(msg) {
   const sameChannel = ev.channel && msg.channel === ev.channel && Math.abs(msg.freq_hz - ev.freq_hz) < 1e5;
   if (msg.event_id !== eventId && !sameChannel) return;
   const now = Date.now();
+  if (lastBurstMs === null) { // live levels from now on: the stored ones (maybe another unit) go
+    for (const [id, level] of levels) if (!level.live) levels.delete(id);
+  }
   lastBurstMs = now;
   const useDbm = msg.sensors.some((x) => x.rssi_dbm !== null && x.rssi_dbm !== undefined);
   for (const x of msg.sensors) {
@@ -81,12 +74,13 @@ function renderBars() {
   const isFresh = (level) => level.live && now - level.atMs <= STALE_MS;
   const anyFresh = sensorIds.some((id) => levels.has(id) && isFresh(levels.get(id)));
   let hottest = null;
+  const top = new Map(); // unit -> highest level shown
   for (const id of sensorIds) {
     const level = levels.get(id);
-    if (!level || (anyFresh && !isFresh(level))) continue;
-    const [lo, hi] = SCALES[level.unit];
-    const score = (level.value - lo) / (hi - lo);
-    if (!hottest || score > hottest.score) hottest = { id, score };
+    if (!level) continue;
+    top.set(level.unit, Math.max(top.get(level.unit) ?? -Infinity, level.value));
+    if (anyFresh && !isFresh(level)) continue;
+    if (!hottest || level.value > hottest.value) hottest = { id, value: level.value };
   }
   replace(els.bars, sensorIds.map((id) => {
     const level = levels.get(id);
@@ -95,8 +89,8 @@ function renderBars() {
     const fill = h("div", { class: "hunt-fill" });
     let fraction = 0;
     if (level) {
-      const [lo, hi] = SCALES[level.unit];
-      fraction = Math.min(1, Math.max(0, (level.value - lo) / (hi - lo)));
+      const hi = top.get(level.unit) + 2;
+      fraction = Math.min(1, Math.max(0.02, (level.value - (hi - SPAN_DB)) / SPAN_DB));
     }
     fill.style.height = `${Math.round(100 * fraction)}%`;
     const door = site ? nearestCell(site) : null;

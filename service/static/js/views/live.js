@@ -92,7 +92,7 @@ function stylePlan() {
   }
   for (const id of plan.sensorEls.keys()) {
     const sensor = state.sensors.get(id);
-    plan.setSensorState(id, sensor ? sensor.state : "unknown");
+    plan.setSensorState(id, sensor && sensor.last_heartbeat_s !== null ? sensor.state : "unknown");
   }
   // Open phone alerts per floor, on the floor buttons.
   const perFloor = new Map();
@@ -140,7 +140,8 @@ function planCard() {
     h("span", { class: "legend-item" }, h("span", { class: "swatch pulse" }), t("legend.active")),
     h("span", { class: "legend-item" }, h("span", { class: "swatch faded" }), t("legend.older")),
     h("span", { class: "legend-item" }, h("span", { class: "swatch sensor-on" }), t("legend.sensor_on")),
-    h("span", { class: "legend-item" }, h("span", { class: "swatch sensor-off" }), t("legend.sensor_off")));
+    h("span", { class: "legend-item" }, h("span", { class: "swatch sensor-off" }), t("legend.sensor_off")),
+    h("span", { class: "legend-item" }, h("span", { class: "swatch sensor-unknown" }), t("legend.sensor_unknown")));
   return h("section", { class: "card plan-card", "aria-labelledby": "plan-title" },
     h("div", { class: "card-head" },
       h("h2", { id: "plan-title" }, t("plan.title")),

@@ -69,6 +69,11 @@ DEFAULT_ALERTS: dict[str, str] = {
 }
 
 
+_LATENESS_MEMORY_S = 30.0  # a sensor silent this long no longer sets the wait
+_LATENESS_MARGIN_S = 0.25
+_LATENESS_DECAY = 0.05  # per batch from that sensor
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine can be told; each part validates itself (errors name ``<part>.<key>``).
@@ -86,6 +91,10 @@ class EngineConfig:
     min_event_bursts: int = 3
     relocate_growth: float = 1.5
     relocate_interval_s: float = 2.0
+    # live, nodes deliver late by different amounts (batching, links, a slow node): a burst
+    # waits for the slowest sensor's usual lateness (fast rise, slow decay), up to this
+    # (at most correlation.late_grace_s), so its group is complete when it is handed on
+    max_group_wait_s: float = 4.0
     merge_min_probability: float = 0.1
     merge_pattern_sigma_db: float = 2.0
     merge_pattern_quantile: float = 0.99
@@ -114,6 +123,9 @@ class EngineConfig:
         object.__setattr__(self, "alerts", {**DEFAULT_ALERTS, **dict(self.alerts)})
         if not isinstance(self.default_priority, str) or not self.default_priority:
             raise InputError(None, "default_priority", "expected a non-empty string")
+        if not (isinstance(self.max_group_wait_s, int | float) and 0.0 <= self.max_group_wait_s
+                <= self.correlation.late_grace_s):
+            raise InputError(None, "max_group_wait_s", "must lie in [0, correlation.late_grace_s]")
         for name in ("event_gap_s", "relocate_interval_s", "merge_pattern_sigma_db"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
@@ -243,6 +255,8 @@ class EventEngine:
                                     self.config.correlation.strong_margin_db, self.config.merge_pattern_quantile,
                                     len(site.sensors))
         self._unknown_sensors: set[str] = set()
+        self._lateness_s = np.zeros(len(site.sensors))  # per sensor: its usual lateness (stream time)
+        self._last_seen_s = np.full(len(site.sensors), -math.inf)
 
     # ------------------------------------------------------------------ inputs
     def mark_listening(self, sensor_ids: Iterable[str], until_s: float = math.inf) -> None:
@@ -257,6 +271,8 @@ class EventEngine:
     def add(self, detections: Sequence[Detection]) -> list[Event]:
         """Feed detections (any order within a batch); returns the events created or updated."""
         touched: set[Transmission] = set()
+        watermark_s = self.grouper.watermark_s
+        batch_late_s: dict[int, float] = {}
         for detection in detections:
             index = self._sensor_of.get(detection.sensor_id)
             if index is None:
@@ -267,6 +283,8 @@ class EventEngine:
                                 detection.sensor_id, self.site.name)
                 continue
             member = member_from(detection, self.sensors, index)
+            if math.isfinite(watermark_s):
+                batch_late_s[index] = max(batch_late_s.get(index, 0.0), watermark_s - member.t_s)
             self.sensors.observe(index, member.t_s, member.freq_hz, detection, member.rssi_dbm)
             group, late = self.grouper.add(member)
             self.counts["detections"] += 1
@@ -275,14 +293,32 @@ class EventEngine:
                 tr = self.tracker.add_late(group, member)
                 if tr is not None:
                     touched.add(tr)
-        horizon = self.grouper.watermark_s - self.config.correlation.group_wait_s
+        self._track_lateness(batch_late_s)
+        horizon = self.grouper.watermark_s - self.group_wait_s
         return self._advance(horizon, touched)
 
     def flush(self, now_s: float | None = None) -> list[Event]:
         """Hand on every burst older than ``now_s - group_wait_s`` and close the transmissions
         idle since ``now_s - transmission_gap_s``; everything when ``now_s`` is None."""
-        horizon = math.inf if now_s is None else now_s - self.config.correlation.group_wait_s
+        horizon = math.inf if now_s is None else now_s - self.group_wait_s
         return self._advance(horizon, set())
+
+    @property
+    def group_wait_s(self) -> float:
+        """How long (stream time) a burst waits for other sensors' detections of it."""
+        base = self.config.correlation.group_wait_s
+        active = self._last_seen_s >= self.grouper.watermark_s - _LATENESS_MEMORY_S
+        usual = float(self._lateness_s[active].max()) + _LATENESS_MARGIN_S if np.any(active) else 0.0
+        return min(max(base, usual), max(base, self.config.max_group_wait_s))
+
+    def _track_lateness(self, batch_late_s: Mapping[int, float]) -> None:
+        """Per sensor, how far behind the newest detection its detections arrive: up at once,
+        down slowly, so a node that batches or lags is waited for, not split off."""
+        for index, late_s in batch_late_s.items():
+            late_s = max(late_s, 0.0)
+            usual = self._lateness_s[index]
+            self._lateness_s[index] = late_s if late_s > usual else usual + (late_s - usual) * _LATENESS_DECAY
+            self._last_seen_s[index] = self.grouper.watermark_s
 
     # ------------------------------------------------------------------ machinery
     def _advance(self, horizon_s: float, touched: set[Transmission]) -> list[Event]:

@@ -124,6 +124,39 @@ def test_live_events_come_early_and_keep_their_id(demo) -> None:
     assert engine.flush() == []  # nothing left to report
 
 
+@pytest.mark.parametrize("max_lag_s", [1.0, 3.0])
+def test_nodes_that_deliver_late_by_different_amounts_still_give_one_event(demo, max_lag_s: float) -> None:
+    """Live, each node delivers its detections in batches and some lag behind the others: a
+    burst handed on before the slow sensors reported looked like another phone (one call
+    became dozens of parallel events). The engine waits for its sensors' usual lateness."""
+    _, detections = simulate(demo, [gsm("a", 62, 3, tx_dbm=8.0, cell="A-1-05")], duration_s=8.0, seed=3)
+    rng = np.random.default_rng(0)
+    sensors = sorted({d.sensor_id for d in detections})
+    lag_s = dict(zip(sensors, rng.uniform(0.0, max_lag_s, len(sensors)), strict=True))
+    t0 = detections[0].t_start_s
+    batch_s = 0.5  # a node's send interval
+    arrival = np.array([t0 + (np.floor((d.t_start_s - t0) / batch_s) + 1) * batch_s + lag_s[d.sensor_id]
+                        for d in detections])
+    order = np.argsort(arrival, kind="stable")
+    engine = EventEngine(demo)
+    engine.mark_listening([s.id for s in demo.sensors])
+    events: dict[str, Event] = {}
+    newest_s, newest_at = -np.inf, 0.0
+    for tick in np.arange(arrival.min(), arrival.max() + 0.25, 0.25):  # the worker's loop
+        batch = [detections[i] for i in order if tick - 0.25 < arrival[i] <= tick]
+        if batch:
+            events.update({e.event_id: e for e in engine.add(batch)})
+            if max(d.t_start_s for d in batch) > newest_s:
+                newest_s, newest_at = max(d.t_start_s for d in batch), tick
+        if np.isfinite(newest_s):  # the stream clock: newest burst + wall time since it arrived
+            events.update({e.event_id: e for e in engine.flush(newest_s + tick - newest_at)})
+    events.update({e.event_id: e for e in engine.flush()})
+    assert len(events) == 1, sorted((round(e.t_start_s - t0, 1), e.n_bursts, e.cell) for e in events.values())
+    (event,) = events.values()
+    assert event.cell == "A-1-05" and event.n_bursts > 0.9 * len({d.t_start_s for d in detections if d.sensor_id == "A1-S2"})
+    assert engine.group_wait_s > 0.5  # it learned to wait for the slow nodes
+
+
 def test_event_record_has_design_fields(demo) -> None:
     _, detections = simulate(demo, [gsm("a", 62, 3, cell="B-1-10")], duration_s=0.5)
     (event,) = run(demo, detections)

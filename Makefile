@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The service, the dashboard and 12 simulated sensor nodes; Ctrl-C stops them all.
+# Options go in ARGS, e.g. make demo ARGS="--duration 600 --port 8081" (cellwatch demo --help).
 demo: $(STAMP)
-	$(VENV)/bin/cellwatch demo
+	$(VENV)/bin/cellwatch demo $(ARGS)
 
 # The browser tests drive Debian's Chromium with Playwright (`playwright install` cannot
 # download here) and the PostgreSQL tests start a throwaway server: the distribution

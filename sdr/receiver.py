@@ -62,7 +62,7 @@ import numpy.typing as npt
 from scipy import special
 
 from calibration.gain import DEFAULT_DBFS_AT_0DB_GAIN_DBM, dbfs_to_dbm, dbm_to_dbfs  # noqa: F401  (re-exported)
-from dsp.iq import CU8_SCALE, complex64_to_cu8
+from dsp.iq import CU8_SCALE, complex64_to_cu8, cu8_to_complex64
 
 # rtlsdr_get_tuner_gains() for an R820T/R820T2/R828D, in dB (librtlsdr tuner_r82xx.c).
 R820T_GAINS_DB: tuple[float, ...] = (
@@ -336,7 +336,8 @@ class RtlSdrModel:
         """cu8 bytes ``(2 * n_kept,)`` for the field ``incident`` ``(n,)`` (sqrt(mW)) from sample ``t0_sample``.
 
         Returns the bytes and the number of samples lost to dropped transfers in
-        this block (``n - n_kept``). ``incident`` is not modified.
+        this block (``n - n_kept``). ``incident`` is not modified. The noise is drawn
+        from ``rng`` in stream order: :meth:`adc_noise`, then :meth:`digitize`.
         """
         x = np.asarray(incident)
         if x.ndim != 1:
@@ -344,26 +345,51 @@ class RtlSdrModel:
         n = x.shape[0]
         if n == 0:
             return np.zeros(0, dtype=np.uint8), 0
-        field_mw = x.astype(np.complex64, copy=True)
-        if self._cycles_per_sample != 0.0:
-            field_mw *= self._rotator(t0_sample, n)
+        raw = self.digitize(x, t0_sample, self.adc_noise(n))
+        keep = self.drop_transfers(t0_sample, n)
+        if keep is None:
+            return raw, 0
+        return raw.reshape(n, 2)[keep].reshape(-1), int(n - np.count_nonzero(keep))
 
+    def adc_noise(self, n: int, rng: np.random.Generator | None = None) -> npt.NDArray[np.complex64]:
+        """``(n,)`` samples of what the ADC adds to the signal: thermal noise (through gain and
+        I/Q imbalance), ADC noise and DC offset, in full-scale units, before quantization.
+
+        Drawn from ``rng`` (default the model's own stream). :class:`NoiseBank` draws it once
+        and replays it, the cheap source of a live simulated dongle.
+        """
+        gen = self.rng if rng is None else rng
+        shape = self._noise_shape
+        z = gen.standard_normal(2 * n, dtype=np.float32).view(np.complex64)
+        z1, z2 = z.real, z.imag
+        noise = np.empty(n, dtype=np.complex64)
+        noise.real = self._dc[0] + shape[0, 0] * z1
+        noise.imag = self._dc[1] + shape[1, 0] * z1 + shape[1, 1] * z2
+        return noise
+
+    def digitize(self, incident: npt.ArrayLike, t0_sample: int,
+                 noise: npt.NDArray[np.complex64]) -> npt.NDArray[np.uint8]:
+        """cu8 bytes ``(2 * n,)`` for the field ``incident`` ``(n,)`` from sample ``t0_sample``
+        plus ``noise`` ``(n,)`` from :meth:`adc_noise`: crystal error, LO leakage, gain, I/Q
+        imbalance, then 8-bit quantization (module notes, steps 1-6). No transfer is dropped."""
+        field_mw = np.asarray(incident).astype(np.complex64, copy=True)
+        if self._cycles_per_sample != 0.0:
+            field_mw *= self._rotator(t0_sample, field_mw.shape[0])
         field_mw += np.complex64(self._lo_leakage)
         field_mw *= np.float32(self._amplitude_gain)
-
-        m, shape = self._iq, self._noise_shape
+        m = self._iq
         i, q = field_mw.real, field_mw.imag
-        noise = self.rng.standard_normal(2 * n, dtype=np.float32).view(np.complex64)
-        z1, z2 = noise.real, noise.imag
-        digital = np.empty(n, dtype=np.complex64)
-        digital.real = m[0, 0] * i + m[0, 1] * q + (self._dc[0] + shape[0, 0] * z1)
-        digital.imag = (
-            m[1, 0] * i + m[1, 1] * q + (self._dc[1] + shape[1, 0] * z1 + shape[1, 1] * z2)
-        )
-        raw = complex64_to_cu8(digital)
+        digital = np.empty(field_mw.shape[0], dtype=np.complex64)
+        digital.real = m[0, 0] * i + m[0, 1] * q + noise.real
+        digital.imag = m[1, 0] * i + m[1, 1] * q + noise.imag
+        return complex64_to_cu8(digital)
 
+    def drop_transfers(self, t0_sample: int, n: int) -> npt.NDArray[np.bool_] | None:
+        """Which of samples ``t0_sample .. t0_sample+n-1`` survive (module notes, step 7), or None
+        when all do; counts the lost transfers and samples. Call once per block, in stream order."""
+        keep = None
         n_lost = 0
-        if self.config.drop_probability > 0.0:
+        if self.config.drop_probability > 0.0 and n > 0:
             first = t0_sample // SAMPLES_PER_TRANSFER
             last = (t0_sample + n - 1) // SAMPLES_PER_TRANSFER
             transfers = np.arange(first, last + 1, dtype=np.int64)
@@ -374,7 +400,6 @@ class RtlSdrModel:
                 )
                 keep = ~dropped[sample_transfer - first]
                 n_lost = int(n - np.count_nonzero(keep))
-                raw = raw.reshape(n, 2)[keep].reshape(-1)
                 # A transfer split across blocks is counted by the block holding its start
                 # (or by the stream's first block).
                 starts = transfers[dropped] * SAMPLES_PER_TRANSFER
@@ -382,4 +407,48 @@ class RtlSdrModel:
                 self.n_dropped_transfers += int(np.count_nonzero(counted))
         self._started = True
         self.n_dropped_samples += n_lost
-        return raw, n_lost
+        return keep
+
+
+@dataclass
+class NoiseBank:
+    """A dongle's noise drawn once and replayed from random offsets: a live simulated sensor's cheap noise.
+
+    Drawing fresh Gaussian noise and quantizing every sample is most of what a simulated
+    dongle costs (about a tenth of a core at 2.4 MS/s); twelve of them in real time do not
+    fit on a two-core laptop. The bank holds ``n_samples`` of :meth:`RtlSdrModel.adc_noise`
+    and, once quantized, the dongle's output with no signal (``idle``). A block of output
+    is then ``idle`` read from a random offset (a copy), and only the spans that carry a
+    signal are digitized, against the very noise samples ``idle`` was made of. Every
+    sample therefore has the model's exact distribution (noise floor, DC spike, image,
+    quantization); what is lost is independence between blocks: the noise repeats, shifted,
+    which no power detector can tell. Offsets come from ``rng``, so a seeded stream is
+    reproducible. Not used by ``cellwatch simulate``, whose recordings keep fresh noise.
+    The bank does not depend on the tuning (the LO error rotates the signal, not the noise).
+
+    ``noise`` and ``idle_cu8`` hold ``n_samples + max_block`` samples (the start repeated at
+    the end), ``idle`` the same as complex64, ``idle_rails`` the running count of I/Q
+    components at the ADC rails in ``idle``.
+    """
+
+    model: RtlSdrModel
+    n_samples: int
+    rng: np.random.Generator
+    max_block: int = 65_536
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1 or self.max_block < 1:
+            raise ValueError("n_samples and max_block must be positive")
+        noise = self.model.adc_noise(self.n_samples, self.rng)
+        # wrapped copy of the start, so that any offset below n_samples reads max_block samples in one slice
+        reps = -(-(self.n_samples + self.max_block) // self.n_samples)
+        self.noise = np.tile(noise, reps)[: self.n_samples + self.max_block]
+        self.idle_cu8 = self.model.digitize(np.zeros(self.noise.shape[0], np.complex64), 0, self.noise)
+        self.idle = cu8_to_complex64(self.idle_cu8)
+        at_rail = ((self.idle_cu8 == 0) | (self.idle_cu8 == 255)).reshape(-1, 2).sum(axis=1)
+        # idle_rails[b] - idle_rails[a]: I/Q components at the ADC rails in idle samples a..b-1
+        self.idle_rails = np.concatenate(([0], np.cumsum(at_rail, dtype=np.int64)))
+
+    def offset(self) -> int:
+        """A random start in the bank for the next block."""
+        return int(self.rng.integers(0, self.n_samples))

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     detect.set_defaults(handler=run_detect)
     locate = what.add_parser(
         "locate",
-        help="% correct cell, % correct wing and floor, % within the top 3, calibration of the confidence",
+        help="%% correct cell, %% correct wing and floor, %% within the top 3, calibration of the confidence",
         description=(
             "Score events (cellwatch locate) against truth.jsonl. The truth's bursts are grouped into "
             "transmissions (phone and session); each transmission that some sensor could hear (a burst "

@@ -105,3 +105,27 @@ def test_simulate_rejects_a_scenario_naming_an_unknown_cell(tmp_path: Path) -> N
     scenario.write_text('[[phones]]\nid = "p"\ncell = "X-9-99"\n', encoding="utf-8")
     result = cellwatch("simulate", "--site", DEMO_SITE, "--scenario", scenario, "--out", tmp_path / "o", check=False)
     assert result.returncode == 2 and "phones[0].cell" in result.stderr and "s.toml" in result.stderr
+
+
+def _subcommand_paths(parser, prefix=()):
+    """Every command and sub-command of the parser, as argument tuples."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _subcommand_paths(sub, (*prefix, name))
+
+
+def test_every_command_has_a_help_that_renders(capsys) -> None:
+    """argparse formats help lazily: a stray % in a help string only fails when a user asks."""
+    from service.cli import build_parser, main
+
+    paths = list(_subcommand_paths(build_parser()))
+    assert ("eval", "locate") in paths and ("calibrate", "survey") in paths and ("demo",) in paths
+    for path in paths:
+        with pytest.raises(SystemExit) as done:
+            main([*path, "--help"])
+        assert done.value.code == 0, path
+        assert "usage: cellwatch " + " ".join(path) in capsys.readouterr().out

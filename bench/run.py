@@ -54,6 +54,9 @@ def summarize(name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "observed_pfa_at_configured": result["per_test_pfa"]["observed_pfa_at_configured"],
                 "steady_observed_pfa_at_configured": result["per_test_pfa_steady"]["observed_pfa_at_configured"],
                 "configured_pfa": result["per_test_pfa"]["configured_pfa"]}
+    module = importlib.import_module(f"bench.{_MODULES[name]}")
+    if name != "throughput" and hasattr(module, "summarize"):  # the benchmark knows its own figures
+        return {**head, **module.summarize(result)}
     if name != "throughput":  # the other benchmarks: their top-level figures
         return {**head, **{k: v for k, v in result.items() if isinstance(v, int | float | str) and k not in head}}
     return {**head, "real_time_factor": result["pipeline"]["real_time_factor"],
@@ -95,6 +98,16 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"{tp['detections_per_s']:.0f} detections/s ({tp['idle_real_time_factor']:.1f}x idle; goal >= 40x), "
                      f"{100 * tp['fraction_of_bare_fft_power']:.0f} % of bare FFT+power "
                      f"({tp['bare_fft_power_msps']:.0f} MS/s); peak traced memory {tp['peak_traced_mb']:.1f} MB")
+    for name, section in summary.items():
+        module_name = _MODULES.get(name)
+        if name in ("sensitivity", "false_alarms", "throughput") or module_name is None:
+            continue
+        module = importlib.import_module(f"bench.{module_name}")
+        if hasattr(module, "format_summary") and hasattr(module, "summarize"):
+            try:
+                lines.append(module.format_summary(section))
+            except KeyError:  # a section written by an older version of that benchmark
+                lines.append(f"{name}: summary from an older run, rerun it")
     return "\n".join(lines)
 
 

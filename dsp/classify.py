@@ -7,7 +7,10 @@ back. The evidence, strongest first:
 * **GMSK lines** (:func:`dsp.detector.gmsk_line_frequencies`): the square of a GMSK
   burst holds two spectral lines R_b apart (TS 45.004 §2); SC-FDMA and noise do not.
   A line ratio ≥ 15 is a GSM burst (measured: GSM median 20 at 10 dB SNR, ≥ 15.7 at
-  15 dB; LTE PUSCH and PUCCH ≤ 12.5 at any SNR).
+  15 dB; LTE PUSCH and PUCCH ≤ 12.5 at any SNR). A burst the detector cut out of a
+  region holding two such line pairs 200 kHz apart (two phones on neighbouring ARFCNs in
+  one timeslot, ``Burst.split == "frequency"``) is GSM too: its own lines are blurred by
+  the cross term of the two bursts.
 * **UMTS** (TS 25.101): a 3.84 Mchip/s carrier is continuous and ~4.7 MHz wide, wider
   than an RTL-SDR's 2.4 MHz: it fills the receiver band for tens of milliseconds or more.
 * **GSM by shape and timing**: a normal burst is 546 µs × ~250 kHz (99 %) with a
@@ -47,6 +50,7 @@ LTE = "lte"
 NR = "nr"
 UMTS = "umts"
 UNKNOWN = "unknown"
+_FLAT_TOPPED = "GSM-sized, flat-topped spectrum"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +104,8 @@ def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = Cla
     ratio = burst.gmsk_line_ratio  # None: not looked for
     if ratio is not None and ratio >= cfg.gmsk_line_ratio:
         return Verdict(GSM, "GMSK spectral lines")
+    if burst.split == "frequency":
+        return Verdict(GSM, "cut from a region with GMSK line pairs on neighbouring ARFCNs")
     lo_bw, hi_bw = cfg.gsm_bandwidth_hz
     lo_t, hi_t = cfg.gsm_duration_s
     gsm_sized = lo_bw <= burst.bandwidth_hz <= hi_bw and lo_t <= burst.duration_s <= hi_t
@@ -116,7 +122,7 @@ def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = Cla
             return _lte_or_nr(burst, cfg, "one 0.5 ms slot (PUCCH), not a 546 µs GSM burst")
         if burst.flatness <= cfg.gsm_max_flatness:
             return Verdict(GSM, "GSM-sized, bell-shaped spectrum")
-        return _lte_or_nr(burst, cfg, "GSM-sized, flat-topped spectrum")
+        return _lte_or_nr(burst, cfg, _FLAT_TOPPED)
     if burst.duration_s <= cfg.srs_max_duration_s:
         if burst.bandwidth_hz >= cfg.srs_min_bandwidth_hz:
             return _lte_or_nr(burst, cfg, "one wide SC-FDMA symbol (SRS)")
@@ -191,6 +197,7 @@ class SessionTracker:
         self.config = config
         self.prefix = prefix
         self._sessions: list[_Session] = []
+        self._next_expiry_s = math.inf  # no session can expire before this (see _expire)
         self._ids = itertools.count(1)
 
     @property
@@ -206,8 +213,20 @@ class SessionTracker:
     def _label(self, burst: Burst) -> LabelledBurst:
         self._expire(burst.t_start_s)
         arfcn = arfcn_for_uplink_freq_hz(burst.freq_hz, tolerance_hz=60e3)
-        grid = self._gsm_grid_match(burst, arfcn)
-        verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=grid is not None)
+        grid, hop = self._gsm_grid_match(burst, arfcn)
+        if hop:
+            # another channel's frame grid is weak evidence in a busy band (some GSM phone's
+            # phase is always near): a hopping call keeps a burst unless it is too weak to be
+            # timed, or its duration or missing lines say LTE (a spectrum's flatness alone is
+            # too noisy to overrule it)
+            verdict = classify(burst, self.sample_rate_hz, self.classifier)
+            timed = burst.snr_db >= self.classifier.slot_timing_snr_db  # a weak burst's edges say little
+            if timed and (verdict.tech == GSM or verdict.reason == _FLAT_TOPPED):
+                verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=True)
+            else:
+                grid = None
+        else:
+            verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=grid is not None)
         channel: str | None = None
         if verdict.tech == GSM:
             session = grid or self._new(GSM, burst)
@@ -239,8 +258,9 @@ class SessionTracker:
         start is unknown, so it names a phase, not the network's timeslot number)."""
         return int((t_s % TDMA_FRAME_S) / (TDMA_FRAME_S / 8.0)) % 8
 
-    def _gsm_grid_match(self, burst: Burst, arfcn: int | None) -> _Session | None:
-        """The GSM session whose frame grid this burst falls on, on its channel (or hopping)."""
+    def _gsm_grid_match(self, burst: Burst, arfcn: int | None) -> tuple[_Session | None, bool]:
+        """The GSM session whose frame grid this burst falls on, on its channel or (second
+        item True) as the next hop of a frequency-hopping call."""
         tol = self.config.gsm_phase_tolerance_s
         same_channel: list[_Session] = []
         hopping: list[_Session] = []
@@ -263,10 +283,10 @@ class SessionTracker:
             elif lag <= self.config.gsm_hop_window_s:
                 hopping.append(s)
         if same_channel:
-            return max(same_channel, key=lambda s: s.last_start_s)
+            return max(same_channel, key=lambda s: s.last_start_s), False
         if len(hopping) == 1:
-            return hopping[0]
-        return None
+            return hopping[0], True
+        return None, False
 
     def _match_other(self, burst: Burst, tech: str) -> _Session | None:
         gap = self.config.lte_gap_s if tech in (LTE, NR) else self.config.other_gap_s
@@ -292,19 +312,28 @@ class SessionTracker:
             last_end_s=burst.t_end_s,
         )
         self._sessions.append(session)
+        self._next_expiry_s = min(self._next_expiry_s, session.last_end_s + self._limit(session))
         if len(self._sessions) > self.config.max_sessions:
             self._sessions.sort(key=lambda s: s.last_end_s)
             del self._sessions[: len(self._sessions) - self.config.max_sessions]
         return session
 
-    def _expire(self, now_s: float) -> None:
+    def _limit(self, s: _Session) -> float:
         cfg = self.config
+        limit = cfg.gsm_expire_s if s.tech == GSM else (cfg.lte_gap_s if s.tech in (LTE, NR) else cfg.other_gap_s)
+        return max(limit, 0.0)
+
+    def _expire(self, now_s: float) -> None:
+        # a session's end only moves later, so nothing expires before the earliest deadline
+        # seen at the last pass (or given to a session made since): most bursts skip the pass
+        if now_s <= self._next_expiry_s:
+            return
         keep = []
         for s in self._sessions:
-            limit = cfg.gsm_expire_s if s.tech == GSM else (cfg.lte_gap_s if s.tech in (LTE, NR) else cfg.other_gap_s)
-            if now_s - s.last_end_s <= max(limit, 0.0) or math.isnan(now_s):
+            if now_s - s.last_end_s <= self._limit(s) or math.isnan(now_s):
                 keep.append(s)
         self._sessions = keep
+        self._next_expiry_s = min((s.last_end_s + self._limit(s) for s in keep), default=math.inf)
 
 
 def _wrap(dt_s: float) -> float:

@@ -26,17 +26,24 @@ over unknown positions allows:
    ``1 - pfa`` quantile of its Gamma law under noise: ``pfa`` is the false-alarm
    probability of one box test. Sums are built by doubling (shared power-of-two levels,
    contiguous float32 additions of positive terms). Boxes of 500 kHz and more step by
-   two columns. Templates run smallest first, and cells a template has explained are
-   neutral for the larger ones, so a strong GSM burst does not light a 2 MHz box too.
+   two columns (unless they have few positions in the band). Templates run smallest
+   first, and cells a template has explained are neutral for the larger ones, so a
+   strong GSM burst does not light a 2 MHz box too.
 4. **Segmentation.** The union of all exceeding boxes is labelled in connected
-   components; each component is trimmed to its most likely rectangle (maximum-sum
-   segment of the log-likelihood ratio of its rows, then of its columns). A component
-   is finalized once no later box can touch it, so the output does not depend on how
-   the stream is cut into blocks; finalized components are measured in batches.
-   Receiver artefacts are dropped: the IQ-imbalance image of a signal ≥ 18 dB stronger
-   at -f, and a strip at one band edge 6 dB under a signal at the other (the alias of
-   what lies just beyond it); so are detections narrower than ``min_bandwidth_hz``
-   (carriers), whose columns are masked when they keep coming back.
+   components; a component whose columns hold two signals with ≥ 112 kHz of noise
+   between them (joined by box painting) is cut in two; each is trimmed to its most
+   likely rectangle (maximum-sum segment of the log-likelihood ratio of its rows, then
+   of its columns). A component is finalized once no later box can touch it, so the
+   output does not depend on how the stream is cut into blocks; finalized components
+   are measured in batches, as flat arrays (a fixed number of numpy calls per batch,
+   whatever its size). Receiver artefacts are dropped: the IQ-imbalance image of a
+   signal ≥ 18 dB stronger at -f, and a strip at one band edge 6 dB under a signal at the
+   other (the alias of what lies just beyond it); so are detections narrower than
+   ``min_bandwidth_hz`` (carriers), whose columns are masked when they keep coming back.
+   GSM bursts that the mask joined are cut apart after a first measurement: phones on
+   consecutive timeslots at their 30 µs guard periods (:meth:`BurstDetector._split_in_time`),
+   phones on neighbouring ARFCNs in one timeslot between their GMSK line pairs
+   (:meth:`BurstDetector._split_in_frequency`); the pieces are measured again.
 5. **Measurement.** Edges: the burst's in-band energy in the frames around each edge
    over its plateau is the share of their window energy it covers, which places the edge
    within ~20 µs; the change point of the band-filtered sample power then fixes it to a
@@ -59,7 +66,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -74,6 +81,7 @@ from dsp.records import Detection, IQBlock
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
+IntArray = npt.NDArray[np.int64]
 
 # (name, duration_s, bandwidth_hz): what the box tests look for.
 DEFAULT_TEMPLATES: tuple[tuple[str, float, float], ...] = (
@@ -83,9 +91,18 @@ DEFAULT_TEMPLATES: tuple[tuple[str, float, float], ...] = (
     ("lte_4rb", 1.0e-3, 720e3),
     ("lte_prach", 0.903e-3, 1.08e6),  # TS 36.211 §5.7 format 0
     ("lte_12rb", 1.0e-3, 2.16e6),
+    # A subframe (9.4 frames) fills 9 frames at best; a 10-frame box holds all of it at
+    # most alignments. On the widest allocation, whose boxes are few (7 a frame), that is
+    # 0.1-0.2 dB at Pd 0.9 for 3 % more tests (the default pfa keeps the union bound where
+    # it was); on 1 and 4 RB it bought nothing measurable.
+    ("lte_12rb_10f", 1.07e-3, 2.16e6),
 )
 
 GMSK_BIT_RATE_HZ = 1625000.0 / 6.0  # TS 45.004 §2.1
+_GSM_TIMESLOT_S = 0.120 / 26.0 / 8.0  # TS 45.002 §4.3.1: 576.9 µs, 156.25 bits
+_GSM_GUARD_S = 8.25 / GMSK_BIT_RATE_HZ  # TS 45.002 §5.2.3: the normal burst's guard period, 30.5 µs
+_GSM_CHANNEL_SPACING_HZ = 200e3  # TS 45.005 §2: ARFCNs are 200 kHz apart
+_GSM_NORMAL_BURST_S = 148 / GMSK_BIT_RATE_HZ  # TS 45.002 §5.2.3: 148 bits, 546.5 µs between the -3 dB points
 GMSK_LINE_RATIO = 15.0  # weaker line of the pair over the mean: SC-FDMA/PUCCH stay below ~12, GMSK at 15 dB above 15
 _TIME_TOLERANCE_S = 10e-6  # block timestamps further than this from the stream clock re-anchor it
 
@@ -100,15 +117,17 @@ class DetectorConfig:
     """Validated parameters of :class:`BurstDetector` (unknown keys are rejected by :meth:`from_dict`).
 
     Defaults target an RTL-SDR at 2.4 MS/s: 256-point frames (106.7 µs, 9.375 kHz bins),
-    37.5 kHz cells, a 1 s minimum-statistics floor, and ``pfa = 1e-10`` per box test:
-    measured 4 false alarms per hour at 1e-9, so about 0.4 per hour here.
+    37.5 kHz cells, a 1 s minimum-statistics floor, and ``pfa = 9.5e-11`` per box test:
+    measured 4 false alarms per hour at 1e-9 and 0 in an hour at 1e-10 with the first six
+    templates; with seven (2.21 million tests a second) 9.5e-11 keeps the union bound,
+    tests × pfa, where the six had it at 1e-10 (0.76 per hour).
     """
 
     fft_size: int = 256  # frame length: 106.7 µs at 2.4 MS/s, five frames to a GSM burst
     tukey_alpha: float = 0.25  # window taper (module docstring, point 1); 0 is rectangular
     bins_per_cell: int = 4  # bins summed into one cell of the detection grid
     epoch_frames: int = 512  # frames per FFT call and unit of work
-    pfa: float = 1e-10  # false-alarm probability of one box test
+    pfa: float = 9.5e-11  # false-alarm probability of one box test
     templates: tuple[tuple[str, float, float], ...] = DEFAULT_TEMPLATES  # (name, duration_s, bandwidth_hz)
     noise_window_s: float = 1.0  # history of the floor: a step is followed in half of it
     noise_quantile: float = 0.5  # quantile of the group estimates taken as the floor
@@ -183,7 +202,12 @@ class Burst:
     (measured medians: GMSK 0.47, SC-FDMA 0.7). ``gmsk_line_ratio``: strength of the
     GMSK spectral lines (None when not looked for: over 450 kHz occupied, under 200 µs).
     ``sample_start`` counts samples since the stream started (dropped ones included).
-    ``truncated``: cut by ``max_burst_s``, a gap or the end of the stream.
+    ``truncated``: cut by ``max_burst_s``, a gap or the end of the stream. ``split``:
+    ``"time"`` or ``"frequency"`` when the burst was cut out of a region holding GSM bursts
+    of consecutive timeslots or of neighbouring ARFCNs (:meth:`BurstDetector._split_in_time`,
+    :meth:`BurstDetector._split_in_frequency`); a frequency cut needs GMSK line pairs 200 kHz
+    apart, so such a burst is GSM even where its own lines are blurred by its neighbour's.
+    The detection record carries it as the flag ``split_time`` or ``split_frequency``.
     """
 
     t_start_s: float
@@ -203,6 +227,7 @@ class Burst:
     center_freq_hz: int
     truncated: bool = False
     gain_db: float | None = None
+    split: str = ""
 
     @property
     def t_end_s(self) -> float:
@@ -219,7 +244,9 @@ class Burst:
         channel: str | None = None,
     ) -> Detection:
         """DESIGN.md's detection record for this burst."""
-        flags = tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated)) if on)
+        flags = tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated),
+                                      ("split_time", self.split == "time"),
+                                      ("split_frequency", self.split == "frequency")) if on)
         return Detection(
             sensor_id=sensor_id,
             t_start_s=round(self.t_start_s, 7),
@@ -263,10 +290,21 @@ class _Epoch:
     cells: FloatArray | None  # normalized (n_frames, n_columns), None during warm-up
     mask: BoolArray  # (n_frames, n_columns) painted by exceeding boxes
     floor: npt.NDArray[np.float64] | None  # mean noise power of one cell per column
+    views: dict[int, ComplexArray] = field(default_factory=dict)  # read-only windows of samples, by width
 
     @property
     def n_frames(self) -> int:
         return int(self.mask.shape[0])
+
+    def windows(self, width: int) -> ComplexArray:
+        """(n_samples - width + 1, width) view: row i is samples[i : i + width] (made once per width)."""
+        view = self.views.get(width)
+        if view is None:
+            step = self.samples.strides[0]
+            view = np.lib.stride_tricks.as_strided(self.samples, shape=(self.samples.shape[0] - width + 1, width),
+                                                   strides=(step, step), writeable=False)
+            self.views[width] = view
+        return view
 
     @property
     def end_frame(self) -> int:
@@ -373,7 +411,7 @@ def _box_dilate(hits: BoolArray, n_rows: int, n_cols: int) -> BoolArray:
     return grid
 
 
-def _best_segments(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def _best_segments(values: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Maximum-sum contiguous segment ``[start, stop)`` of every row of ``values`` (m, n)."""
     m, n = values.shape
     prefix = np.zeros((m, n + 1), dtype=np.float64)
@@ -431,18 +469,171 @@ def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses
     return offsets, ratios
 
 
-@dataclass(slots=True)
-class _Component:
-    """A finalized connected region of the detection mask, before measurement."""
+def gmsk_carrier_pair(filtered: ComplexArray, sample_rate_hz: float, lo_hz: npt.ArrayLike, hi_hz: npt.ArrayLike,
+                      spacing_hz: float, tolerance_hz: float, search_hz: float = 25e3,
+                      ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The strongest GMSK carrier between ``lo_hz`` and ``hi_hz``, and the strongest one ``spacing_hz``
+    (± ``tolerance_hz``) from it.
 
-    r0: int  # absolute frames [r0, r1)
-    r1: int
-    c0: int  # columns [c0, c1)
-    c1: int
-    cells: npt.NDArray[np.float64]  # normalized cells of the bounding box, neutral outside the region
-    inside: BoolArray
+    The line pairs of :func:`gmsk_line_frequencies`, looked for over the whole band instead
+    of around a guess: ``filtered`` (m, n) band-filtered bursts at ``sample_rate_hz`` (the
+    square spans twice the band, so the rate must exceed twice its width). Returns
+    (f1, ratio1, f2, ratio2), each ratio the weaker line of a pair over the mean line
+    score within ± ``search_hz`` of its carrier (as :func:`gmsk_line_frequencies`).
+    """
+    lo = np.asarray(lo_hz, dtype=np.float64)
+    hi = np.asarray(hi_hz, dtype=np.float64)
+    square = np.square(filtered)
+    n_fft = 2 * square.shape[1]
+    power = np.abs(scipy.fft.fft(square, n_fft, axis=1)) ** 2
+    power = np.fft.fftshift(power, axes=1)
+    step_hz = sample_rate_hz / n_fft
+    freqs = (np.arange(n_fft) - n_fft // 2) * step_hz
+    half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
+    score = np.minimum(power[:, : n_fft - 2 * half], power[:, 2 * half :])  # both lines, not one
+    carriers = 0.5 * freqs[half : n_fft - half]  # the carrier each score belongs to
+    reach = max(1, round(2.0 * search_hz / step_hz))  # ± search_hz of carrier is ± 2·search_hz of line
+    prefix = np.zeros((score.shape[0], score.shape[1] + 1))
+    np.cumsum(score, axis=1, out=prefix[:, 1:])
+    idx = np.arange(score.shape[1])
+    a = np.maximum(idx - reach, 0)
+    b = np.minimum(idx + reach + 1, score.shape[1])
+    local_mean = (prefix[:, b] - prefix[:, a]) / (b - a)
+    ratio = np.where(local_mean > 0, score / np.where(local_mean > 0, local_mean, 1.0), 0.0)
+    inside = (carriers[None, :] >= lo[:, None]) & (carriers[None, :] <= hi[:, None])
+    rows = np.arange(score.shape[0])
+    k1 = np.argmax(np.where(inside, score, -np.inf), axis=1)
+    f1 = carriers[k1]
+    apart = inside & (np.abs(np.abs(carriers[None, :] - f1[:, None]) - spacing_hz) <= tolerance_hz)
+    k2 = np.argmax(np.where(apart, score, -np.inf), axis=1)
+    r2 = np.where(apart.any(axis=1), ratio[rows, k2], 0.0)
+    return f1, ratio[rows, k1], carriers[k2], r2
+
+
+@dataclass(slots=True)
+class _Components:
+    """Finalized connected regions of the detection mask, before measurement, one array per property.
+
+    Flat rather than one object per region: the per-region work of a busy band (a GSM call
+    alone makes 217 regions a second) is then a fixed number of numpy calls per batch.
+    ``z`` holds every region's bounding box of normalized cells, row-major, one box after
+    the other from ``offsets[i]``, with cells outside the region set neutral
+    (``bins_per_cell``, the noise mean).
+    """
+
+    r0: IntArray  # absolute frames [r0, r1) of the bounding box
+    r1: IntArray
+    c0: IntArray  # columns [c0, c1)
+    c1: IntArray
+    offsets: IntArray  # (m + 1,) start of each box in ``z``
+    z: npt.NDArray[np.float64]
+    n_cells: IntArray  # cells of the region itself
+    floor: npt.NDArray[np.float64]  # (m, n_columns) mean noise power of one cell
+    truncated: BoolArray
+
+    @property
+    def m(self) -> int:
+        return int(self.r0.shape[0])
+
+    def take(self, idx: IntArray) -> _Components:
+        sizes = (self.r1 - self.r0)[idx] * (self.c1 - self.c0)[idx]
+        offsets = np.zeros(idx.shape[0] + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        flat = np.repeat(self.offsets[idx], sizes) + np.arange(offsets[-1]) - np.repeat(offsets[:-1], sizes)
+        return _Components(r0=self.r0[idx], r1=self.r1[idx], c0=self.c0[idx], c1=self.c1[idx], offsets=offsets,
+                           z=self.z[flat], n_cells=self.n_cells[idx], floor=self.floor[idx], truncated=self.truncated[idx])
+
+    @staticmethod
+    def concat(parts: list[_Components]) -> _Components:
+        if len(parts) == 1:
+            return parts[0]
+        sizes = np.array([p.z.shape[0] for p in parts])
+        shifts = np.cumsum(sizes) - sizes
+        return _Components(
+            r0=np.concatenate([p.r0 for p in parts]),
+            r1=np.concatenate([p.r1 for p in parts]),
+            c0=np.concatenate([p.c0 for p in parts]),
+            c1=np.concatenate([p.c1 for p in parts]),
+            offsets=np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)]),
+            z=np.concatenate([p.z for p in parts]),
+            n_cells=np.concatenate([p.n_cells for p in parts]),
+            floor=np.concatenate([p.floor for p in parts]),
+            truncated=np.concatenate([p.truncated for p in parts]),
+        )
+
+
+@dataclass(slots=True)
+class _Parts:
+    """Signal rectangles to measure (one per region, or several after a split), one array per property.
+
+    ``t0_fixed``/``t1_fixed``: a stream sample index where a split already placed the
+    start/stop (-1: measure it). ``margin_lo``/``margin_hi``: bins added below/above the
+    band when collecting its energy (none on the side of a frequency split, where the
+    neighbour's skirt would leak in).
+    """
+
+    ra: IntArray  # absolute frames [ra, rb)
+    rb: IntArray
+    lo: IntArray  # shifted grid bins [lo, hi)
+    hi: IntArray
+    snr: npt.NDArray[np.float64]  # mean cell SNR of the rectangle (linear)
     floor: npt.NDArray[np.float64]
-    truncated: bool
+    truncated: BoolArray
+    n_cells: IntArray
+    t0_fixed: IntArray
+    t1_fixed: IntArray
+    margin_lo: IntArray
+    margin_hi: IntArray
+    box_r0: IntArray  # the region's bounding box, frames [box_r0, box_r1)
+    box_r1: IntArray
+    split: IntArray  # 0: a whole region, 1: cut in time, 2: cut in frequency (Burst.split)
+    carrier_hz: npt.NDArray[np.float64]  # GMSK carrier offset found by a frequency cut (NaN: none)
+
+    @property
+    def m(self) -> int:
+        return int(self.ra.shape[0])
+
+    def take(self, idx: IntArray) -> _Parts:
+        return _Parts(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+    @staticmethod
+    def concat(parts: list[_Parts]) -> _Parts:
+        return _Parts(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(_Parts)))
+
+
+@dataclass(slots=True)
+class _Measured:
+    """What :meth:`BurstDetector._measure_parts` found for each part, one array per quantity."""
+
+    t0: IntArray  # stream sample index of the start
+    length: IntArray  # samples
+    centroid: npt.NDArray[np.float64]  # centre offset from the receiver's frequency (Hz)
+    bandwidth: npt.NDArray[np.float64]  # 99 % occupied (Hz)
+    signal_power: npt.NDArray[np.float64]  # FS² per sample, noise subtracted
+    noise_density: npt.NDArray[np.float64]  # FS² per Hz
+    clip_peak: npt.NDArray[np.float64]
+    flatness: npt.NDArray[np.float64]
+    line_ratio: npt.NDArray[np.float64]  # NaN: not looked for
+    total: npt.NDArray[np.float64]  # in-band excess of the mean frame spectrum (|X_k|² units)
+    positive: npt.NDArray[np.float64]  # (m, fft_size) in-band excess spectrum, clipped at 0, shifted order
+
+    @staticmethod
+    def concat(items: list[_Measured]) -> _Measured:
+        return _Measured(*(np.concatenate([getattr(x, f.name) for x in items]) for f in fields(_Measured)))
+
+    def take(self, idx: IntArray) -> _Measured:
+        return _Measured(*(getattr(self, f.name)[idx] for f in fields(self)))
+
+
+def _ragged_best_segments(values: npt.NDArray[Any], lengths: IntArray) -> tuple[IntArray, IntArray]:
+    """:func:`_best_segments` of consecutive rows of ``lengths[i]`` values each, stored flat."""
+    m = lengths.shape[0]
+    width = int(lengths.max()) if m else 0
+    padded = np.full((m, width), -1e30)
+    starts = np.cumsum(lengths) - lengths
+    owner = np.repeat(np.arange(m), lengths)
+    padded[owner, np.arange(values.shape[0]) - starts[owner]] = values
+    return _best_segments(padded)
 
 
 class BurstDetector:
@@ -460,10 +651,36 @@ class BurstDetector:
     """
 
     _GMSK_MAX_BANDWIDTH_HZ = 450e3  # look for GMSK lines in bands up to this wide
-    _COARSE_FROM_HZ = 500e3  # boxes this wide are tested on the grid of column pairs
+    _COARSE_FROM_HZ = 500e3  # boxes this wide are tested on the grid of column pairs ...
+    _COARSE_MIN_POSITIONS = 16  # ... unless they fit fewer positions than this into the band
     _ALIAS_EDGE_COLUMNS = 3  # the outer 112 kHz on each side, where the anti-alias filter is weak ...
     _ALIAS_RATIO = 4.0  # ... and a strip 6 dB below the other edge's signal is its alias
     _GMSK_SPAN = 1024  # central samples of a burst used for its GMSK lines
+    _GMSK_RECENTRE_HZ = 50e3  # a guess further than this from the band's middle centres the line search
+    _QUIET_COLUMNS = 3  # this many adjacent columns (112 kHz) of noise inside a region separate two signals ...
+    _QUIET_EXCESS = 1.5  # ... when their cells average under this excess over the noise (_separate_bands),
+    _STRONG_EXCESS = 4.0  # ... between two signals with a column averaging this much (0 dB per cell)
+    _SPLIT_MAX_SLOTS = 16  # merged GSM bursts of up to this many timeslots are cut apart (_split_in_time)
+    _SPLIT_MAX_BANDWIDTH_HZ = 1.0e6  # ... when no wider than 5 ARFCNs
+    _SPLIT_WINDOW = 640  # samples (267 µs) looked at around each slot boundary
+    _SPLIT_FLANK = 48  # samples (20 µs) averaged on each flank ...
+    _SPLIT_FLANK_OFFSET_S = 30e-6  # ... from this far either side of the gap ...
+    _SPLIT_GAP = 24  # ... and (10 µs, inside the 15 µs where neither burst sends) in the gap
+    _SPLIT_SEARCH_S = 80e-6  # the gap is looked for this far either side of where it must be
+    _SPLIT_ON_SNR = 1.0  # a flank 3 dB over the noise is a busy slot ...
+    _SPLIT_ON_RELATIVE = 0.01  # ... and within 20 dB of the strongest slot of the region
+    _SPLIT_DIP = 0.5  # the gap's excess power under this share of the weaker flank's ...
+    _SPLIT_DEEP_DIP = 0.03  # ... or this share of the stronger flank's is a guard period
+    _SPLIT_MIN_S = 100e-6  # shorter pieces are dropped
+    _SPLIT_PROOF_BANDWIDTH_HZ = 180e3  # a cut stands when a piece is this wide (a GMSK burst's 99 % band
+    _SPLIT_PROOF_SHORTER_S = 40e-6  # is ~250 kHz), lasts a normal burst (546.5 µs) less up to this or
+    _SPLIT_PROOF_LONGER_S = 110e-6  # more up to this (at 35 dB its ramps are counted in), and shows lines
+    _FSPLIT_MAX_S = 700e-6  # a frequency cut looks at regions no longer than one (strong) GSM burst
+    _SPLIT_LEFTOVER = 0.3  # rectangle beyond a region's measured edge, in slots, that may hold another burst
+    _FSPLIT_MIN_BANDWIDTH_HZ = 300e3  # regions at least this wide may hold two GSM carriers (_split_in_frequency)
+    _FSPLIT_SPACING_TOLERANCE_HZ = 30e3  # ... 200 kHz apart (TS 45.005 §2) to within this
+    _FSPLIT_FIRST_RATIO = 12.5  # line ratios of the stronger carrier (SC-FDMA stays below) ...
+    _FSPLIT_SECOND_RATIO = 8.0  # ... and of the other (a lone burst shows < 3 that far from its own)
     _BATCH = 64  # components measured together ...
     _BATCH_DELAY_S = 0.25  # ... or once the oldest waited this long (detection latency)
 
@@ -494,6 +711,7 @@ class BurstDetector:
         )
         self.column_dofs = g - guarded.reshape(self.n_columns, g).sum(axis=1)
         self._window = signal.windows.tukey(n, config.tukey_alpha, sym=False).astype(np.float32)
+        self._window_iq = np.repeat(self._window, 2)  # the window for interleaved I, Q
         w2 = self._window.astype(np.float64) ** 2
         self._window_power = float(w2.mean())  # E|X_k|^2 = N·σ²·window_power for white noise
         rho = np.fft.fft(w2) / w2.sum()
@@ -518,6 +736,8 @@ class BurstDetector:
         self._suffix2 = self._prefix2[-1] - self._prefix2  # window energy of [t, 2N)
         self._shift_index = np.fft.fftshift(np.arange(n))
         self._edge_bins: dict[int, npt.NDArray[np.int64]] = {}
+        self._edge_counts: dict[int, npt.NDArray[np.int64]] = {}  # FFT bins per grid bin, by FFT length
+        self._grid = np.arange(n)
         self._carrier_occupancy = np.zeros(self.n_columns, dtype=np.float64)
         self.carrier_mask = np.zeros(self.n_columns, dtype=bool)
         self.stats = DetectorStats()
@@ -583,8 +803,13 @@ class BurstDetector:
         for name, duration_s, bandwidth_hz in self.config.templates:
             k = max(1, round(float(duration_s) / self.frame_s))
             # Wide boxes step by two columns on a grid of column pairs: a quarter of the
-            # work, and at most one column (37.5 kHz) of misalignment on 700+ kHz.
-            stride = 2 if float(bandwidth_hz) >= self._COARSE_FROM_HZ and self.n_columns % 2 == 0 else 1
+            # work, and at most one column (37.5 kHz) of misalignment on 700+ kHz. Boxes
+            # nearly as wide as the band have few positions: they keep every column (the
+            # misalignment cost 0.1 dB on a 2.16 MHz allocation).
+            width = max(1, round(float(bandwidth_hz) / self.cell_hz))
+            coarse = (float(bandwidth_hz) >= self._COARSE_FROM_HZ and self.n_columns % 2 == 0
+                      and self.n_columns - width >= self._COARSE_MIN_POSITIONS)
+            stride = 2 if coarse else 1
             b = min(self.n_columns, stride * max(1, round(float(bandwidth_hz) / (stride * self.cell_hz))))
             if (k, b) in tests:
                 continue
@@ -604,7 +829,7 @@ class BurstDetector:
         self._n_buffered = 0
         self._buffer_sample_start: int | None = None
         self._history: deque[_Epoch] = deque()
-        self._pending: list[_Component] = []  # finalized, waiting to be measured in a batch
+        self._pending: list[_Components] = []  # finalized, waiting to be measured in a batch
         self._open_from: int | None = None  # first frame that may still belong to an open component
 
     def process(self, block: IQBlock) -> list[Burst]:
@@ -691,9 +916,11 @@ class BurstDetector:
         ws = self._ws
         if self.config.tukey_alpha > 0:
             windowed = ws.get("windowed", frames.size, np.complex64).reshape(frames.shape)
-            np.multiply(frames, self._window, out=windowed)
-            frames = windowed
-        spectra = scipy.fft.fft(frames, axis=1)
+            # I and Q times the window as float32 pairs: a real multiply, no complex promotion
+            np.multiply(frames.view(np.float32), self._window_iq, out=windowed.view(np.float32))
+            spectra = scipy.fft.fft(windowed, axis=1, overwrite_x=True)  # in place: no fresh 1 MB array
+        else:
+            spectra = scipy.fft.fft(frames, axis=1)
         if self._guard_bins.size:
             spectra[:, self._guard_bins] = 0.0
         squares = ws.get("squares", n_frames * 2 * n).reshape(n_frames, 2 * n)
@@ -817,13 +1044,14 @@ class BurstDetector:
         flat[n_carry * n_cols :] = epoch.cells.ravel()
         painted: BoolArray | None = None
         freq: dict[int, _Doubling] = {}
-        time: dict[tuple[int, int], _Doubling] = {}
+        time: dict[tuple[int, int], tuple[_Doubling, int]] = {}
         for test in self.box_tests:
             if n_rows < test.n_frames:
                 continue
             stride = test.stride
             cols = n_cols // stride
             width = test.n_columns // stride
+            valid = cols - width + 1  # positions of the box in a row
             if stride not in freq:
                 if stride == 1:
                     grid = flat
@@ -834,19 +1062,30 @@ class BurstDetector:
                 freq[stride] = _Doubling(grid, 1, ws, f"f{stride}")
             key = (stride, width)
             if key not in time:
-                time[key] = _Doubling(freq[stride].sums(width), cols, ws, f"t{stride}.{width}")
+                sums = freq[stride].sums(width)
+                if 2 * valid <= cols:
+                    # a wide box has few positions: keep only those rows' worth before summing
+                    # over time (the same additions, on a fraction of the columns)
+                    step = sums.strides[0]
+                    rows = np.lib.stride_tricks.as_strided(sums, shape=(n_rows, valid), strides=(cols * step, step))
+                    compact = ws.get(f"c{stride}.{width}", n_rows * valid)
+                    compact.reshape(n_rows, valid)[:] = rows
+                    time[key] = (_Doubling(compact, valid, ws, f"t{stride}.{width}"), valid)
+                else:
+                    time[key] = (_Doubling(sums, cols, ws, f"t{stride}.{width}"), cols)
+            doubling, row_len = time[key]
             first = max(0, n_carry - test.n_frames + 1)  # boxes ending in this epoch only
-            box = time[key].sums(test.n_frames)[first * cols :]
-            n_box_rows = (box.shape[0] + width - 1) // cols
+            box = doubling.sums(test.n_frames)[first * row_len :]
+            n_box_rows = (box.shape[0] + width - 1) // row_len if row_len == cols else box.shape[0] // row_len
             if n_box_rows == 0:
                 continue
-            # the missing tail of the last row is garbage (wrapped sums) anyway
-            hits_flat = ws.get("hits", n_box_rows * cols, np.bool_)
+            # with whole rows, the missing tail of the last row is garbage (wrapped sums) anyway
+            hits_flat = ws.get("hits", n_box_rows * row_len, np.bool_)
             hits_flat[box.shape[0] :] = False
             np.greater(box, np.float32(test.threshold), out=hits_flat[: box.shape[0]])
             if not hits_flat.any():
                 continue
-            hits = hits_flat.reshape(n_box_rows, cols)[:, : cols - width + 1]
+            hits = hits_flat.reshape(n_box_rows, row_len)[:, :valid]
             if painted is None:
                 painted = np.zeros((n_rows, n_cols), dtype=bool)
             cover = _box_dilate(hits, test.n_frames, width)
@@ -882,98 +1121,140 @@ class BurstDetector:
             self._open_from = max(settled, start)
             return self._measure_pending(final, end_frame)
         sub = np.concatenate(masks)
-        labels, _ = ndimage.label(sub)
-        objects = ndimage.find_objects(labels)
+        labels, n_labels = ndimage.label(sub)
+        bounds = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(labels)],
+                          dtype=np.int64).reshape(n_labels, 4)
+        r0 = bounds[:, 0] + start
+        r1 = bounds[:, 1] + start
         max_rows = max(1, round(self.config.max_burst_s / self.frame_s))
-        g = float(self.config.bins_per_cell)
-        cells = np.concatenate([
-            (ep.cells if ep.cells is not None else np.full((ep.n_frames, self.n_columns), g, np.float32))[max(0, start - ep.first_frame) :]
-            for ep in eps
-        ])
-        open_from = settled
-        components: list[_Component] = []
-        finished = np.zeros(len(objects) + 1, dtype=bool)
-        for lab, slc in enumerate(objects, start=1):
-            if slc is None:
-                continue
-            r0 = slc[0].start + start
-            r1 = slc[0].stop + start
-            truncated = False
-            if not final and r1 > settled:
-                if r1 - r0 < max_rows:
-                    open_from = min(open_from, r0)
-                    continue
-                truncated = True  # too long to keep open: cut here, the rest is a new burst
-            elif final and r1 >= end_frame:
-                truncated = True  # stopped by a gap or the end of the stream
-            inside = labels[slc] == lab
-            box = np.where(inside, cells[slc], g).astype(np.float64)
-            finished[lab] = True
-            if self._is_image(box, inside, cells[slc[0]], slc[1]):
-                self.stats.rejected["image_or_alias"] += 1
-                continue
-            floor = next((ep.floor for ep in eps if ep.first_frame <= r0 < ep.end_frame and ep.floor is not None), None)
-            if floor is None:
-                floor = next(ep.floor for ep in eps if ep.floor is not None)
-            components.append(_Component(r0, r1, slc[1].start, slc[1].stop, box, inside, floor, truncated))
-        if finished.any():
-            done = finished[labels]
+        if final:
+            still_open = np.zeros(n_labels, dtype=bool)
+            truncated = r1 >= end_frame  # stopped by a gap or the end of the stream
+        else:
+            late = r1 > settled
+            still_open = late & (r1 - r0 < max_rows)
+            truncated = late & ~still_open  # too long to keep open: cut here, the rest is a new burst
+        self._open_from = int(min(settled, r0[still_open].min())) if still_open.any() else settled
+        done = np.flatnonzero(~still_open)
+        if done.size:
+            g = float(self.config.bins_per_cell)
+            cells = np.concatenate([
+                (ep.cells if ep.cells is not None else np.full((ep.n_frames, self.n_columns), g, np.float32))[max(0, start - ep.first_frame) :]
+                for ep in eps
+            ])
+            comps = self._components(labels, cells, bounds[done], done + 1, start, truncated[done], eps)
+            finished = np.zeros(n_labels + 1, dtype=bool)
+            finished[done + 1] = True
+            cleared = finished[labels]
             row = 0
             for m in masks:
-                m &= ~done[row : row + m.shape[0]]  # views into the epochs' masks
+                m &= ~cleared[row : row + m.shape[0]]  # views into the epochs' masks
                 row += m.shape[0]
-        self._open_from = open_from
-        self._pending.extend(components)
+            if comps.m:
+                self._pending.append(comps)
         return self._measure_pending(final, end_frame)
 
-    def _is_image(self, box: npt.NDArray[np.float64], inside: BoolArray, rows: FloatArray, cols: slice) -> bool:
-        """Is this component a receiver artefact of a much stronger simultaneous signal?
+    def _components(self, labels: npt.NDArray[np.int32], cells: FloatArray, bounds: IntArray, ids: IntArray,
+                    start: int, truncated: BoolArray, eps: list[_Epoch]) -> _Components:
+        """The finalized regions ``ids`` of ``labels`` (rows from frame ``start``) as :class:`_Components`,
+        receiver artefacts (:meth:`_artefacts`) left out."""
+        g = float(self.config.bins_per_cell)
+        n_cols = self.n_columns
+        b0, b1, c0, c1 = bounds.T
+        h = b1 - b0
+        w = c1 - c0
+        sizes = h * w
+        m = ids.shape[0]
+        owner = np.repeat(np.arange(m), sizes)
+        offsets = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        k = np.arange(offsets[-1]) - offsets[owner]
+        rr = k // w[owner]
+        flat = (b0[owner] + rr) * n_cols + c0[owner] + (k - rr * w[owner])
+        inside = labels.ravel()[flat] == ids[owner]
+        values = cells.ravel()[flat].astype(np.float64)
+        z = np.where(inside, values, g)
+        n_cells = np.bincount(owner, weights=inside, minlength=m).astype(np.int64)
+        # column sums of the region and of all columns over its rows, for the artefact tests
+        cols = flat % n_cols
+        own = np.bincount(owner * n_cols + cols, weights=np.where(inside, values - g, 0.0),
+                          minlength=m * n_cols).reshape(m, n_cols) / h[:, None]
+        padded = np.zeros((cells.shape[0] + 1, n_cols))  # float64 (summed in it); reduceat needs stops < length
+        padded[:-1] = cells
+        rows = np.add.reduceat(padded, np.stack((b0, b1), axis=1).ravel(), axis=0)[0::2]
+        rows = rows / h[:, None] - g
+        artefact = self._artefacts(own, rows, c0, c1)
+        self.stats.rejected["image_or_alias"] += int(artefact.sum())
+        # the floor of the epoch holding each region's first frame (or the first one known)
+        firsts = np.array([ep.first_frame for ep in eps])
+        floors = [ep.floor for ep in eps]
+        fallback = next(f for f in floors if f is not None)
+        stacked = np.stack([fallback if f is None else f for f in floors])
+        r0 = b0 + start
+        floor = stacked[np.searchsorted(firsts, r0, side="right") - 1]
+        keep = np.flatnonzero(~artefact)
+        if keep.size < m:
+            kept_sizes = sizes[keep]
+            new_offsets = np.zeros(keep.size + 1, dtype=np.int64)
+            np.cumsum(kept_sizes, out=new_offsets[1:])
+            z = z[np.repeat(offsets[keep], kept_sizes) + np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], kept_sizes)]
+            offsets = new_offsets
+        return _Components(r0=r0[keep], r1=b1[keep] + start, c0=c0[keep], c1=c1[keep], offsets=offsets, z=z,
+                           n_cells=n_cells[keep], floor=floor[keep], truncated=truncated[keep])
+
+    def _artefacts(self, own: npt.NDArray[np.float64], rows: npt.NDArray[np.float64], c0: IntArray,
+                   c1: IntArray) -> BoolArray:
+        """Which components are receiver artefacts of a much stronger simultaneous signal?
 
         Two are looked for. The IQ image: I/Q gain and phase mismatch mirrors every signal
         to the opposite offset, 25-40 dB down on an RTL-SDR, so a strong burst at -f shows
         a weak, perfectly simultaneous copy at +f. The alias: what lies just beyond one band
         edge folds, barely filtered, to just inside the other, so a strong signal running
         into the upper edge shows a weak strip at the lower one (and vice versa).
-        ``rows``: all columns of the component's frames.
+        ``own``: (m, n_columns) mean over the component's frames of its cells minus the noise
+        mean (zero outside it); ``rows``: the same over all cells of those frames.
         """
         g = float(self.config.bins_per_cell)
         n = self.n_columns
+        m = own.shape[0]
         # image: column by column, the mirrored signal (a column of slack either side),
         # scaled down by the image rejection, must account for the component's energy
-        own = np.maximum((box - g).mean(axis=0), 0.0)
-        profile = np.maximum(rows.mean(axis=0, dtype=np.float64) - g, 0.0)
-        padded = np.concatenate(([0.0], profile, [0.0]))
-        mirror_cols = n - 1 - np.arange(cols.start, cols.stop) + 1  # index into padded
-        mirror = np.maximum(np.maximum(padded[mirror_cols - 1], padded[mirror_cols]), padded[mirror_cols + 1])
-        total = float(own.sum())
-        if total > 0 and float(np.minimum(own, mirror / self._image_ratio).sum()) >= 0.8 * total:
-            return True
+        positive = np.maximum(own, 0.0)
+        padded = np.zeros((m, n + 2))
+        padded[:, 1:-1] = np.maximum(rows, 0.0)
+        mirror = padded[:, ::-1]  # column c of the mirror sits at padded index n - c
+        mirror = np.maximum(np.maximum(mirror[:, :-2], mirror[:, 1:-1]), mirror[:, 2:])
+        total = positive.sum(axis=1)
+        image = (total > 0) & (np.minimum(positive, mirror / self._image_ratio).sum(axis=1) >= 0.8 * total)
+        # alias: only a component confined to one edge's half can be the other edge's alias;
+        # compare the strips along the two edges, column by column over the frames
         edge = self._ALIAS_EDGE_COLUMNS
-        # only a component confined to one edge's half can be the other edge's alias
-        if (cols.start < edge and cols.stop <= n // 2) or (cols.stop > n - edge and cols.start >= n // 2):
-            # compare the strips along the two edges, column by column over the frames
-            strip = (box[:, : edge - cols.start] if cols.start < edge else box[:, n - edge - cols.start :]) - g
-            partner = (rows[:, n - edge :] if cols.start < edge else rows[:, :edge]) - g
-            if strip.size and partner.size:
-                mine = float(strip.mean(axis=0).max())
-                theirs = float(partner.mean(axis=0).max())
-                peak = float((box - g).mean(axis=0).max())
-                # the component is that strip (not a burst whose painting reaches the edge),
-                # and the other edge carries a real signal well above it
-                return mine >= 0.5 * peak and theirs > max(self._ALIAS_RATIO * mine, 2.0 * g)
-        return False
+        low = (c0 < edge) & (c1 <= n // 2)
+        high = (c1 > n - edge) & (c0 >= n // 2)
+        cols = np.arange(n)[None, :]
+        spanned = (cols >= c0[:, None]) & (cols < c1[:, None])
+        peak = np.where(spanned, own, -np.inf).max(axis=1)
+        strip_low = np.where(spanned & (cols < edge), own, -np.inf).max(axis=1)
+        strip_high = np.where(spanned & (cols >= n - edge), own, -np.inf).max(axis=1)
+        mine = np.where(low, strip_low, strip_high)
+        theirs = np.where(low, rows[:, n - edge :].max(axis=1), rows[:, :edge].max(axis=1))
+        # the component is that strip (not a burst whose painting reaches the edge),
+        # and the other edge carries a real signal well above it
+        alias = (low | high) & (mine >= 0.5 * peak) & (theirs > np.maximum(self._ALIAS_RATIO * mine, 2.0 * g))
+        return image | alias
 
     def _measure_pending(self, final: bool, end_frame: int) -> list[Burst]:
         """Measure the finalized components in batches: numpy's per-call overhead is paid
         once per batch, not once per burst (a GSM call alone makes 217 bursts a second)."""
         if not self._pending:
             return []
-        oldest = min(c.r0 for c in self._pending)
-        if not (final or len(self._pending) >= self._BATCH or end_frame - oldest >= self._batch_delay_frames):
+        n_pending = sum(c.m for c in self._pending)
+        oldest = min(int(c.r0.min()) for c in self._pending)
+        if not (final or n_pending >= self._BATCH or end_frame - oldest >= self._batch_delay_frames):
             return []
-        components, self._pending = self._pending, []
-        eps = list(self._history)
-        bursts = self._measure(components, eps)
+        components = _Components.concat(self._pending)
+        self._pending = []
+        bursts = self._measure(components, list(self._history))
         bursts.sort(key=lambda b: b.sample_start)
         self.stats.n_bursts += len(bursts)
         return bursts
@@ -986,7 +1267,7 @@ class BurstDetector:
         if self._open_from is not None:
             keep_from = min(keep_from, self._open_from - 2)
         if self._pending:
-            keep_from = min(keep_from, min(c.r0 for c in self._pending) - 2)
+            keep_from = min(keep_from, min(int(c.r0.min()) for c in self._pending) - 2)
         while len(self._history) > 1 and self._history[0].end_frame <= keep_from:
             old = self._history.popleft()
             self._give("mask", old.mask)
@@ -1026,118 +1307,546 @@ class BurstDetector:
                 out[a - first_sample : b - first_sample] = ep.samples[a - ep.sample_start : b - ep.sample_start]
         return out
 
-    def _gather(self, eps: list[_Epoch], starts: npt.NDArray[np.int64], width: int) -> ComplexArray:
-        """Samples [start, start + width) for every start, (k, width), zeros outside the history."""
-        out = np.zeros((starts.shape[0], width), dtype=np.complex64)
-        offsets = np.arange(width)
-        done = np.zeros(starts.shape[0], dtype=bool)
-        for ep in eps:  # windows inside one epoch: one fancy-indexing copy per epoch
-            local = starts - ep.sample_start
-            sel = (local >= 0) & (local + width <= ep.samples.shape[0])
-            if sel.any():
-                out[sel] = ep.samples[local[sel][:, None] + offsets[None, :]]
-                done |= sel
-        for i in np.flatnonzero(~done):  # windows straddling epochs or the history's ends
-            out[i] = self._fetch(eps, int(starts[i]), width)
+    def _gather(self, eps: list[_Epoch], starts: npt.NDArray[np.int64], width: int,
+                out: ComplexArray | None = None) -> ComplexArray:
+        """Samples [start, start + width) for every start, (k, width), zeros outside the history
+        (written into ``out``, whose first ``width`` columns it fills, when given)."""
+        if out is None:
+            out = np.zeros((starts.shape[0], width), dtype=np.complex64)
+        firsts = np.array([ep.sample_start for ep in eps])
+        lengths = np.array([ep.samples.shape[0] for ep in eps])
+        where = np.searchsorted(firsts, starts, side="right") - 1  # the epoch holding each start
+        inside = (where >= 0) & (starts + width <= firsts[np.maximum(where, 0)] + lengths[np.maximum(where, 0)])
+        for e in np.unique(where[inside]):  # windows inside one epoch: one copy of rows of a strided view
+            sel = np.flatnonzero(inside & (where == e))
+            out[sel, :width] = eps[e].windows(width)[starts[sel] - firsts[e]]
+        for i in np.flatnonzero(~inside):  # windows straddling epochs or the history's ends
+            out[i, :width] = self._fetch(eps, int(starts[i]), width)
         return out
 
-    def _rectangles(self, comps: list[_Component]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    def _separate_bands(self, comps: _Components) -> _Components:
+        """Cut components in frequency where whole columns of them are noise.
+
+        Box painting joins two signals whose boxes touch: a strong GSM burst lights 720 kHz
+        LTE boxes that reach a PUCCH slot 400 kHz away. Where at least ``_QUIET_COLUMNS``
+        adjacent columns of a component average under ``_QUIET_EXCESS`` of excess per cell
+        over its frames (noise: 0 ± ~0.8 over six frames; a 180 kHz allocation at 10 dB:
+        ~8) between two signals each with a column averaging ``_STRONG_EXCESS`` or more,
+        the signals on either side become components of their own (a weak wide burst, whose
+        columns dip at random, is never cut; weak segments beside them, painted spill-over,
+        are dropped). A component without such a gap is returned unchanged.
+        """
+        m = comps.m
+        g = float(self.config.bins_per_cell)
+        h = comps.r1 - comps.r0
+        w = comps.c1 - comps.c0
+        sizes = h * w
+        owner = np.repeat(np.arange(m), sizes)
+        k = np.arange(comps.z.shape[0]) - comps.offsets[owner]
+        cc = k % w[owner]
+        col_base = np.cumsum(w) - w
+        n_keys = int(w.sum())
+        excess = np.bincount(col_base[owner] + cc, weights=comps.z - g, minlength=n_keys)
+        col_owner = np.repeat(np.arange(m), w)
+        quiet = excess / h[col_owner] < self._QUIET_EXCESS
+        # runs of quiet columns within each component, and their lengths
+        first_col = np.zeros(n_keys, dtype=bool)
+        first_col[col_base] = True
+        starts = quiet & (first_col | ~np.r_[False, quiet[:-1]])
+        run_id = np.cumsum(starts) - 1
+        run_len = np.bincount(run_id[quiet], minlength=int(starts.sum()))
+        wide_gap = np.zeros(n_keys, dtype=bool)
+        wide_gap[quiet] = run_len[run_id[quiet]] >= self._QUIET_COLUMNS
+        # segments: active columns between wide gaps (narrow gaps are bridged)
+        seg_start = ~wide_gap & (first_col | np.r_[True, wide_gap[:-1]])
+        seg_id = np.cumsum(seg_start) - 1
+        keep_col = ~wide_gap
+        n_seg = np.bincount(col_owner[seg_start], minlength=m)
+        strong = np.bincount(seg_id[keep_col & (excess / h[col_owner] >= self._STRONG_EXCESS)],
+                             minlength=int(seg_start.sum())) > 0
+        seg_owner = col_owner[seg_start]
+        # a segment the image rejection below the component's strongest is that signal's IQ image
+        # or spill-over, not a signal of its own: it is not cut off (the rectangle trims it away)
+        seg_peak = np.full(int(seg_start.sum()), -np.inf)
+        np.maximum.at(seg_peak, seg_id[keep_col], (excess / h[col_owner])[keep_col])
+        comp_peak = np.full(m, -np.inf)
+        np.maximum.at(comp_peak, seg_owner, seg_peak)
+        strong &= seg_peak * self._image_ratio >= comp_peak[seg_owner]
+        n_strong = np.bincount(seg_owner[strong], minlength=m)
+        split = np.flatnonzero((n_seg > 1) & (n_strong > 1))
+        if not split.size:
+            return comps
+        # new components: the active segments of the split ones, every row of the box
+        # each segment trimmed to its active columns (narrow quiet runs at its ends go)
+        n_segs = int(seg_start.sum())
+        cols = np.flatnonzero(keep_col & ~quiet)
+        seg_lo = np.full(n_segs, n_keys)
+        seg_hi = np.full(n_segs, -1)
+        np.minimum.at(seg_lo, seg_id[cols], cols)
+        np.maximum.at(seg_hi, seg_id[cols], cols)
+        chosen = np.flatnonzero(strong & np.isin(seg_owner, split))  # weak spill-over between them goes
+        parent = seg_owner[chosen]
+        c0 = comps.c0[parent] + (seg_lo[chosen] - col_base[parent])
+        c1 = comps.c0[parent] + (seg_hi[chosen] - col_base[parent]) + 1
+        new_w = c1 - c0
+        new_sizes = h[parent] * new_w
+        new_owner = np.repeat(np.arange(chosen.size), new_sizes)
+        new_offsets = np.zeros(chosen.size + 1, dtype=np.int64)
+        np.cumsum(new_sizes, out=new_offsets[1:])
+        kk = np.arange(new_offsets[-1]) - new_offsets[new_owner]
+        rr = kk // new_w[new_owner]
+        src_col = (c0 - comps.c0[parent])[new_owner] + kk - rr * new_w[new_owner]
+        z = comps.z[comps.offsets[parent][new_owner] + rr * w[parent][new_owner] + src_col]
+        n_cells = np.bincount(new_owner, weights=z != g, minlength=chosen.size).astype(np.int64)
+        sub = _Components(r0=comps.r0[parent], r1=comps.r1[parent], c0=c0, c1=c1, offsets=new_offsets, z=z,
+                          n_cells=np.maximum(n_cells, 1), floor=comps.floor[parent], truncated=comps.truncated[parent])
+        whole = np.flatnonzero(~np.isin(np.arange(m), split))
+        return _Components.concat([comps.take(whole), sub]) if whole.size else sub
+
+    def _rectangles(self, comps: _Components) -> _Parts:
         """Most likely signal rectangle of each component (rows, then columns, twice).
 
         The painted union of boxes overhangs a strong burst by up to a box on every side;
         the maximum-sum segment of the per-row (then per-column) log-likelihood ratio of
-        the cells keeps the rows and columns that carry the burst.
+        the cells keeps the rows and columns that carry the burst. Computed on the flat
+        boxes of all components at once (sums per row and column by ``bincount``).
         """
-        m = len(comps)
-        n_rows = max(c.cells.shape[0] for c in comps)
-        n_cols = max(c.cells.shape[1] for c in comps)
+        m = comps.m
         g = float(self.config.bins_per_cell)
-        z = np.full((m, n_rows, n_cols), g)
-        valid_rows = np.zeros((m, n_rows), dtype=bool)
-        valid_cols = np.zeros((m, n_cols), dtype=bool)
-        for i, c in enumerate(comps):
-            h, w = c.cells.shape
-            z[i, :h, :w] = c.cells
-            valid_rows[i, :h] = True
-            valid_cols[i, :w] = True
-        inside = z != g
-        rows = valid_rows.copy()
-        cols = valid_cols.copy()
+        z = comps.z
+        h = comps.r1 - comps.r0
+        w = comps.c1 - comps.c0
+        sizes = h * w
+        owner = np.repeat(np.arange(m), sizes)
+        k = np.arange(z.shape[0]) - comps.offsets[owner]
+        width = w[owner]
+        rr = k // width
+        cc = k - rr * width
+        row_key = (np.cumsum(h) - h)[owner] + rr
+        col_key = (np.cumsum(w) - w)[owner] + cc
+        n_row_keys = int(h.sum())
+        n_col_keys = int(w.sum())
+        a, b = np.zeros(m, dtype=np.int64), h.copy()
+        a2, b2 = np.zeros(m, dtype=np.int64), w.copy()
         snr = np.ones(m)
         for _ in range(2):
-            core = rows[:, :, None] & cols[:, None, :] & (inside | True)
-            snr = np.maximum((z * core).sum(axis=(1, 2)) / np.maximum(core.sum(axis=(1, 2)), 1) / g - 1.0, 1e-3)
-            w, off = _llr_weights(snr)
-            llr = w[:, None, None] * z - (g * off)[:, None, None]
-            row_llr = np.where(valid_rows, (llr * cols[:, None, :]).sum(axis=2), -1e30)
-            a, b = _best_segments(row_llr)
-            idx = np.arange(n_rows)[None, :]
-            rows = (idx >= a[:, None]) & (idx < b[:, None])
-            col_llr = np.where(valid_cols, (llr * rows[:, :, None]).sum(axis=1), -1e30)
-            a2, b2 = _best_segments(col_llr)
-            idx = np.arange(n_cols)[None, :]
-            cols = (idx >= a2[:, None]) & (idx < b2[:, None])
-        return a, b, a2, b2, snr
+            row_in = (rr >= a[owner]) & (rr < b[owner])
+            col_in = (cc >= a2[owner]) & (cc < b2[owner])
+            core = row_in & col_in
+            n_core = np.bincount(owner, weights=core, minlength=m)
+            snr = np.maximum(np.bincount(owner, weights=np.where(core, z, 0.0), minlength=m)
+                             / np.maximum(n_core, 1) / g - 1.0, 1e-3)
+            weight, off = _llr_weights(snr)
+            llr = weight[owner] * z - (g * off)[owner]
+            row_llr = np.bincount(row_key, weights=np.where(col_in, llr, 0.0), minlength=n_row_keys)
+            a, b = _ragged_best_segments(row_llr, h)
+            row_in = (rr >= a[owner]) & (rr < b[owner])
+            col_llr = np.bincount(col_key, weights=np.where(row_in, llr, 0.0), minlength=n_col_keys)
+            a2, b2 = _ragged_best_segments(col_llr, w)
+        g_int = self.config.bins_per_cell
+        minus = np.full(m, -1, dtype=np.int64)
+        margin = np.full(m, 2 * g_int, dtype=np.int64)
+        return _Parts(ra=comps.r0 + a, rb=comps.r0 + b, lo=(comps.c0 + a2) * g_int, hi=(comps.c0 + b2) * g_int,
+                      snr=snr, floor=comps.floor, truncated=comps.truncated, n_cells=comps.n_cells,
+                      t0_fixed=minus, t1_fixed=minus.copy(), margin_lo=margin, margin_hi=margin.copy(),
+                      box_r0=comps.r0, box_r1=comps.r1, split=np.zeros(m, dtype=np.int64),
+                      carrier_hz=np.full(m, np.nan))
 
-    def _measure(self, comps: list[_Component], eps: list[_Epoch]) -> list[Burst]:
-        if not comps:
+    def _measure(self, comps: _Components, eps: list[_Epoch]) -> list[Burst]:
+        """Bursts of a batch of components: bands apart, rectangles, measurement, then the
+        cuts of joined GSM bursts (in time, then in frequency) and their pieces measured."""
+        if not comps.m:
             return []
-        short = [c for c in comps if c.cells.shape[0] <= 64]
-        out: list[Burst] = []
-        if short:
-            out.extend(self._measure_batch(short, eps))
-        for c in comps:
-            if c.cells.shape[0] > 64:
-                out.extend(self._measure_batch([c], eps))
-        return out
+        parts = self._rectangles(self._separate_bands(comps))
+        meas = self._measure_parts(parts, eps)
+        split = self._split_in_time(parts, meas, eps)
+        if split is not None:
+            # a cut stands when a piece is a GSM normal burst, GMSK lines and all: LTE is left
+            # whole (PUCCH slots at a band edge, cut by its roll-off, can show lines too)
+            new, parent = split
+            new_meas = self._measure_parts(new, eps)
+            excess_s = new_meas.length / self.sample_rate_hz - _GSM_NORMAL_BURST_S
+            proof = ((new_meas.line_ratio >= GMSK_LINE_RATIO) & (new_meas.bandwidth >= self._SPLIT_PROOF_BANDWIDTH_HZ)
+                     & (excess_s >= -self._SPLIT_PROOF_SHORTER_S) & (excess_s <= self._SPLIT_PROOF_LONGER_S))
+            cut = np.zeros(parts.m, dtype=bool)
+            cut[parent[proof]] = True
+            pieces = np.flatnonzero(cut[parent])
+            keep = np.flatnonzero(~cut)
+            parts = _Parts.concat([parts.take(keep), new.take(pieces)])
+            meas = _Measured.concat([meas.take(keep), new_meas.take(pieces)])
+        for _ in range(2):  # three neighbouring ARFCNs take two cuts
+            split = self._split_in_frequency(parts, meas, eps)
+            if split is None:
+                break
+            new, replaced = split
+            keep = np.setdiff1d(np.arange(parts.m), replaced)
+            parts = _Parts.concat([parts.take(keep), new])
+            meas = _Measured.concat([meas.take(keep), self._measure_parts(new, eps)])
+        return self._bursts(parts, meas)
 
-    def _measure_batch(self, comps: list[_Component], eps: list[_Epoch]) -> list[Burst]:
-        """Measure components: edges, spectrum, power; vectorized over the batch where it pays.
+    def _split_in_time(self, parts: _Parts, meas: _Measured, eps: list[_Epoch]) -> tuple[_Parts, IntArray] | None:
+        """Cut merged GSM bursts of consecutive timeslots apart: the pieces, and the part each comes from.
+
+        Two phones on consecutive timeslots of one ARFCN (or of neighbouring ones) leave only
+        the guard period between their bursts: 8.25 bits, 30 µs between the -3 dB points
+        (TS 45.002 §5.2.3), much less than a 107 µs frame, so the detection mask joins them.
+        A region no wider than 1 MHz lasting k ≥ 2 timeslots (576.9 µs, §4.3.1) — or one
+        slot, beside which its bounding box reaches a busy slot (a weak burst next to a
+        strong one, whose edge change point stopped at the strong one) — is looked at
+        where the slot boundaries must be, on the grid of its start. A slot is busy when the
+        cells of its inner frames are 3 dB over the noise; around each boundary, the lowest
+        10 µs mean of the band-filtered power within ±80 µs of it (a strong burst's measured
+        start, the grid's anchor, can be tens of µs early) and the power of the two flanks,
+        20 µs each from 30 µs either side of that gap. A boundary between two busy slots is
+        cut when the gap is 3 dB below the weaker flank towards the noise, or 15 dB below the
+        stronger (the band filter rings into the gap after a 35 dB burst; GMSK's envelope is
+        constant, so only the guard period dips); one between a busy and an idle slot is cut
+        too (the idle slot is dropped). A region one of whose busy boundaries shows no dip is
+        left whole. The cut edges are the change points of the per-sample log-likelihood
+        ratio either side of the gap; the region's outer edges are measured again on each
+        end piece, with its own level. :meth:`_measure` keeps the cuts of a region only when
+        a piece is a GSM normal burst with its GMSK lines: an LTE transmission (whole 1 ms
+        subframes, no guard, no lines) is never cut.
+        """
+        rate = self.sample_rate_hz
+        n = self.config.fft_size
+        slot = _GSM_TIMESLOT_S * rate
+        guard = _GSM_GUARD_S * rate
+        length = meas.length
+        hist_first = eps[0].first_frame
+        origin = eps[0].sample_start  # the history is contiguous: frame f starts at origin + (f - hist_first)·n
+        rect_start = origin + (parts.ra - hist_first) * n
+        rect_end = origin + (parts.rb - hist_first) * n
+        k = np.maximum(np.rint((length + guard) / slot).astype(np.int64), 1)
+        # the region may reach beyond the measured edges into a weak neighbour's slot (its rows
+        # fell out of the rectangle, scored with the strong burst's SNR): one more slot each side
+        reach = 1.0 - self._SPLIT_LEFTOVER  # a leftover of this share of a slot counts as a slot
+        box_start = origin + (parts.box_r0 - hist_first) * n
+        box_end = origin + (parts.box_r1 - hist_first) * n
+        before = np.clip(np.floor((meas.t0 - box_start) / slot + reach), 0, 1).astype(np.int64)
+        after = np.clip(np.floor((box_end - meas.t0 - length) / slot + reach), 0, 1).astype(np.int64)
+        eligible = ((meas.bandwidth <= self._SPLIT_MAX_BANDWIDTH_HZ) & (meas.total > 0) & ~parts.truncated
+                    & (parts.t0_fixed < 0) & (parts.t1_fixed < 0) & (k + before + after <= self._SPLIT_MAX_SLOTS))
+        g = self.config.bins_per_cell
+        # an extra slot counts only when busy (mostly it holds the painting's overhang): the
+        # cheap cell test first, so that a lone burst costs no band filtering
+        # (and, for a single measured slot, only beside a burst that shows GMSK lines: a cut
+        # stands only if a piece proves GSM, and a weak neighbour piece seldom can)
+        gsm_like = (k >= 2) | (meas.line_ratio >= GMSK_LINE_RATIO)
+        for extra, offset in ((before, -1), (after, None)):
+            probe = np.flatnonzero(eligible & gsm_like & (extra > 0) & (k + before + after >= 2))
+            if probe.size:
+                first = meas.t0[probe] + (-slot if offset == -1 else k[probe] * slot)
+                busy_extra = self._slot_snr(eps, first, slot, parts.lo[probe] // g, parts.hi[probe] // g, hist_first,
+                                            origin) > self._SPLIT_ON_SNR
+                extra[probe[~busy_extra]] = 0
+        before[~gsm_like] = 0
+        after[~gsm_like] = 0
+        total = k + before + after
+        candidates = np.flatnonzero(eligible & (total >= 2))
+        if not candidates.size:
+            return None
+        width = self._SPLIT_WINDOW
+        half = width // 2
+        n_bounds = total[candidates] - 1
+        owner = np.repeat(np.arange(candidates.size), n_bounds)
+        first_bound = np.cumsum(n_bounds) - n_bounds
+        j = np.arange(owner.size) - first_bound[owner] + 1 - before[candidates][owner]  # slot j starts at t0 + j·slot
+        parent = candidates[owner]
+        centre = meas.t0[parent] + np.rint(j * slot - guard / 2).astype(np.int64)
+        noise_bin = np.repeat(parts.floor[parent] / np.maximum(self.column_dofs, 1), g, axis=1) / self._window_power
+        usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
+        energy, sigma2 = self._band_energy(eps, centre - half, width, parts.lo[parent], parts.hi[parent],
+                                           noise_bin, usable)
+        prefix = np.zeros((owner.size, width + 1))
+        np.cumsum(energy, axis=1, out=prefix[:, 1:])
+        search = round(self._SPLIT_SEARCH_S * rate)
+        span = self._SPLIT_GAP
+        lows = np.arange(half - search, half + search - span + 1)
+        means = (prefix[:, lows + span] - prefix[:, lows]) / span
+        lowest = np.argmin(means, axis=1)
+        rows_b = np.arange(owner.size)
+        gap = means[rows_b, lowest] - sigma2
+        gap_centre = lows[lowest] + span // 2  # where the gap is, within the window
+        # the flanks, 20 µs each starting 30 µs either side of the gap found (a strong burst's
+        # start, and so the slot grid, can be off by tens of µs)
+        flank = self._SPLIT_FLANK
+        offset = round(self._SPLIT_FLANK_OFFSET_S * rate)
+        left = (prefix[rows_b, gap_centre - offset] - prefix[rows_b, gap_centre - offset - flank]) / flank - sigma2
+        right = (prefix[rows_b, gap_centre + offset + flank] - prefix[rows_b, gap_centre + offset]) / flank - sigma2
+        # a slot is busy when the normalized cells of its inner frames, over the region's band,
+        # are 3 dB over the noise and within 20 dB of the strongest slot (a 20 µs flank is too
+        # noisy to say, and rings after a strong burst)
+        n_slots = total[candidates]
+        slot_owner = np.repeat(np.arange(candidates.size), n_slots)
+        s_idx = np.arange(slot_owner.size) - (np.cumsum(n_slots) - n_slots)[slot_owner]
+        grid_t0 = meas.t0[candidates] - before[candidates] * slot
+        slot_snr = self._slot_snr(eps, grid_t0[slot_owner] + s_idx * slot, slot, parts.lo[candidates][slot_owner] // g,
+                                  parts.hi[candidates][slot_owner] // g, hist_first, origin)
+        strongest = np.maximum.reduceat(slot_snr, np.cumsum(n_slots) - n_slots)
+        slot_on = (slot_snr > self._SPLIT_ON_SNR) & (slot_snr > self._SPLIT_ON_RELATIVE * strongest[slot_owner])
+        slot_first = np.cumsum(n_slots) - n_slots
+        on_left = slot_on[slot_first[owner] + j - 1 + before[parent]]
+        on_right = slot_on[slot_first[owner] + j + before[parent]]
+        busy = on_left & on_right
+        dip = (gap < self._SPLIT_DIP * np.minimum(left, right)) | (gap < self._SPLIT_DEEP_DIP * np.maximum(left, right))
+        # the slots beyond the measured part matter only when busy: an idle one there is
+        # the painting's overhang, and the measured edge stands
+        outer_left = j <= 0
+        outer_right = j >= k[parent]
+        cut = (busy & dip) | (on_left & ~on_right & ~outer_right) | (~on_left & on_right & ~outer_left)
+        undipped = np.bincount(owner, weights=busy & ~dip, minlength=candidates.size) > 0
+        n_cuts = np.bincount(owner, weights=cut, minlength=candidates.size)
+        # change points either side of the gap (the left piece's end, the right piece's start);
+        # a side without a dip (a step to or from an idle slot) is searched over its half window
+        left_snr = np.maximum(left, 0.0) / sigma2
+        right_snr = np.maximum(right, 0.0) / sigma2
+        w_left, off_left = _llr_weights(left_snr)
+        w_right, off_right = _llr_weights(right_snr)
+        positions = np.arange(width + 1)[None, :]
+        split_at = np.where(busy, gap_centre, half)[:, None]
+        steps = np.zeros((owner.size, width + 1))
+        np.cumsum((w_left / sigma2)[:, None] * energy - off_left[:, None], axis=1, out=steps[:, 1:])
+        left_end = centre - half + np.argmax(np.where(positions <= split_at, steps, -np.inf), axis=1)
+        np.cumsum((w_right / sigma2)[:, None] * energy - off_right[:, None], axis=1, out=steps[:, 1:])
+        right_start = centre - half + np.argmin(np.where(positions >= split_at, steps, np.inf), axis=1)
+        # assemble the runs of busy slots between cuts (a loop over split regions, not samples):
+        # (parent, start, stop, snr), start/stop -1 where the end piece is measured afresh
+        # (parent, start, stop, snr, bounding box at the start, at the stop)
+        rows: list[tuple[int, int, int, float, bool, bool]] = []
+        for c in np.flatnonzero(~undipped & (n_cuts > 0)):
+            i = int(candidates[c])
+            b0 = int(first_bound[c])
+            nb = int(n_bounds[c])
+            on = slot_on[slot_first[c] : slot_first[c] + nb + 1].tolist()
+            snrs = slot_snr[slot_first[c] : slot_first[c] + nb + 1].tolist()
+            start = -1
+            run = [0]
+            for q in range(nb):
+                b = b0 + q
+                if cut[b]:
+                    if any(on[s] for s in run):
+                        stop = int(left_end[b]) if on_left[b] else int(centre[b])
+                        rows.append((i, start, stop, max(snrs[s] for s in run), bool(before[i] and on[0]), False))
+                    start = int(right_start[b]) if on_right[b] else int(centre[b])
+                    run = []
+                run.append(q + 1)
+            if any(on[s] for s in run):
+                rows.append((i, start, -1, max(snrs[s] for s in run), bool(start < 0 and before[i] and on[0]),
+                             bool(after[i] and on[-1])))
+        if not rows:
+            return None
+        table = np.array([r[:3] for r in rows], dtype=np.int64).reshape(-1, 3)
+        idx, t0, t1 = table.T
+        box_first = np.array([r[4] for r in rows], dtype=bool)
+        box_last = np.array([r[5] for r in rows], dtype=bool)
+        new = parts.take(idx)
+        # frames: whole frames inside a cut piece (its neighbour's energy stays out of its
+        # spectrum); an end piece keeps the region's rectangle edge there, or its bounding
+        # box's when it holds a busy slot beyond the measured part
+        ra = np.where(t0 >= 0, hist_first + -((origin - t0) // n), np.where(box_first, parts.box_r0[idx], parts.ra[idx]))
+        rb = np.where(t1 >= 0, hist_first + (t1 - origin) // n, np.where(box_last, parts.box_r1[idx], parts.rb[idx]))
+        short = rb <= ra
+        new.ra = np.where(short & (t0 >= 0), hist_first + (t0 - origin) // n, ra)
+        new.rb = np.where(short & (t1 >= 0), hist_first + -((origin - t1) // n), rb)
+        new.rb = np.maximum(new.rb, new.ra + 1)
+        new.t0_fixed = t0
+        new.t1_fixed = t1
+        new.split = np.ones_like(t0)
+        new.snr = np.maximum(np.array([r[3] for r in rows]), 1e-3)
+        new.lo, new.hi = self._piece_bands(new, eps)
+        extent = (np.where(t1 >= 0, t1, origin + (new.rb - hist_first) * n)
+                  - np.where(t0 >= 0, t0, origin + (new.ra - hist_first) * n))
+        keep = extent >= self._SPLIT_MIN_S * rate
+        new = new.take(np.flatnonzero(keep))
+        new.n_cells = np.maximum(1, parts.n_cells[idx[keep]] * extent[keep] // np.maximum(rect_end - rect_start, 1)[idx[keep]])
+        return new, idx[keep]
+
+    def _split_in_frequency(self, parts: _Parts, meas: _Measured, eps: list[_Epoch]) -> tuple[_Parts, IntArray] | None:
+        """Cut simultaneous GSM bursts on neighbouring ARFCNs apart: new parts, and which parts they replace.
+
+        Two phones on ARFCNs 200 kHz apart in the same timeslot overlap in frequency (a GMSK
+        burst's 99 % band is ~250 kHz) and the mask joins them into one ~450 kHz region. The
+        square of a GMSK burst holds a pair of lines R_b apart around twice its carrier
+        (:func:`gmsk_line_frequencies`), whatever the other burst does; a region 300 kHz - 1 MHz
+        wide and no longer than a (strong) GSM burst showing two such pairs 200 kHz apart (the ARFCN
+        spacing, ± 30 kHz) is cut at the lowest point of its spectrum between the two
+        carriers. The stronger pair must look like GMSK (ratio ≥ 12.5, where SC-FDMA stays
+        below); the other, whose lower line shares the band with the cross term of the two
+        bursts, needs only ``_FSPLIT_SECOND_RATIO`` (a lone GMSK burst shows under 3 there).
+        """
+        rate = self.sample_rate_hz
+        candidates = np.flatnonzero(
+            (meas.bandwidth >= self._FSPLIT_MIN_BANDWIDTH_HZ) & (meas.bandwidth <= self._SPLIT_MAX_BANDWIDTH_HZ)
+            & (meas.length >= 200e-6 * rate) & (meas.length <= self._FSPLIT_MAX_S * rate) & (meas.total > 0)
+            & ~parts.truncated)
+        if not candidates.size:
+            return None
+        g = self.config.bins_per_cell
+        span = self._GMSK_SPAN
+        length = meas.length[candidates]
+        take = np.minimum(span, length)
+        chunk = self._gather(eps, meas.t0[candidates] + (length - take) // 2, span)
+        chunk[np.arange(span)[None, :] >= take[:, None]] = 0.0
+        spectrum = scipy.fft.fft(chunk, axis=1)
+        lo_hz = self._bin_freqs_hz[parts.lo[candidates]] - g * self.bin_hz
+        hi_hz = self._bin_freqs_hz[parts.hi[candidates] - 1] + g * self.bin_hz
+        # the band moved to 0 Hz (its square then stays inside ± rate / 2) and filtered
+        step_hz = rate / span
+        shift = np.rint(0.5 * (lo_hz + hi_hz) / step_hz).astype(np.int64)
+        rel = np.fft.fftfreq(span, d=1.0 / span).astype(np.int64)
+        spectrum = spectrum[np.arange(candidates.size)[:, None], (shift[:, None] + rel[None, :]) % span]
+        rel_lo = lo_hz - shift * step_hz
+        rel_hi = hi_hz - shift * step_hz
+        spectrum *= ((rel[None, :] * step_hz >= rel_lo[:, None]) & (rel[None, :] * step_hz <= rel_hi[:, None])).astype(np.float32)
+        filtered = scipy.fft.ifft(spectrum, axis=1).astype(np.complex64)
+        f1, r1, f2, r2 = gmsk_carrier_pair(filtered, rate, rel_lo, rel_hi, _GSM_CHANNEL_SPACING_HZ,
+                                           self._FSPLIT_SPACING_TOLERANCE_HZ)
+        f1 = f1 + shift * step_hz
+        f2 = f2 + shift * step_hz
+        two = (np.maximum(r1, r2) >= self._FSPLIT_FIRST_RATIO) & (np.minimum(r1, r2) >= self._FSPLIT_SECOND_RATIO)
+        if not two.any():
+            return None
+        chosen = candidates[two]
+        f_lo = np.minimum(f1, f2)[two]
+        f_hi = np.maximum(f1, f2)[two]
+        # the valley of the (smoothed) excess spectrum between the two carriers
+        positive = meas.positive[chosen]
+        smooth = positive.copy()
+        smooth[:, 1:-1] = (positive[:, :-2] + positive[:, 1:-1] + positive[:, 2:]) / 3.0
+        between = ((self._bin_freqs_hz[None, :] > f_lo[:, None]) & (self._bin_freqs_hz[None, :] < f_hi[:, None])
+                   & (self._grid[None, :] > parts.lo[chosen][:, None]) & (self._grid[None, :] < parts.hi[chosen][:, None] - 1))
+        inside = between.any(axis=1)
+        chosen, f_lo, f_hi, smooth, between = chosen[inside], f_lo[inside], f_hi[inside], smooth[inside], between[inside]
+        if not chosen.size:
+            return None
+        cut = np.argmin(np.where(between, smooth, np.inf), axis=1)
+        low = parts.take(chosen)
+        high = parts.take(chosen)
+        low.hi = np.maximum(cut, low.lo + 1)
+        low.margin_hi = np.zeros_like(low.margin_hi)
+        high.lo = np.minimum(cut, high.hi - 1)
+        high.margin_lo = np.zeros_like(high.margin_lo)
+        low.split = np.full_like(low.split, 2)
+        high.split = np.full_like(high.split, 2)
+        low.carrier_hz = f_lo
+        high.carrier_hz = f_hi
+        share = (cut - parts.lo[chosen]) / np.maximum(parts.hi[chosen] - parts.lo[chosen], 1)
+        low.n_cells = np.maximum(1, np.rint(parts.n_cells[chosen] * share).astype(np.int64))
+        high.n_cells = np.maximum(1, parts.n_cells[chosen] - low.n_cells)
+        return _Parts.concat([low, high]), chosen
+
+    def _slot_snr(self, eps: list[_Epoch], slot_start: npt.NDArray[np.float64], slot: float, c_lo: IntArray,
+                  c_hi: IntArray, hist_first: int, origin: int) -> npt.NDArray[np.float64]:
+        """Mean SNR per cell over columns [c_lo, c_hi) of the frames inside the middle 80 % of
+        each timeslot starting at sample ``slot_start``."""
+        n = self.config.fft_size
+        f_a = hist_first + np.ceil((slot_start + 0.1 * slot - origin) / n).astype(np.int64)
+        f_b = np.maximum(hist_first + np.floor((slot_start + 0.9 * slot - origin) / n).astype(np.int64), f_a + 1)
+        return self._cell_means(eps, f_a, f_b, c_lo, c_hi) / self.config.bins_per_cell - 1.0
+
+    def _cell_means(self, eps: list[_Epoch], f_a: IntArray, f_b: IntArray, c_lo: IntArray, c_hi: IntArray,
+                    ) -> npt.NDArray[np.float64]:
+        """Mean normalized cell over frames [f_a, f_b) and columns [c_lo, c_hi) of each row (neutral
+        where the history has no cells)."""
+        g = float(self.config.bins_per_cell)
+        counts = f_b - f_a
+        owner = np.repeat(np.arange(f_a.shape[0]), counts)
+        frames = f_a[owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        cells = np.full((frames.shape[0], self.n_columns), g, dtype=np.float32)
+        for ep in eps:
+            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
+            if idx.size and ep.cells is not None:
+                cells[idx] = ep.cells[frames[idx] - ep.first_frame]
+        sums = np.zeros((f_a.shape[0], self.n_columns + 1))
+        np.cumsum(np.add.reduceat(cells.astype(np.float64), np.cumsum(counts) - counts, axis=0), axis=1,
+                  out=sums[:, 1:])
+        rows = np.arange(f_a.shape[0])
+        return (sums[rows, c_hi] - sums[rows, c_lo]) / np.maximum((c_hi - c_lo) * counts, 1)
+
+    def _piece_bands(self, parts: _Parts, eps: list[_Epoch]) -> tuple[IntArray, IntArray]:
+        """The columns of each part's band that its own frames fill: the maximum-sum segment of
+        the per-column log-likelihood ratio of the normalized cells over frames [ra, rb), inside
+        [lo, hi). A piece of a split region keeps only its own ARFCN, not its neighbours'."""
+        g = self.config.bins_per_cell
+        n_cols = self.n_columns
+        counts = parts.rb - parts.ra
+        owner = np.repeat(np.arange(parts.m), counts)
+        frames = parts.ra[owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        cells = np.full((frames.shape[0], n_cols), float(g), dtype=np.float32)
+        for ep in eps:
+            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
+            if idx.size and ep.cells is not None:
+                cells[idx] = ep.cells[frames[idx] - ep.first_frame]
+        sums = np.add.reduceat(cells.astype(np.float64), np.cumsum(counts) - counts, axis=0)
+        c0 = parts.lo // g
+        widths = parts.hi // g - c0
+        col_owner = np.repeat(np.arange(parts.m), widths)
+        col = c0[col_owner] + np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
+        weight, off = _llr_weights(parts.snr)
+        llr = weight[col_owner] * sums[col_owner, col] - (counts * g * off)[col_owner]
+        a, b = _ragged_best_segments(llr, widths)
+        return (c0 + a) * g, (c0 + b) * g
+
+    def _frame_power(self, eps: list[_Epoch], frames: IntArray) -> tuple[FloatArray, FloatArray]:
+        """|X_k|² (shifted order) and the largest |I| or |Q| of the given absolute frames, (k, fft_size) and (k,)."""
+        n = self.config.fft_size
+        half = n // 2
+        power = np.empty((frames.shape[0], n), dtype=np.float32)
+        peaks = np.empty(frames.shape[0], dtype=np.float32)
+        for ep in eps:
+            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
+            if idx.size:
+                local = frames[idx] - ep.first_frame
+                rows = ep.power[local]
+                power[idx, :half] = rows[:, half:]
+                power[idx, half:] = rows[:, :half]
+                parts = ep.samples.reshape(-1, n)[local].view(np.float32)
+                peaks[idx] = np.maximum(parts.max(axis=1), -parts.min(axis=1))
+        return power, peaks
+
+    def _measure_parts(self, parts: _Parts, eps: list[_Epoch]) -> _Measured:
+        """Measure rectangles: edges, spectrum, power; vectorized over the batch.
 
         Edges (bursts of 3 frames or more): the burst's in-band energy in the two frames
         around each edge, minus noise, over its plateau (the mean of the inner frames) is
         the share of those frames' window energy the burst covers; inverting the window's
         cumulative energy gives the edge to a few samples with no extra FFT. Shorter bursts
-        use the sample-level change point of :meth:`_refine_edges`.
+        use the sample-level change point of :meth:`_refine_edges`. Edges a split has
+        placed (``t0_fixed``/``t1_fixed``) are kept.
         """
         cfg = self.config
         n = cfg.fft_size
         g = cfg.bins_per_cell
-        m = len(comps)
-        row_a, row_b, col_a, col_b, snr = self._rectangles(comps)
-        ra = np.array([c.r0 for c in comps]) + row_a  # rectangle frames [ra, rb)
-        rb = np.array([c.r0 for c in comps]) + row_b
-        lo = (np.array([c.c0 for c in comps]) + col_a) * g  # band [lo, hi), shifted grid bins
-        hi = (np.array([c.c0 for c in comps]) + col_b) * g
-        floors = np.stack([c.floor for c in comps])
-        noise_bin = np.repeat(floors / np.maximum(self.column_dofs, 1), g, axis=1)  # E|X_k|² of noise
+        m = parts.m
+        ra, rb, lo, hi, snr = parts.ra, parts.rb, parts.lo, parts.hi, parts.snr
+        noise_bin = np.repeat(parts.floor / np.maximum(self.column_dofs, 1), g, axis=1)  # E|X_k|² of noise
         usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
         hist_first = eps[0].first_frame
         hist_end = eps[-1].end_frame
-        margin = 2 * g
-        bins = np.arange(n)
+        lo_m = lo - parts.margin_lo  # the band with a margin: the share of a burst's energy
+        hi_m = hi + parts.margin_hi  # inside it must not depend on the data a frame carries
+        lo_w = np.maximum(lo_m, 0)
+        hi_w = np.minimum(hi_m, n)
+        rows_m = np.arange(m)
         # every frame from ra-1 to rb of every burst, gathered once: (n_total, fft_size)
-        n_rows = (rb - ra).astype(np.int64)
+        n_rows = rb - ra
         counts = n_rows + 2
-        owner = np.repeat(np.arange(m), counts)
+        owner = np.repeat(rows_m, counts)
         rel = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) - 1  # -1 .. n_rows
         frames = ra[owner] + rel
         present = (frames >= hist_first) & (frames < hist_end)
         owner, rel, frames = owner[present], rel[present], frames[present]
-        power = np.empty((frames.shape[0], n), dtype=np.float32)
-        peaks = np.empty(frames.shape[0], dtype=np.float32)
-        for ep in eps:
-            sel = (frames >= ep.first_frame) & (frames < ep.end_frame)
-            if sel.any():
-                local = frames[sel] - ep.first_frame
-                power[sel] = ep.power[local]
-                peaks[sel] = np.abs(ep.samples.reshape(-1, n)[local].view(np.float32)).max(axis=1)
-        power = power[:, self._shift_index]
-        lo_w = np.maximum(lo - margin, 0)  # the band with a margin: the share of a burst's
-        hi_w = np.minimum(hi + margin, n)  # energy inside it must not depend on the data a frame carries
-        wide = (bins[None, :] >= lo_w[owner][:, None]) & (bins[None, :] < hi_w[owner][:, None])
-        band_energy = np.where(wide, power, 0.0).sum(axis=1, dtype=np.float64)
-        wide_noise = np.where((bins[None, :] >= lo_w[:, None]) & (bins[None, :] < hi_w[:, None]), noise_bin, 0.0).sum(axis=1)
+        power, peaks = self._frame_power(eps, frames)
+        # band sums of every frame: one reduceat over the flat rows ([lo_w, hi_w) of each row)
+        bounds = (np.arange(frames.shape[0]) * n)[:, None] + np.stack((lo_w[owner], hi_w[owner]), axis=1)
+        flat_power = np.concatenate((power.ravel(), np.zeros(1, np.float32)))
+        band_energy = (np.add.reduceat(flat_power, bounds.ravel(), dtype=np.float64)[0::2] if bounds.size
+                       else np.zeros(0))
+        noise_cum = np.zeros((m, n + 1))
+        np.cumsum(noise_bin, axis=1, out=noise_cum[:, 1:])
+        wide_noise = noise_cum[rows_m, hi_w] - noise_cum[rows_m, lo_w]
+        noise_band = noise_cum[rows_m, hi] - noise_cum[rows_m, lo]
         edge_energy = np.repeat(wide_noise[:, None], 4, axis=1)  # frames ra-1, ra, rb-1, rb
         for j, target in enumerate((np.full(m, -1), np.zeros(m, np.int64), n_rows - 1, n_rows)):
             sel = rel == target[owner]
@@ -1149,11 +1858,11 @@ class BurstDetector:
         body_owner = owner[body]  # sorted: each burst's frames are contiguous
         body_first = np.flatnonzero(np.r_[True, body_owner[1:] != body_owner[:-1]])
         spectra = np.zeros((m, n))
-        spectra[body_owner[body_first]] = np.add.reduceat(power[body], body_first, axis=0)
+        if body_owner.size:  # (a part whose frames have all left the history has no spectrum: no power)
+            spectra[body_owner[body_first]] = np.add.reduceat(power[body], body_first, axis=0)
         spectra /= np.maximum(np.bincount(body_owner, minlength=m), 1)[:, None]
         clip_peak = np.zeros(m)
         np.maximum.at(clip_peak, owner, peaks)
-        noise_band = np.where((bins[None, :] >= lo[:, None]) & (bins[None, :] < hi[:, None]), noise_bin, 0.0).sum(axis=1)
         # the history is contiguous (a gap resets it): frame f starts at this sample
         frame_start = eps[0].sample_start + (ra - hist_first) * n
         t0 = frame_start.copy()
@@ -1171,33 +1880,40 @@ class BurstDetector:
         # sample-level change point: around the estimates above for long bursts, around the
         # rectangle's frame edges (± 2 frames) for bursts too short to have a plateau
         rect_noise = noise_bin / self._window_power
+        fixed0 = parts.t0_fixed >= 0
+        fixed1 = parts.t1_fixed >= 0
         for sel, width in ((long, n), (~long, 4 * n)):
+            sel = sel & ~(fixed0 & fixed1)
             if sel.any():
                 idx = np.flatnonzero(sel)
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
                                                       rect_noise[idx], usable, snr[idx], one_sided=width == n)
+        t0 = np.where(fixed0, parts.t0_fixed, t0)
+        t1 = np.where(fixed1, parts.t1_fixed, t1)
         length = t1 - t0
         excess = np.where(usable[None, :], spectra - noise_bin, 0.0)
         if self._guard_fill is not None:  # bridge the DC guard so a burst across DC keeps its power
             below, above, inside = self._guard_fill
             excess[:, inside] = 0.5 * (excess[:, below].mean(axis=1) + excess[:, above].mean(axis=1))[:, None]
-        in_band = (bins[None, :] >= (lo - margin)[:, None]) & (bins[None, :] < (hi + margin)[:, None])
+        bins = np.arange(n)
+        in_band = (bins[None, :] >= lo_m[:, None]) & (bins[None, :] < hi_m[:, None])
         band = np.where(in_band, excess, 0.0)
         total = band.sum(axis=1)
         positive = np.maximum(band, 0.0)
         weight = np.maximum(positive.sum(axis=1), 1e-300)
         centroid = (positive * self._bin_freqs_hz[None, :]).sum(axis=1) / weight
         safe_total = np.where(total > 0, total, 1.0)
-        cum = np.cumsum(band, axis=1) / safe_total[:, None]
-        k_lo = np.argmax(cum >= 0.005, axis=1)
-        k_hi = np.maximum(np.argmax(cum >= 0.995, axis=1), k_lo)
+        cum_band = np.cumsum(band, axis=1) / safe_total[:, None]
+        k_lo = np.argmax(cum_band >= 0.005, axis=1)
+        k_hi = np.maximum(np.argmax(cum_band >= 0.995, axis=1), k_lo)
         bandwidth = (k_hi - k_lo + 1) * self.bin_hz
         smooth = positive.copy()
         smooth[:, 1:-1] = (positive[:, :-2] + positive[:, 1:-1] + positive[:, 2:]) / 3.0
         trim = (k_hi - k_lo) // 10
         inner_bins = (bins[None, :] >= (k_lo + trim)[:, None]) & (bins[None, :] <= (k_hi - trim)[:, None])
-        inner_max = np.where(inner_bins, smooth, 0.0).max(axis=1)
-        inner_mean = np.where(inner_bins, smooth, 0.0).sum(axis=1) / np.maximum(inner_bins.sum(axis=1), 1)
+        inner_smooth = np.where(inner_bins, smooth, 0.0)
+        inner_max = inner_smooth.max(axis=1)
+        inner_mean = inner_smooth.sum(axis=1) / np.maximum(inner_bins.sum(axis=1), 1)
         flatness = np.where(inner_max > 0, inner_mean / np.where(inner_max > 0, inner_max, 1.0), 0.0)
         to_power = 1.0 / (n * n * self._window_power)  # |X_k|² of a windowed frame -> FS² per sample
         # burst power: the mean spectrum is over whole rectangle frames; rescale by the
@@ -1213,38 +1929,54 @@ class BurstDetector:
             line_ratio[idx] = ratios
             strong = ratios >= GMSK_LINE_RATIO
             centroid[idx[strong]] = offsets[strong]
-        bursts: list[Burst] = []
+        # a piece of a frequency cut whose own lines are blurred by its neighbour's cross term:
+        # the carrier the cut found (a centroid would lean towards the cut)
+        found = ~np.isnan(parts.carrier_hz) & ~(line_ratio >= GMSK_LINE_RATIO)
+        centroid[found] = parts.carrier_hz[found]
+        return _Measured(t0=t0, length=length, centroid=centroid, bandwidth=bandwidth, signal_power=signal_power,
+                         noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
+                         total=total, positive=positive)
+
+    def _bursts(self, parts: _Parts, meas: _Measured) -> list[Burst]:
+        """Burst records of measured parts; narrowband ones feed the carrier mask instead."""
+        cfg = self.config
+        g = cfg.bins_per_cell
         assert self._anchor_s is not None
-        for i, c in enumerate(comps):
-            if length[i] < 4 or total[i] <= 0:
-                self.stats.rejected["no_power"] += 1
-                continue
-            if bandwidth[i] < cfg.min_bandwidth_hz:
-                self.stats.rejected["narrowband"] += 1
-                cols = slice(int(lo[i]) // g, max(int(hi[i]) // g, int(lo[i]) // g + 1))
-                self._carrier_occupancy[cols] += length[i] / self.sample_rate_hz / cfg.carrier_window_s
-                continue
-            noise_power = noise_density[i] * bandwidth[i]
-            bursts.append(Burst(
-                t_start_s=self._anchor_s + int(t0[i]) / self.sample_rate_hz,
-                duration_s=float(length[i]) / self.sample_rate_hz,
-                freq_hz=self.center_freq_hz + float(centroid[i]),
-                bandwidth_hz=float(bandwidth[i]),
-                power_dbfs=10.0 * math.log10(max(float(signal_power[i]), 1e-30)),
-                snr_db=10.0 * math.log10(max(float(signal_power[i] / noise_power), 1e-30)),
-                noise_dbfs_hz=10.0 * math.log10(max(float(noise_density[i]), 1e-30)),
-                sample_start=int(t0[i]),
-                sample_count=int(length[i]),
-                clipped=bool(clip_peak[i] >= cfg.clip_level),
-                n_frames=int(n_rows[i]),
-                n_cells=int(c.inside.sum()),
-                flatness=float(flatness[i]),
-                gmsk_line_ratio=None if math.isnan(line_ratio[i]) else float(line_ratio[i]),
-                center_freq_hz=self.center_freq_hz,
-                truncated=c.truncated,
-                gain_db=self._gain_db,
-            ))
-        return bursts
+        t0, length, centroid, bandwidth = meas.t0, meas.length, meas.centroid, meas.bandwidth
+        signal_power, noise_density, clip_peak = meas.signal_power, meas.noise_density, meas.clip_peak
+        flatness, line_ratio, total, lo, hi = meas.flatness, meas.line_ratio, meas.total, parts.lo, parts.hi
+        dead = (length < 4) | (total <= 0)
+        narrow = ~dead & (bandwidth < cfg.min_bandwidth_hz)
+        self.stats.rejected["no_power"] += int(dead.sum())
+        self.stats.rejected["narrowband"] += int(narrow.sum())
+        for i in np.flatnonzero(narrow):
+            cols = slice(int(lo[i]) // g, max(int(hi[i]) // g, int(lo[i]) // g + 1))
+            self._carrier_occupancy[cols] += length[i] / self.sample_rate_hz / cfg.carrier_window_s
+        keep = np.flatnonzero(~dead & ~narrow)
+        if not keep.size:
+            return []
+        rate = self.sample_rate_hz
+        power = signal_power[keep]
+        noise_power = noise_density[keep] * bandwidth[keep]
+        power_dbfs = 10.0 * np.log10(np.maximum(power, 1e-30))
+        snr_db = 10.0 * np.log10(np.maximum(power / noise_power, 1e-30))
+        noise_dbfs_hz = 10.0 * np.log10(np.maximum(noise_density[keep], 1e-30))
+        starts = t0[keep]
+        t_start = (self._anchor_s + starts / rate).tolist()
+        ratios = line_ratio[keep]
+        lines = [None if math.isnan(r) else r for r in ratios.tolist()]
+        columns = zip(
+            t_start, (length[keep] / rate).tolist(), (self.center_freq_hz + centroid[keep]).tolist(),
+            bandwidth[keep].tolist(), power_dbfs.tolist(), snr_db.tolist(), noise_dbfs_hz.tolist(),
+            starts.tolist(), length[keep].tolist(), (clip_peak[keep] >= cfg.clip_level).tolist(),
+            (parts.rb - parts.ra)[keep].tolist(), parts.n_cells[keep].tolist(), flatness[keep].tolist(), lines,
+            parts.truncated[keep].tolist(), strict=True)
+        fc = self.center_freq_hz
+        gain = self._gain_db
+        names = ("", "time", "frequency")
+        splits = [names[x] for x in parts.split[keep].tolist()]
+        return [Burst(a, b, c, d, e, f, h, i, j, k, l_, n_, o, p, fc, q, gain, r)
+                for (a, b, c, d, e, f, h, i, j, k, l_, n_, o, p, q), r in zip(columns, splits, strict=True)]
 
     def _gmsk_lines(self, eps: list[_Epoch], t0: npt.NDArray[np.int64], length: npt.NDArray[np.int64],
                     lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],
@@ -1256,10 +1988,15 @@ class BurstDetector:
         chunk = self._gather(eps, t0 + (length - take) // 2, span)
         chunk[np.arange(span)[None, :] >= take[:, None]] = 0.0
         spectrum = scipy.fft.fft(chunk, axis=1)
-        # keep the band (± one column), centred on its middle, in a span/4-point spectrum
+        # keep the band (± one column), centred on its middle, in a span/4-point spectrum;
+        # squaring doubles offsets from that centre, so a burst far from the middle of a wide
+        # band (a piece of a split region) is centred on its own guess instead: its lines
+        # would otherwise alias
         n_out = span // 4
         centre_bin = ((lo + hi) // 2).astype(np.int64)  # shifted grid bin
-        shift_hz = self._bin_freqs_hz[centre_bin]
+        band_mid_hz = self._bin_freqs_hz[centre_bin]
+        off_centre = np.abs(guesses - band_mid_hz) > self._GMSK_RECENTRE_HZ
+        shift_hz = np.where(off_centre, guesses, band_mid_hz)
         step_hz = self.sample_rate_hz / span
         offset_bins = np.round(shift_hz / step_hz).astype(np.int64)
         rel = np.fft.fftfreq(n_out, d=1.0 / n_out).astype(np.int64)  # -n_out/2 .. n_out/2-1
@@ -1268,11 +2005,40 @@ class BurstDetector:
         narrow = spectrum[rows, take_bins]
         rel_hz = rel * step_hz
         half_band = ((hi - lo) / 2 + g) * self.bin_hz
-        narrow = np.where(np.abs(rel_hz[None, :]) <= half_band[:, None], narrow, 0.0)
+        band_rel_hz = np.where(off_centre, band_mid_hz - offset_bins * step_hz, 0.0)
+        narrow = np.where(np.abs(rel_hz[None, :] - band_rel_hz[:, None]) <= half_band[:, None], narrow, 0.0)
         filtered = scipy.fft.ifft(narrow, axis=1).astype(np.complex64)
         offsets, ratios = gmsk_line_frequencies(filtered, self.sample_rate_hz / 4.0,
                                                 guesses - offset_bins * step_hz)
         return offsets + offset_bins * step_hz, ratios
+
+    def _band_energy(self, eps: list[_Epoch], firsts: IntArray, width: int, lo: IntArray, hi: IntArray,
+                     noise_bin: npt.NDArray[np.float64], usable: BoolArray) -> tuple[FloatArray, npt.NDArray[np.float64]]:
+        """Sample power of windows ``[first, first + width)`` band-filtered to grid bins ``[lo, hi)``,
+        (k, width), and the noise power σ² per sample in that band, (k,).
+
+        Zero-padded FFT (a linear, not circular, filter) keeping the FFT bins that fall in
+        the band's usable grid bins. ``noise_bin``: E|X_k|² of noise for a rectangular
+        frame, (k, fft_size), shifted order.
+        """
+        n = self.config.fft_size
+        n_fft = 2 * width
+        k = self._edge_bins.get(n_fft)
+        if k is None:
+            k = self._grid_bins(n_fft)
+            self._edge_bins[n_fft] = k
+            self._edge_counts[n_fft] = np.bincount(k, minlength=n)
+        padded = self._gather(eps, firsts, width, out=np.zeros((firsts.shape[0], n_fft), dtype=np.complex64))
+        spectrum = scipy.fft.fft(padded, axis=1, overwrite_x=True)
+        in_band = (self._grid[None, :] >= lo[:, None]) & (self._grid[None, :] < hi[:, None])
+        keep = in_band & usable[None, :]  # per grid bin, then per FFT bin
+        spectrum *= keep[:, k].astype(np.float32)
+        filtered = scipy.fft.ifft(spectrum, axis=1, overwrite_x=True)[:, :width]
+        energy = np.square(filtered.real) + np.square(filtered.imag)
+        # noise in the kept band: each grid bin's noise times the FFT bins that map to it
+        per_grid = self._edge_counts[n_fft] * usable
+        sigma2 = np.maximum((noise_bin * per_grid[None, :] * in_band).sum(axis=1) / (n * n_fft), 1e-30)
+        return energy, sigma2
 
     def _refine_edges(self, eps: list[_Epoch], s0: npt.NDArray[np.int64], s1: npt.NDArray[np.int64], width: int,
                       lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], noise_bin: npt.NDArray[np.float64],
@@ -1286,28 +2052,12 @@ class BurstDetector:
         of exponential power — noise σ² from the floor, burst-to-noise ratio ``snr`` —
         gives the edge at sample resolution. ``one_sided``: the bursts are longer than the
         windows (each window holds one edge). ``noise_bin``: E|X_k|² of noise for a
-        rectangular frame, (m, fft_size), shifted order.
+        rectangular frame, (m, fft_size), shifted order (:meth:`_band_energy`).
         """
-        n = self.config.fft_size
         m = s0.shape[0]
-        n_fft = 2 * width
-        k = self._edge_bins.get(n_fft)
-        if k is None:
-            k = self._grid_bins(n_fft)
-            self._edge_bins[n_fft] = k
         firsts = np.concatenate((s0 - width // 2, s1 - width // 2))
-        windows = self._gather(eps, firsts, width)
-        lo2 = np.concatenate((lo, lo))[:, None]
-        hi2 = np.concatenate((hi, hi))[:, None]
-        keep = (k[None, :] >= lo2) & (k[None, :] < hi2) & usable[k][None, :]
-        filtered = scipy.fft.ifft(scipy.fft.fft(windows, n_fft, axis=1) * keep, axis=1)[:, :width]
-        energy = np.square(filtered.real) + np.square(filtered.imag)
-        # noise in the kept band: each grid bin's noise times the FFT bins that map to it
-        per_grid = np.bincount(k, minlength=n)[None, :] * usable[None, :]
-        grid = np.arange(n)[None, :]
-        in_band = (grid >= lo[:, None]) & (grid < hi[:, None])
-        sigma2 = np.maximum((noise_bin * per_grid * in_band).sum(axis=1) / (n * n_fft), 1e-30)
-        sigma2 = np.concatenate((sigma2, sigma2))
+        energy, sigma2 = self._band_energy(eps, firsts, width, np.concatenate((lo, lo)), np.concatenate((hi, hi)),
+                                           np.concatenate((noise_bin, noise_bin)), usable)
         w, off = _llr_weights(np.concatenate((snr, snr)))
         llr = ((w / sigma2)[:, None] * energy - off[:, None]).astype(np.float32)
         if one_sided:

@@ -58,6 +58,9 @@ class IQBlock:
         return self.t_start_s + self.duration_s
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers on the wire: what a database column and a float hold
+
+
 def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: bool = False) -> Any:
     if name not in obj or obj[name] is None:
         if optional:
@@ -70,6 +73,8 @@ def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: 
         raise InputError(None, name, f"expected {kinds[0].__name__}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InputError(None, name, "must be finite")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise InputError(None, name, "integer out of range (64-bit)")  # no float, no database column holds it
     return value
 
 

@@ -502,3 +502,17 @@ def test_writer_refuses_bad_input(tmp_path: Path) -> None:
             writer.annotate(0, 1, freq_lower_hz=1.0)
         with pytest.raises(ValueError, match="cellwatch:"):
             writer.annotate(0, 1, extra={"tech": "gsm"})
+
+
+def test_every_cu8_byte_converts_to_its_exact_sample_value() -> None:
+    """(b - 127.5) / 127.5 in float32 for all 256 byte values, as I and as Q."""
+    from dsp.iq import cu8_to_complex64
+
+    values = np.arange(256, dtype=np.uint8)
+    raw = np.column_stack([values, values[::-1]]).ravel()
+    samples = cu8_to_complex64(raw.tobytes())
+    expected = (values.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    assert samples.dtype == np.complex64 and samples.shape == (256,)
+    np.testing.assert_array_equal(samples.real, expected)
+    np.testing.assert_array_equal(samples.imag, expected[::-1])
+    assert samples.real[0] == -1.0 and samples.real[255] == 1.0

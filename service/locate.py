@@ -279,10 +279,14 @@ class Observation:
                       & (clip_level - u > config.stray_margin_db))
             # a burst or two among hundreds missed: near the threshold, as likely another phone's
             # burst grouped in by the correlator as a fading peak of this one; only "missed" is sure
-            rare = partial & (k <= config.rare_max_bursts) & (k < config.rare_fraction * (k + missed)) & ~stray
+            # (measured against the transmission's length: the sensor that heard or listened for most)
+            n_bursts = float(np.max(k + missed)) if k.size else 0.0
+            rare = heard & (k <= config.rare_max_bursts) & (k < config.rare_fraction * n_bursts) & ~stray
             heard = heard & ~stray & ~rare
             level[stray | rare] = np.nan
             partial = partial & ~stray & ~rare
+            # counted as missed, never as heard (no threshold known, u NaN: no information at all)
+            missed = np.where(rare, missed + k, missed)
             if np.any(partial):
                 level[partial] = _tobit_mean(k[partial], s1[partial], s2[partial], missed[partial], u[partial], sigma)
             var = np.where(heard, sigma**2 / np.maximum(k, 1.0), np.nan)

@@ -25,6 +25,17 @@ A calibration file (TOML) holds one table per sensor; every key is optional::
     ppm_error = 1.8                # crystal error, ppm (positive: runs fast)
     clock_offset_s = 0.0           # sensor clock minus true UTC, seconds
 
+A dongle's gain error depends on the band and on the gain step, so a sensor may also
+list offsets measured per band and gain step (``cellwatch calibrate gain`` writes them);
+a detection takes the entry of its band at its gain step, else its band's entry at the
+nearest step, else ``gain_offset_db``::
+
+    [[sensors.A1-S1.offsets]]      # B8 (880-915 MHz) at gain 28.0 dB
+    freq_min_hz = 880e6
+    freq_max_hz = 915e6
+    gain_db = 28.0                 # optional: the entry then holds for every step
+    gain_offset_db = -0.9
+
 Sensors the file does not name get the defaults. Unknown keys are an
 :class:`~dsp.errors.InputError` naming ``sensors.<id>.<key>``.
 """
@@ -46,7 +57,11 @@ from dsp.records import Detection
 
 DEFAULT_DBFS_AT_0DB_GAIN_DBM = -15.0
 
-_SENSOR_KEYS = ("gain_offset_db", "dbfs_at_0db_gain_dbm", "ppm_error", "clock_offset_s")
+_SENSOR_KEYS = ("gain_offset_db", "dbfs_at_0db_gain_dbm", "ppm_error", "clock_offset_s", "offsets")
+_OFFSET_KEYS = ("freq_min_hz", "freq_max_hz", "gain_db", "gain_offset_db")
+# the uplink bands a node scans (DESIGN.md): a measurement at a centre frequency holds for its band
+UPLINK_BANDS_HZ = {"B28": (703e6, 733e6), "B20": (832e6, 862e6), "B8": (880e6, 915e6), "B3": (1710e6, 1785e6)}
+_GAIN_MATCH_DB = 0.05
 _LIMITS = {
     "gain_offset_db": (-30.0, 30.0),
     "dbfs_at_0db_gain_dbm": (-60.0, 30.0),
@@ -82,6 +97,24 @@ def dbfs_to_dbm(
     return float(out) if out.ndim == 0 else out
 
 
+def band_of(freq_hz: float, span_hz: float = 2.4e6) -> tuple[str, float, float]:
+    """The uplink band holding ``freq_hz`` (name, low, high), or the ``span_hz`` around it."""
+    for name, (low, high) in UPLINK_BANDS_HZ.items():
+        if low <= freq_hz <= high:
+            return name, low, high
+    return f"{freq_hz / 1e6:.1f} MHz", freq_hz - span_hz / 2.0, freq_hz + span_hz / 2.0
+
+
+@dataclass(frozen=True)
+class BandGainOffset:
+    """A gain offset measured in one frequency range, at one gain step (``None``: any step)."""
+
+    freq_min_hz: float
+    freq_max_hz: float
+    gain_db: float | None
+    gain_offset_db: float
+
+
 @dataclass(frozen=True)
 class SensorCalibration:
     """One sensor's corrections; the defaults are an uncalibrated generic RTL-SDR."""
@@ -91,9 +124,28 @@ class SensorCalibration:
     dbfs_at_0db_gain_dbm: float = DEFAULT_DBFS_AT_0DB_GAIN_DBM
     ppm_error: float = 0.0
     clock_offset_s: float = 0.0
+    offsets: tuple[BandGainOffset, ...] = ()
 
-    def rssi_dbm(self, power_dbfs: float, gain_db: float) -> float:
-        return float(dbfs_to_dbm(power_dbfs, gain_db, self.gain_offset_db, self.dbfs_at_0db_gain_dbm))
+    def gain_offset_for(self, freq_hz: float | None, gain_db: float) -> float:
+        """The offset for a burst at ``freq_hz`` read at ``gain_db``: the band's entry at that
+        step, else the band's entry for any step, else its entry at the nearest step, else
+        ``gain_offset_db``."""
+        if freq_hz is None or not self.offsets:
+            return self.gain_offset_db
+        inside = [o for o in self.offsets if o.freq_min_hz <= freq_hz <= o.freq_max_hz]
+        if not inside:
+            return self.gain_offset_db
+        exact = [o for o in inside if o.gain_db is not None and abs(o.gain_db - gain_db) <= _GAIN_MATCH_DB]
+        if exact:
+            return exact[-1].gain_offset_db
+        any_step = [o for o in inside if o.gain_db is None]
+        if any_step:
+            return any_step[-1].gain_offset_db
+        return min(inside, key=lambda o: abs(float(o.gain_db or 0.0) - gain_db)).gain_offset_db
+
+    def rssi_dbm(self, power_dbfs: float, gain_db: float, freq_hz: float | None = None) -> float:
+        offset_db = self.gain_offset_for(freq_hz, gain_db)
+        return float(dbfs_to_dbm(power_dbfs, gain_db, offset_db, self.dbfs_at_0db_gain_dbm))
 
     def true_freq_hz(self, measured_freq_hz: float) -> float:
         """The frequency a burst really had, from where a crystal ``ppm_error`` fast showed it.
@@ -130,8 +182,11 @@ class CalibrationTable:
             path = f"sensors.{sensor_id}"
             if not isinstance(entry, Mapping):
                 raise InputError(source, path, "expected a table")
-            values: dict[str, float] = {}
+            values: dict[str, Any] = {}
             for key, value in entry.items():
+                if key == "offsets":
+                    values["offsets"] = _parse_offsets(value, source, f"{path}.offsets")
+                    continue
                 if key not in _SENSOR_KEYS:
                     raise InputError(source, f"{path}.{key}", f"unknown key (expected one of: {', '.join(_SENSOR_KEYS)})")
                 if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -160,4 +215,32 @@ class CalibrationTable:
             return float(detection.rssi_dbm)
         if detection.gain_db is None:
             return None
-        return self.get(detection.sensor_id).rssi_dbm(detection.power_dbfs, detection.gain_db)
+        return self.get(detection.sensor_id).rssi_dbm(detection.power_dbfs, detection.gain_db, detection.freq_hz)
+
+
+def _parse_offsets(value: Any, source: str, path: str) -> tuple[BandGainOffset, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+        raise InputError(source, path, "expected an array of tables ([[sensors.<id>.offsets]])")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"{path}[{i}]"
+        numbers: dict[str, float] = {}
+        for key, item in entry.items():
+            if key not in _OFFSET_KEYS:
+                raise InputError(source, f"{where}.{key}", f"unknown key (expected one of: {', '.join(_OFFSET_KEYS)})")
+            if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+                raise InputError(source, f"{where}.{key}", "expected a finite number")
+            numbers[key] = float(item)
+        for key in ("freq_min_hz", "freq_max_hz", "gain_offset_db"):
+            if key not in numbers:
+                raise InputError(source, f"{where}.{key}", "missing")
+        if not 0.0 < numbers["freq_min_hz"] <= numbers["freq_max_hz"]:
+            raise InputError(source, f"{where}.freq_max_hz", "must be at least freq_min_hz (> 0)")
+        low, high = _LIMITS["gain_offset_db"]
+        if not low <= numbers["gain_offset_db"] <= high:
+            raise InputError(source, f"{where}.gain_offset_db", f"must lie in [{low:g}, {high:g}]")
+        if "gain_db" in numbers and not 0.0 <= numbers["gain_db"] <= 60.0:
+            raise InputError(source, f"{where}.gain_db", "must lie in [0, 60] dB")
+        out.append(BandGainOffset(numbers["freq_min_hz"], numbers["freq_max_hz"], numbers.get("gain_db"),
+                                  numbers["gain_offset_db"]))
+    return tuple(out)

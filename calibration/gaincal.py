@@ -56,7 +56,7 @@ import numpy.typing as npt
 from scipy import stats
 
 from calibration.config import read_toml
-from calibration.gain import DEFAULT_DBFS_AT_0DB_GAIN_DBM, CalibrationTable
+from calibration.gain import DEFAULT_DBFS_AT_0DB_GAIN_DBM, CalibrationTable, band_of
 from calibration.propagation import PropagationModel
 from calibration.site import Site
 from dsp.errors import InputError
@@ -484,37 +484,60 @@ def _history(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def update_calibration_file(path: str | Path, updates: Mapping[str, Mapping[str, float]],
+def update_calibration_file(path: str | Path, updates: Mapping[str, Mapping[str, Any]],
                             notes: Mapping[str, Sequence[str]] | None = None) -> CalibrationTable:
     """Write ``path`` with ``updates`` merged over what it already holds; returns the new table.
 
-    ``updates``: ``{sensor_id: {key: value}}`` with keys of :class:`calibration.gain.SensorCalibration`.
+    ``updates``: ``{sensor_id: {key: value}}`` with keys of :class:`calibration.gain.SensorCalibration`;
+    ``"offsets"`` is a list of ``{freq_min_hz, freq_max_hz, gain_db, gain_offset_db}`` tables that
+    replace the stored entries of the same band and gain step and keep the others.
     ``notes``: comment lines to append under each sensor (its measurement history; the last
     :data:`MAX_HISTORY_LINES` are kept). Values and history of other sensors are kept. The
     result is validated by :class:`CalibrationTable` before the file is replaced.
     """
     path = Path(path)
     existing: dict[str, dict[str, float]] = {}
+    offsets: dict[str, dict[tuple[float, float, float | None], dict[str, float]]] = {}
     history: dict[str, list[str]] = {}
+
+    def merge_offsets(sensor_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        table = offsets.setdefault(sensor_id, {})
+        for entry in entries:
+            gain = entry.get("gain_db")
+            key = (float(entry["freq_min_hz"]), float(entry["freq_max_hz"]), None if gain is None else float(gain))
+            table[key] = {k: float(v) for k, v in entry.items() if v is not None}
+
     if path.exists():
-        table = CalibrationTable.from_file(path)
+        CalibrationTable.from_file(path)  # a broken file is reported, not overwritten
         doc = read_toml(path).get("sensors", {})
-        existing = {sid: {k: float(v) for k, v in entry.items()} for sid, entry in doc.items()}
+        for sid, entry in doc.items():
+            existing[sid] = {k: float(v) for k, v in entry.items() if k != "offsets"}
+            merge_offsets(sid, entry.get("offsets", []))
         history = _history(path)
-        del table
     for sensor_id, values in updates.items():
-        existing.setdefault(sensor_id, {}).update({k: float(v) for k, v in values.items()})
+        existing.setdefault(sensor_id, {}).update({k: float(v) for k, v in values.items() if k != "offsets"})
+        merge_offsets(sensor_id, values.get("offsets", []))
     for sensor_id, lines in (notes or {}).items():
         existing.setdefault(sensor_id, {})
         history.setdefault(sensor_id, []).extend("# " + line.lstrip("# ") for line in lines)
     parts = [CALIBRATION_HEADER]
-    for sensor_id in sorted(existing):
+    for sensor_id in sorted(set(existing) | set(offsets)):
         parts.append(f"\n[sensors.{_toml_key(sensor_id)}]\n")
         for line in history.get(sensor_id, [])[-MAX_HISTORY_LINES:]:
             parts.append(line + "\n")
-        values = existing[sensor_id]
+        values = existing.get(sensor_id, {})
         for key in sorted(values, key=lambda k: _KEY_ORDER.index(k) if k in _KEY_ORDER else len(_KEY_ORDER)):
             parts.append(f"{key} = {_format_number(values[key])}\n")
+        for (low, high, gain), entry in sorted(offsets.get(sensor_id, {}).items(),
+                                               key=lambda item: (item[0][0], item[0][2] or -1.0)):
+            band = band_of((low + high) / 2.0)[0]
+            step = "any gain step" if gain is None else f"gain {gain:g} dB"
+            parts.append(f"[[sensors.{_toml_key(sensor_id)}.offsets]]   # {band}, {step}\n")
+            for key in ("freq_min_hz", "freq_max_hz", "gain_db", "gain_offset_db"):
+                if key in entry:
+                    value = entry[key]
+                    text = f"{value:.6g}" if key.startswith("freq") else _format_number(value)
+                    parts.append(f"{key} = {text}\n")
     text = "".join(parts)
     import tomllib
 

@@ -520,6 +520,20 @@ def _gain_from_detections(path: Path, references: Sequence[Any], reports: dict[s
                 sensor_id, ref, level + gains[0], gains[0], float(np.median([d.freq_hz for d in dets])), site, model, dbfs0))
 
 
+def _band_offsets(measurements: Any) -> list[dict[str, float]]:
+    """One offset per uplink band and gain step measured (inverse-variance mean of its measurements)."""
+    from calibration import gaincal
+    from calibration.gain import band_of
+
+    groups: dict[tuple[float, float, float], list[Any]] = {}
+    for m in measurements:
+        _, low, high = band_of(m.center_freq_hz)
+        groups.setdefault((low, high, round(m.gain_db, 1)), []).append(m)
+    return [{"freq_min_hz": low, "freq_max_hz": high, "gain_db": gain,
+             "gain_offset_db": round(gaincal.combine(group)[0], 3)}
+            for (low, high, gain), group in sorted(groups.items())]
+
+
 def _finish_gain(args: argparse.Namespace, reports: dict[str, Any], current: Any) -> int:
     from calibration import gaincal
 
@@ -546,11 +560,12 @@ def _finish_gain(args: argparse.Namespace, reports: dict[str, Any], current: Any
             steps = f"; offsets differ between gain steps by {spread:.1f} dB" if spread > 1.0 else ""
             print(f"{sensor_id:<12} {'=> stored':<10} {'':>5} {'':>9} {offset:+9.2f} {uncertainty:5.2f}  "
                   f"(was {old:+.2f} dB{steps})")
-            updates[sensor_id] = {"gain_offset_db": round(offset, 3)}
+            updates[sensor_id] = {"gain_offset_db": round(offset, 3), "offsets": _band_offsets(report.measurements)}
     missing = [s for s, r in reports.items() if not r.measurements]
     if args.calibration is not None and updates:
         gaincal.update_calibration_file(args.calibration, updates, notes)
-        print(f"updated {args.calibration}: gain_offset_db of {len(updates)} sensor(s)")
+        print(f"updated {args.calibration}: gain_offset_db of {len(updates)} sensor(s), with the offset of each "
+              f"band and gain step measured")
     elif updates:
         print("(report only: give --calibration FILE to store these offsets)")
     if missing:

@@ -170,3 +170,30 @@ def test_drift_is_flagged_when_a_gain_changes(demo) -> None:
         tolerance_db=2.0)
     assert level.drifted and level.delta == pytest.approx(-3.0)
     assert math.isfinite(level.expected)
+
+
+def test_offsets_per_band_and_gain_step_are_stored_and_applied(tmp_path: Path) -> None:
+    """A dongle's gain error depends on band and step: the file keeps one entry per pair measured,
+    a detection takes its own band's entry at its step (else the nearest step, else the default)."""
+    from dsp.records import Detection
+
+    cal = tmp_path / "cal.toml"
+    b8 = {"freq_min_hz": 880e6, "freq_max_hz": 915e6}
+    gaincal.update_calibration_file(cal, {"A1-S1": {"gain_offset_db": 0.5, "offsets": [
+        {**b8, "gain_db": 28.0, "gain_offset_db": -0.9}, {**b8, "gain_db": 40.2, "gain_offset_db": 1.4}]}})
+    # a later run at one of the steps replaces that entry only, and keeps the history of the others
+    table = gaincal.update_calibration_file(cal, {"A1-S1": {"offsets": [{**b8, "gain_db": 28.0, "gain_offset_db": -1.1}]}},
+                                            notes={"A1-S1": ["remeasured at 28 dB"]})
+    text = cal.read_text()
+    assert text.count("[[sensors.A1-S1.offsets]]") == 2 and "# B8, gain 28 dB" in text and "remeasured" in text
+    assert tomllib.loads(text)["sensors"]["A1-S1"]["gain_offset_db"] == 0.5
+    sensor = table.get("A1-S1")
+    assert sensor.gain_offset_for(902.4e6, 28.0) == -1.1
+    assert sensor.gain_offset_for(902.4e6, 38.6) == 1.4  # nearest step measured in that band
+    assert sensor.gain_offset_for(1747.5e6, 28.0) == 0.5  # B3 never measured: the default
+    detection = Detection(sensor_id="A1-S1", t_start_s=1.0, duration_s=5e-4, freq_hz=902.4e6, bandwidth_hz=2e5,
+                          power_dbfs=-30.0, snr_db=20.0, gain_db=28.0)
+    assert table.rssi_dbm(detection) == pytest.approx(-30.0 - 28.0 + 1.1 - 15.0)
+    with pytest.raises(InputError) as bad:
+        CalibrationTable.from_dict({"sensors": {"A1-S1": {"offsets": [{**b8, "gain_offset": 1.0}]}}}, "c.toml")
+    assert bad.value.field == "sensors.A1-S1.offsets[0].gain_offset"

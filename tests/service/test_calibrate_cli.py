@@ -63,6 +63,7 @@ def test_gain_ppm_and_check_on_simulated_dongles(recordings, tmp_path, capsys) -
         assert table.get(sensor_id).gain_offset_db == pytest.approx(truth.gain_offset_db, abs=1.0)
         assert table.get(sensor_id).ppm_error == pytest.approx(truth.ppm_error, abs=0.5)
     assert cal.read_text().count("# ") >= 2 * len(SENSORS)  # one history line per measurement
+    assert all(table.get(s).offsets for s in sim.sensor_ids)  # an entry per band and gain step measured
     code, out, _ = run(capsys, "calibrate", "check", "--calibration", cal, "--fail-on-drift", "--arfcn", 20,
                        "--arfcn", 22, *sorted(quiet.glob("*.sigmf-meta")), *sorted(cells.glob("*.sigmf-meta")))
     assert code == 0 and "DRIFT" not in out and "0 beyond tolerance" in out

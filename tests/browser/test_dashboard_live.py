@@ -6,8 +6,8 @@ the whole module; the tests run in order, as an operator would: log in, stop a n
 it go offline (early, so that the offline delay overlaps the wait for the call's first
 alert), see the alert light its cell, open it, acknowledge it, find the audit entry,
 export and check the evidence, switch language, look at history and hunt, check a
-viewer's read-only access and the tablet layout. Screenshots go to ``tests/browser/artifacts/`` (ignored by git) and one to
-``docs/dashboard.png`` for the README.
+viewer's read-only access and the tablet layout. Screenshots go to ``tests/browser/artifacts/``
+(ignored by git); ``CELLWATCH_UPDATE_SCREENSHOT=1`` also refreshes ``docs/dashboard.png`` for the README.
 
 About "the right cell": with three sensors per corridor the locator finds the wing and
 floor but often cannot tell a cell from the one facing it across the corridor (README,
@@ -397,6 +397,7 @@ def test_overview_for_the_readme(page: Any, demo: Demo, artifacts: Path) -> None
     page.wait_for_selector("#plan-host .place.lit")
     page.wait_for_selector(f"#alert-list .sensor-alert[data-sensor-id='{NODE_TO_STOP}']")
     shoot(page, artifacts, "live")
-    (REPO / "docs").mkdir(exist_ok=True)
-    page.screenshot(path=str(REPO / "docs" / "dashboard.png"))
-    assert (REPO / "docs" / "dashboard.png").stat().st_size > 20_000
+    assert (artifacts / "live.png").stat().st_size > 20_000
+    if os.environ.get("CELLWATCH_UPDATE_SCREENSHOT"):  # the README's picture, refreshed on purpose only
+        (REPO / "docs").mkdir(exist_ok=True)
+        page.screenshot(path=str(REPO / "docs" / "dashboard.png"))

@@ -431,7 +431,8 @@ class _Fields:
     def check_keys(self, table: Mapping[str, Any], allowed: set[str], path: str) -> None:
         for key in table:
             if key not in allowed:
-                field = f"{path}.{key}" if path else key
+                shown = key if key else '""'  # an empty key must still show in the message
+                field = f"{path}.{shown}" if path else shown
                 raise self.error(
                     field, f"unknown key (expected one of: {', '.join(sorted(allowed))})"
                 )

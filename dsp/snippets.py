@@ -46,7 +46,7 @@ import numpy as np
 
 from dsp.errors import InputError
 from dsp.iq import complex64_to_cu8
-from dsp.records import TECHNOLOGIES, WIRE_VERSION, Detection, IQBlock
+from dsp.records import INT64_MAX, INT64_MIN, TECHNOLOGIES, WIRE_VERSION, Detection, IQBlock
 
 DATATYPES = ("cu8",)
 BYTES_PER_SAMPLE = {"cu8": 2}
@@ -71,6 +71,8 @@ def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: 
         raise InputError(None, name, f"expected {kinds[0].__name__}, got {type(value).__name__}")
     if isinstance(value, float) and not math.isfinite(value):
         raise InputError(None, name, "must be finite")
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise InputError(None, name, "integer out of range (64-bit)")
     return value
 
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from dsp.errors import InputError
-from dsp.records import Detection, Heartbeat
+from dsp.records import INT64_MAX, Detection, Heartbeat
 from dsp.snippets import IQSnippet
 
 ENVELOPE_VERSION = 1
@@ -82,8 +82,8 @@ def check_stream_id(stream_id: Any, field: str = "stream_id") -> str:
 
 
 def _check_seq(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(None, field, f"must be a positive integer (got {value!r:.40})")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= INT64_MAX:
+        raise InputError(None, field, f"must be a positive 64-bit integer (got {value!r:.40})")
     return value
 
 

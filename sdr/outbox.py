@@ -64,6 +64,12 @@ DEFAULT_MAX_PENDING = 500_000
 DEFAULT_MAX_SNIPPETS_PENDING = 2_000
 WhenFull = Literal["drop_oldest", "drop_newest"]
 _SQL_CHUNK = 500  # parameters per statement, well under SQLite's limit
+# A full disk must not stop acknowledgements: deleting acked rows and checkpointing the WAL
+# need room too, and an outbox that filled its disk to the last byte could never free it
+# (its whole content stuck in a WAL that cannot be copied back). So the WAL is kept small
+# and appends stop while less than this is left on the file system (or a quarter of it).
+_KEEP_FREE_BYTES = 1 << 20
+_WAL_CHECKPOINT_PAGES = 64  # 256 kB of 4 kB pages (SQLite's default is 1000: 4 MB)
 
 
 class OutboxError(RuntimeError):
@@ -153,6 +159,7 @@ class Outbox:
         if str(mode).lower() != "wal":
             raise InputError(str(self.path), None, f"cannot use WAL journal (got {mode}); is it on a network file system?")
         db.execute("PRAGMA synchronous=FULL")
+        db.execute(f"PRAGMA wal_autocheckpoint={_WAL_CHECKPOINT_PAGES}")
         if max_bytes is not None:
             page_size = db.execute("PRAGMA page_size").fetchone()[0]
             db.execute(f"PRAGMA max_page_count={max(int(max_bytes) // int(page_size), 8)}")
@@ -209,7 +216,22 @@ class Outbox:
 
     # -- the queues, generically (call with the lock held) -------------------------------------
 
+    def _check_room(self, q: _Queue, n_bytes: int, n_rows: int) -> None:
+        """Refuse an append that would leave the file system with less than it keeps free for acks."""
+        try:
+            fs = os.statvfs(self.path.parent)
+        except OSError:
+            return
+        keep = min(_KEEP_FREE_BYTES, fs.f_blocks * fs.f_frsize // 4)
+        free = fs.f_bavail * fs.f_frsize
+        page_size, n_free_pages = (self._db.execute(f"PRAGMA {name}").fetchone()[0]
+                                   for name in ("page_size", "freelist_count"))
+        if free + int(page_size) * int(n_free_pages) - n_bytes < keep:
+            raise OutboxFullError(f"{self.path}: outbox full (disk: {free} bytes free, {keep} kept for "
+                                  f"acknowledgements) while adding {n_rows} {q.what}")
+
     def _append(self, q: _Queue, payloads: Sequence[str], now: float) -> list[int]:
+        self._check_room(q, 2 * sum(map(len, payloads)) + 8192, len(payloads))  # rows, index and WAL copies
         first = q.next_seq
         rows = [(first + i, now, p) for i, p in enumerate(payloads)]
         next_seq = first + len(rows)

@@ -66,6 +66,7 @@ ZAP_DOMAIN = "cellwatch"
 HEARTBEAT_IVL_MS = 5_000  # ZMTP pings: a silently dead peer is noticed within HEARTBEAT_TIMEOUT_MS
 HEARTBEAT_TIMEOUT_MS = 15_000
 _POLL_MS = 100
+CLOCK_TOLERANCE_S = 10.0  # a heartbeat's time this far from the service's clock: the node's clock is off
 _MAX_MESSAGES_PER_TURN = 256
 
 
@@ -119,6 +120,7 @@ class IngestStats:
     n_snippets_stored: int = 0  # new rows
     n_snippet_duplicates: int = 0
     n_snippets_rejected: int = 0  # bad field, or no snippet store: refused for good, node told why
+    n_clock_warnings: int = 0  # heartbeats whose node time is off the service's clock by > CLOCK_TOLERANCE_S
 
 
 class _RateLimitedLog:
@@ -212,6 +214,8 @@ class IngestServer:
         self._counts: Counter[str] = Counter()
         self._counts_lock = threading.Lock()
         self._limited = _RateLimitedLog()
+        self._clock_off: set[str] = set()  # sensors whose last heartbeat time was off the service's clock
+        self._pending: list[tuple[bytes, DetectionBatch]] = []  # checked batches of this turn, to store together
         self._nodes = _AllowedNodes(allowed_keys or {}, self._on_denied)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -351,6 +355,7 @@ class IngestServer:
                         except zmq.Again:
                             break
                         self._handle(sock, frames)
+                    self._store_batches(sock)  # what this turn brought, in one commit
             except zmq.ContextTerminated:
                 return
             except Exception:  # a bug must not stop the ingest: log it and keep serving
@@ -444,12 +449,32 @@ class IngestServer:
                           message.node_id, type(exc).__name__, exc)
             return
         self._count("n_heartbeats")
+        self._check_clock(message)
         s = message.sender
         if s.n_overflow_dropped or s.n_write_failures or s.n_invalid:
             self._limited(logging.WARNING, f"losses:{message.node_id}",
                           "node reports lost detections node=%s overflow_dropped=%d write_failures=%d invalid=%d "
                           "pending=%d", message.node_id, s.n_overflow_dropped, s.n_write_failures, s.n_invalid,
                           s.n_pending)
+
+    def _check_clock(self, message: HeartbeatMessage) -> None:
+        """Say when a node's clock jumps away from the service's, and when it is back in step.
+
+        Its detections are stored anyway (with the times it gave): nothing is lost, but their
+        times no longer line up with the other sensors', so staff must know. A heartbeat that
+        waited out a link cut is at most one heartbeat period old, well inside the tolerance.
+        """
+        sensor_id = message.heartbeat.sensor_id
+        offset_s = message.heartbeat.t_s - time.time()
+        if abs(offset_s) > CLOCK_TOLERANCE_S:
+            self._count("n_clock_warnings")
+            if sensor_id not in self._clock_off:
+                self._clock_off.add(sensor_id)
+                log.warning("node clock off node=%s sensor=%s offset_s=%.1f tolerance_s=%g: its detection times "
+                            "do not match the other sensors'", message.node_id, sensor_id, offset_s, CLOCK_TOLERANCE_S)
+        elif sensor_id in self._clock_off:
+            self._clock_off.discard(sensor_id)
+            log.info("node clock back in step node=%s sensor=%s offset_s=%.3f", message.node_id, sensor_id, offset_s)
 
     def _handle_batch(self, sock: zmq.Socket[bytes], peer: bytes, batch: DetectionBatch,
                       allowed_sensors: frozenset[str]) -> None:
@@ -458,16 +483,41 @@ class IngestServer:
             self._refuse(sock, peer, "n_impersonation", batch.node_id,
                          f"sensor_id {foreign[0]!r} does not belong to node {batch.node_id!r}")
             return
-        n_new = 0
-        if batch.detections:
+        self._pending.append((peer, batch))  # stored (and acked) at the end of the turn: _store_batches
+
+    def _store_batches(self, sock: zmq.Socket[bytes]) -> None:
+        """Store the turn's detection batches, then ack each.
+
+        Group commit: with many nodes each sending small batches, one commit (one fsync) per
+        message would cap the ingest at the disk's fsync rate; a store that offers
+        ``store_detection_batches`` takes all of the turn's batches in one transaction. If
+        that fails, each batch is stored on its own, so a bad one is refused alone.
+        """
+        pending, self._pending = self._pending, []
+        with_rows = [k for k, (_, b) in enumerate(pending) if b.detections]
+        counts: dict[int, int] = {}
+        group = getattr(self.store, "store_detection_batches", None)
+        if group is not None and len(with_rows) > 1:
             try:
-                n_new = int(self.store.store_detections(batch.node_id, batch.stream_id, batch.detections))
-            except Exception as exc:  # storage trouble: no ack, the node keeps and resends
-                self._count("n_store_errors")
-                self._limited(logging.ERROR, "store", "batch not stored node=%s n=%d error=%s: %s",
-                              batch.node_id, len(batch.detections), type(exc).__name__, exc)
-                self._reply(sock, peer, ErrorReply("the service could not store this batch; it will be resent"))
-                return
+                stored = group([(pending[k][1].node_id, pending[k][1].stream_id, pending[k][1].detections)
+                                for k in with_rows])
+                counts = {k: int(n) for k, n in zip(with_rows, stored, strict=True)}
+            except Exception as exc:
+                log.debug("group commit failed, storing batches one by one error=%s: %s", type(exc).__name__, exc)
+        for k, (peer, batch) in enumerate(pending):
+            n_new = counts.get(k, 0)
+            if batch.detections and k not in counts:
+                try:
+                    n_new = int(self.store.store_detections(batch.node_id, batch.stream_id, batch.detections))
+                except Exception as exc:  # storage trouble: no ack, the node keeps and resends
+                    self._count("n_store_errors")
+                    self._limited(logging.ERROR, "store", "batch not stored node=%s n=%d error=%s: %s",
+                                  batch.node_id, len(batch.detections), type(exc).__name__, exc)
+                    self._reply(sock, peer, ErrorReply("the service could not store this batch; it will be resent"))
+                    continue
+            self._ack_batch(sock, peer, batch, n_new)
+
+    def _ack_batch(self, sock: zmq.Socket[bytes], peer: bytes, batch: DetectionBatch, n_new: int) -> None:
         self._count("n_batches")
         self._count("n_detections_received", len(batch.detections) + len(batch.rejected))
         self._count("n_detections_stored", n_new)

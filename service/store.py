@@ -11,6 +11,14 @@ SQLAlchemy 2 Core. Why these choices:
 * **One writer.** SQLite takes one writer at a time anyway; the store serializes its own
   write transactions with a lock so threads (ingest, event worker, API requests) never
   wait on ``SQLITE_BUSY``. WAL lets readers run while a write commits.
+* **Group commit.** :meth:`Store.store_detection_batches` stores every batch the ingest
+  received in one turn in one transaction: with hundreds of nodes sending small batches,
+  a commit (an fsync) per batch would cap ingest at the disk's fsync rate (~500/s here).
+* **The same text on both backends.** Text columns pass their values through
+  :func:`clean_text` (NUL and lone surrogates, which PostgreSQL or the drivers refuse,
+  become U+FFFD), and free-form values are cut to their column's length (PostgreSQL
+  enforces VARCHAR(n), SQLite does not): one odd string from a node or a request is
+  stored, not a storage error its sender would retry forever.
 * **Real transactions on SQLite.** pysqlite's implicit transactions skip DDL and SELECTs;
   the store turns them off and issues ``BEGIN`` itself (SQLAlchemy's documented recipe),
   so a migration or an audited state change is atomic.
@@ -77,22 +85,58 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 _WRITE_OPTION = "cellwatch_write"
 _Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite: INTEGER PRIMARY KEY = rowid
 
+
+def clean_text(value: str) -> str:
+    """``value`` as both databases store it: NUL and lone surrogates become U+FFFD.
+
+    PostgreSQL refuses NUL in text and neither driver can encode a lone surrogate (a JSON
+    ``"\\ud800"`` decodes to one): either would turn one odd string from a node or a
+    request into a storage error, retried forever. Valid text is returned unchanged.
+    """
+    if value.isascii() and "\x00" not in value:
+        return value
+    value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # pairs of surrogates join into one character, lone ones are replaced
+        value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+class _CleanString(sa.types.TypeDecorator[str]):
+    """VARCHAR(n) whose bound values (inserts and comparisons alike) go through :func:`clean_text`.
+
+    Same DDL as ``sa.String``: the frozen migrations are unchanged.
+    """
+
+    impl = sa.String
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return clean_text(value) if isinstance(value, str) else value
+
+
+class _CleanText(_CleanString):
+    impl = sa.Text
+    cache_ok = True
+
+
 metadata = sa.MetaData()
 
 schema_version = sa.Table(
     "schema_version", metadata,
     sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("applied_s", sa.Double, nullable=False),
-    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("description", _CleanString(200), nullable=False),
 )
 
 detections = sa.Table(
     "detections", metadata,
     sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("node_id", sa.String(64), nullable=False),
-    sa.Column("stream_id", sa.String(32), nullable=False),
+    sa.Column("node_id", _CleanString(64), nullable=False),
+    sa.Column("stream_id", _CleanString(32), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("sensor_id", sa.String(64), nullable=False),
+    sa.Column("sensor_id", _CleanString(64), nullable=False),
     sa.Column("t_start_s", sa.Double, nullable=False),
     sa.Column("duration_s", sa.Double, nullable=False),
     sa.Column("freq_hz", sa.Double, nullable=False),
@@ -100,10 +144,10 @@ detections = sa.Table(
     sa.Column("power_dbfs", sa.Double, nullable=False),
     sa.Column("snr_db", sa.Double, nullable=False),
     sa.Column("rssi_dbm", sa.Double, nullable=True),
-    sa.Column("tech", sa.String(16), nullable=False),
-    sa.Column("channel", sa.String(64), nullable=True),
+    sa.Column("tech", _CleanString(16), nullable=False),
+    sa.Column("channel", _CleanString(64), nullable=True),
     sa.Column("received_s", sa.Double, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),  # the wire form, for what the columns leave out
+    sa.Column("payload", _CleanText, nullable=False),  # the wire form, for what the columns leave out
     sa.UniqueConstraint("node_id", "stream_id", "seq", name="uq_detections_node_stream_seq"),
     sa.Index("ix_detections_t_start_s", "t_start_s"),
     sa.Index("ix_detections_sensor_received", "sensor_id", "received_s"),
@@ -112,46 +156,46 @@ detections = sa.Table(
 
 sensor_health = sa.Table(
     "sensor_health", metadata,
-    sa.Column("sensor_id", sa.String(64), primary_key=True),
-    sa.Column("node_id", sa.String(64), nullable=False),
+    sa.Column("sensor_id", _CleanString(64), primary_key=True),
+    sa.Column("node_id", _CleanString(64), nullable=False),
     sa.Column("received_s", sa.Double, nullable=False),  # service clock: drives online/offline
     sa.Column("first_seen_s", sa.Double, nullable=False),
     sa.Column("t_s", sa.Double, nullable=False),  # node clock
-    sa.Column("source_state", sa.String(32), nullable=False),
+    sa.Column("source_state", _CleanString(32), nullable=False),
     sa.Column("n_dropped_samples", sa.BigInteger, nullable=False),
     sa.Column("n_overload_blocks", sa.BigInteger, nullable=False),
     sa.Column("clock_offset_s", sa.Double, nullable=True),
-    sa.Column("bands", sa.Text, nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("sender", sa.Text, nullable=False),
-    sa.Column("state", sa.String(16), nullable=True),  # last state announced: online / offline
+    sa.Column("bands", _CleanText, nullable=False),
+    sa.Column("message", _CleanText, nullable=False),
+    sa.Column("sender", _CleanText, nullable=False),
+    sa.Column("state", _CleanString(16), nullable=True),  # last state announced: online / offline
     sa.Column("state_changed_s", sa.Double, nullable=True),
 )
 
 events = sa.Table(
     "events", metadata,
-    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("event_id", _CleanString(64), primary_key=True),
     sa.Column("t_start_s", sa.Double, nullable=False),
     sa.Column("t_end_s", sa.Double, nullable=False),
-    sa.Column("tech", sa.String(16), nullable=False),
+    sa.Column("tech", _CleanString(16), nullable=False),
     sa.Column("freq_hz", sa.Double, nullable=False),
     sa.Column("n_bursts", sa.Integer, nullable=False),
-    sa.Column("wing", sa.String(64), nullable=True),
+    sa.Column("wing", _CleanString(64), nullable=True),
     sa.Column("floor", sa.Integer, nullable=True),
-    sa.Column("cell", sa.String(64), nullable=True),
-    sa.Column("zone", sa.String(64), nullable=True),
-    sa.Column("place_kind", sa.String(32), nullable=True),
-    sa.Column("priority", sa.String(32), nullable=False),
+    sa.Column("cell", _CleanString(64), nullable=True),
+    sa.Column("zone", _CleanString(64), nullable=True),
+    sa.Column("place_kind", _CleanString(32), nullable=True),
+    sa.Column("priority", _CleanString(32), nullable=False),
     sa.Column("confidence", sa.Double, nullable=True),
-    sa.Column("channel", sa.String(64), nullable=True),
-    sa.Column("sensors", sa.Text, nullable=False),
-    sa.Column("candidates", sa.Text, nullable=False),
-    sa.Column("session_ids", sa.Text, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),  # the engine's record (to_dict), as it last was
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("outcome", sa.String(32), nullable=True),
-    sa.Column("note", sa.Text, nullable=True),  # the last note given with an action
-    sa.Column("status_by", sa.String(64), nullable=True),
+    sa.Column("channel", _CleanString(64), nullable=True),
+    sa.Column("sensors", _CleanText, nullable=False),
+    sa.Column("candidates", _CleanText, nullable=False),
+    sa.Column("session_ids", _CleanText, nullable=False),
+    sa.Column("payload", _CleanText, nullable=False),  # the engine's record (to_dict), as it last was
+    sa.Column("status", _CleanString(16), nullable=False),
+    sa.Column("outcome", _CleanString(32), nullable=True),
+    sa.Column("note", _CleanText, nullable=True),  # the last note given with an action
+    sa.Column("status_by", _CleanString(64), nullable=True),
     sa.Column("status_changed_s", sa.Double, nullable=True),
     sa.Column("created_s", sa.Double, nullable=False),
     sa.Column("updated_s", sa.Double, nullable=False),
@@ -165,7 +209,7 @@ events = sa.Table(
 
 event_detections = sa.Table(
     "event_detections", metadata,
-    sa.Column("event_id", sa.String(64), sa.ForeignKey("events.event_id"), primary_key=True),
+    sa.Column("event_id", _CleanString(64), sa.ForeignKey("events.event_id"), primary_key=True),
     sa.Column("detection_id", _Id, sa.ForeignKey("detections.id"), primary_key=True),
     sa.Index("ix_event_detections_detection", "detection_id"),
 )
@@ -173,23 +217,23 @@ event_detections = sa.Table(
 event_actions = sa.Table(
     "event_actions", metadata,
     sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(64), sa.ForeignKey("events.event_id"), nullable=False),
+    sa.Column("event_id", _CleanString(64), sa.ForeignKey("events.event_id"), nullable=False),
     sa.Column("t_s", sa.Double, nullable=False),
-    sa.Column("username", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(32), nullable=False),
-    sa.Column("from_status", sa.String(16), nullable=False),
-    sa.Column("to_status", sa.String(16), nullable=False),
-    sa.Column("outcome", sa.String(32), nullable=True),
-    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("username", _CleanString(64), nullable=False),
+    sa.Column("action", _CleanString(32), nullable=False),
+    sa.Column("from_status", _CleanString(16), nullable=False),
+    sa.Column("to_status", _CleanString(16), nullable=False),
+    sa.Column("outcome", _CleanString(32), nullable=True),
+    sa.Column("note", _CleanText, nullable=True),
     sa.Index("ix_event_actions_event", "event_id"),
 )
 
 users = sa.Table(
     "users", metadata,
     sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("username", sa.String(64), nullable=False, unique=True),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("username", _CleanString(64), nullable=False, unique=True),
+    sa.Column("role", _CleanString(16), nullable=False),
+    sa.Column("password_hash", _CleanString(255), nullable=False),
     sa.Column("disabled", sa.Boolean, nullable=False),
     sa.Column("created_s", sa.Double, nullable=False),
     sa.Column("updated_s", sa.Double, nullable=False),
@@ -197,11 +241,11 @@ users = sa.Table(
 
 sessions = sa.Table(
     "sessions", metadata,
-    sa.Column("token_hash", sa.String(64), primary_key=True),  # sha256 of the token: a DB leak gives no session
+    sa.Column("token_hash", _CleanString(64), primary_key=True),  # sha256 of the token: a DB leak gives no session
     sa.Column("user_id", _Id, sa.ForeignKey("users.id"), nullable=False),
     sa.Column("created_s", sa.Double, nullable=False),
     sa.Column("expires_s", sa.Double, nullable=False),
-    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("client", _CleanString(64), nullable=True),
     sa.Column("revoked_s", sa.Double, nullable=True),
     sa.Index("ix_sessions_user", "user_id"),
 )
@@ -210,18 +254,18 @@ audit_log = sa.Table(
     "audit_log", metadata,
     sa.Column("id", _Id, primary_key=True, autoincrement=False),  # given: it is part of the hashed row
     sa.Column("t_s", sa.Double, nullable=False),
-    sa.Column("actor", sa.String(64), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("target", sa.String(200), nullable=True),
-    sa.Column("details", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("actor", _CleanString(64), nullable=False),
+    sa.Column("action", _CleanString(64), nullable=False),
+    sa.Column("target", _CleanString(200), nullable=True),
+    sa.Column("details", _CleanText, nullable=False),
+    sa.Column("prev_hash", _CleanString(64), nullable=False),
+    sa.Column("hash", _CleanString(64), nullable=False),
 )
 
 service_state = sa.Table(
     "service_state", metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("key", _CleanString(64), primary_key=True),
+    sa.Column("value", _CleanText, nullable=False),
 )
 
 _V1_TABLES = (detections, sensor_health, events, event_detections, event_actions, users, sessions, audit_log,
@@ -244,20 +288,20 @@ _POSTGRES_AUDIT_TRIGGERS = (
 snippets = sa.Table(
     "snippets", metadata,
     sa.Column("id", _Id, primary_key=True, autoincrement=True),
-    sa.Column("node_id", sa.String(64), nullable=False),
-    sa.Column("stream_id", sa.String(32), nullable=False),
+    sa.Column("node_id", _CleanString(64), nullable=False),
+    sa.Column("stream_id", _CleanString(32), nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
-    sa.Column("sensor_id", sa.String(64), nullable=False),
+    sa.Column("sensor_id", _CleanString(64), nullable=False),
     sa.Column("t_start_s", sa.Double, nullable=False),  # UTC of the first sample
     sa.Column("center_freq_hz", sa.BigInteger, nullable=False),
     sa.Column("sample_rate_hz", sa.Double, nullable=False),
     sa.Column("n_samples", sa.Integer, nullable=False),
-    sa.Column("datatype", sa.String(16), nullable=False),
+    sa.Column("datatype", _CleanString(16), nullable=False),
     sa.Column("detection_t_start_s", sa.Double, nullable=False),  # the detection it illustrates
     sa.Column("detection_freq_hz", sa.Double, nullable=False),
     sa.Column("received_s", sa.Double, nullable=False),
-    sa.Column("data_sha256", sa.String(64), nullable=False),
-    sa.Column("header", sa.Text, nullable=False),  # the wire form without the samples
+    sa.Column("data_sha256", _CleanString(64), nullable=False),
+    sa.Column("header", _CleanText, nullable=False),  # the wire form without the samples
     sa.Column("data", sa.LargeBinary, nullable=False),  # the samples as received (cu8)
     sa.UniqueConstraint("node_id", "stream_id", "seq", name="uq_snippets_node_stream_seq"),
     sa.Index("ix_snippets_detection", "sensor_id", "detection_t_start_s"),
@@ -494,10 +538,13 @@ def _json(value: Any) -> str:
 
 
 def _finite(value: Any) -> Any:
+    """``value`` made storable as JSON text: non-finite floats as null, strings cleaned (clean_text)."""
+    if isinstance(value, str):
+        return clean_text(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {clean_text(str(k)): _finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
@@ -711,40 +758,58 @@ class Store:
 
     def store_detections(self, node_id: str, stream_id: str, detections_: Sequence[Detection]) -> int:
         """Durably store detections (each with ``seq``); returns how many were new."""
-        if not detections_:
-            return 0
+        return self.store_detection_batches([(node_id, stream_id, detections_)])[0]
+
+    def store_detection_batches(self, batches: Sequence[tuple[str, str, Sequence[Detection]]]) -> list[int]:
+        """Durably store several nodes' batches in one transaction; how many were new in each.
+
+        Group commit: the ingest hands over every batch that arrived in one turn, so a commit
+        (one fsync) serves many small batches from many nodes. All or nothing: if it raises,
+        none is stored (the caller may store them one by one to isolate a bad one).
+        """
         now = time.time()
         rows = []
-        for d in detections_:
-            if d.seq is None:
-                raise ValueError("a stored detection needs its seq")
-            rows.append({
-                "node_id": node_id, "stream_id": stream_id, "seq": d.seq, "sensor_id": d.sensor_id,
-                "t_start_s": d.t_start_s, "duration_s": d.duration_s, "freq_hz": d.freq_hz,
-                "bandwidth_hz": d.bandwidth_hz, "power_dbfs": d.power_dbfs, "snr_db": d.snr_db,
-                "rssi_dbm": d.rssi_dbm, "tech": d.tech, "channel": d.channel, "received_s": now,
-                "payload": d.to_json()})
+        for node_id, stream_id, detections_ in batches:
+            for d in detections_:
+                if d.seq is None:
+                    raise ValueError("a stored detection needs its seq")
+                rows.append({
+                    "node_id": node_id, "stream_id": stream_id, "seq": d.seq, "sensor_id": d.sensor_id[:64],
+                    "t_start_s": d.t_start_s, "duration_s": d.duration_s, "freq_hz": d.freq_hz,
+                    "bandwidth_hz": d.bandwidth_hz, "power_dbfs": d.power_dbfs, "snr_db": d.snr_db,
+                    "rssi_dbm": d.rssi_dbm, "tech": d.tech, "channel": _str_or_none(d.channel), "received_s": now,
+                    "payload": d.to_json()})
+        if not rows:
+            return [0] * len(batches)
         with self._writing() as conn:
             statement = (_insert(conn, detections).on_conflict_do_nothing(
-                index_elements=["node_id", "stream_id", "seq"]).returning(detections.c.id))
-            new_ids = [int(i) for (i,) in conn.execute(statement, rows)]
-        if new_ids:
+                index_elements=["node_id", "stream_id", "seq"])
+                .returning(detections.c.id, detections.c.node_id, detections.c.stream_id, detections.c.seq))
+            inserted = {(str(n), str(st), int(q)): int(i) for i, n, st, q in conn.execute(statement, rows)}
+        n_inserted, max_id = len(inserted), max(inserted.values(), default=0)
+        out = []
+        for node_id, stream_id, detections_ in batches:  # a seq in two batches of one turn is new in the first only
+            new_ids = [inserted.pop(key) for d in detections_ if (key := (node_id, stream_id, d.seq or 0)) in inserted]
+            out.append(len(new_ids))
+            if not new_ids:
+                continue
             stats = self._streams.setdefault((node_id, stream_id), _StreamStats())
             stats.n_stored += len(new_ids)
             stats.max_seq = max(stats.max_seq, max(d.seq or 0 for d in detections_))
-            self._caches.n_detections += len(new_ids)
-            self._caches.max_detection_id = max(self._caches.max_detection_id, max(new_ids))
             for d in detections_:
                 self._caches.last_detection_s[d.sensor_id] = now
+        if n_inserted:
+            self._caches.n_detections += n_inserted
+            self._caches.max_detection_id = max(self._caches.max_detection_id, max_id)
             for callback in self._listeners:
                 callback(self._caches.max_detection_id)
-        return len(new_ids)
+        return out
 
     def store_heartbeat(self, node_id: str, heartbeat: Heartbeat, sender: SenderStatus) -> None:
         """Keep the latest heartbeat of each sensor (its health, not a history)."""
         now = time.time()
         values = {
-            "sensor_id": heartbeat.sensor_id, "node_id": node_id, "received_s": now, "first_seen_s": now,
+            "sensor_id": heartbeat.sensor_id[:64], "node_id": node_id, "received_s": now, "first_seen_s": now,
             "t_s": heartbeat.t_s, "source_state": heartbeat.source_state[:32],
             "n_dropped_samples": heartbeat.n_dropped_samples, "n_overload_blocks": heartbeat.n_overload_blocks,
             "clock_offset_s": heartbeat.clock_offset_s,
@@ -1151,6 +1216,9 @@ class Store:
         prev_id, prev_hash = (int(last.id), str(last.hash)) if last else (0, GENESIS_HASH)
         details_text = json.dumps(_finite(dict(details)), sort_keys=True, separators=(",", ":"),
                                   ensure_ascii=False, allow_nan=False)
+        # hash exactly what the columns will hold (cleaned, cut to their lengths)
+        actor, action = clean_text(actor)[:64], clean_text(action)[:64]
+        target = None if target is None else clean_text(target)[:200]
         row_id = prev_id + 1
         digest = audit_hash(prev_hash, canonical_audit_row(row_id, t_s, actor, action, target, details_text))
         conn.execute(sa.insert(audit_log).values(id=row_id, t_s=t_s, actor=actor, action=action, target=target,

@@ -649,7 +649,9 @@ def _open_sigmf(
     # the dataset: <base>.sigmf-data, or the file a non-conforming dataset names
     dataset_name = glob.get(sigmf_keys.DATASET_KEY)
     if dataset_name:
-        if not isinstance(dataset_name, str) or Path(dataset_name).name != dataset_name or dataset_name in (".", ".."):
+        if (not isinstance(dataset_name, str) or Path(dataset_name).name != dataset_name or dataset_name in (".", "..")
+                or "\x00" in dataset_name or len(dataset_name.encode("utf-8", "replace")) > 255
+                or not dataset_name.isprintable() or any("\ud800" <= c <= "\udfff" for c in dataset_name)):
             raise InputError(source, f"global.{sigmf_keys.DATASET_KEY}",
                              f"must be a file name beside the metadata, got {dataset_name!r:.80}")
         data_path = meta_path.with_name(dataset_name)

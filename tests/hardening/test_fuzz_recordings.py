@@ -116,7 +116,9 @@ def test_open_recording_raises_only_input_errors_naming_the_file(tmp_path: Path)
         except InputError as exc:
             tried["refused"] += 1
             fields.add(str(exc.field))
-            assert exc.source and Path(exc.source).name.startswith(Path(case["name"]).stem.split(".")[0]), exc
+            # the recording's metadata, or the data file it names (whose error names the metadata)
+            named = exc.source and Path(exc.source).name.startswith(Path(case["name"]).stem.split(".")[0])
+            assert named or (exc.source and Path(exc.source).parent == path.parent and ".sigmf-meta" in str(exc)), exc
             return
         tried["opened"] += 1
         n = 0
@@ -177,3 +179,15 @@ def test_named_damage_names_the_field(tmp_path: Path, edit: Any, field: str) -> 
                                                                          "rec.sigmf-data": DATA}})
     for command in ("info", "detect"):
         check_one_line_error(run_cli(command, path), command, field)
+
+
+@pytest.mark.parametrize("dataset", ["é", "A" * 300, "\ud800x.sigmf-data", "a\x00b", "sub/rec.sigmf-data"])
+def test_odd_dataset_names_are_refused_or_missing_with_the_file_named(tmp_path: Path, dataset: str) -> None:
+    """Names hypothesis found: a missing file, too long, a lone surrogate, a NUL, a path."""
+    meta = json.loads(dump_json(BASE_META))
+    meta["global"]["core:dataset"] = dataset
+    path = _write(tmp_path / "r", {"name": "rec.sigmf-meta", "files": {
+        "rec.sigmf-meta": json.dumps(meta).encode("utf-8", "surrogatepass"), "rec.sigmf-data": DATA}})
+    with pytest.raises(InputError) as caught:
+        open_recording(path)
+    assert caught.value.source and "rec.sigmf-meta" in str(caught.value)

@@ -6,6 +6,8 @@ as one line on stderr and exits with status 2 (DESIGN.md, "Exit status").
 
 from __future__ import annotations
 
+MAX_PROBLEM_CHARS = 300  # a bad value quoted in full (a megabyte of garbage) must not flood a log line
+
 
 class InputError(ValueError):
     """Bad input a user can fix: a file, a field inside it, and what is wrong.
@@ -17,6 +19,8 @@ class InputError(ValueError):
     def __init__(self, source: str | None, field: str | None, problem: str) -> None:
         self.source = source
         self.field = field
+        if len(problem) > MAX_PROBLEM_CHARS:
+            problem = problem[: MAX_PROBLEM_CHARS - 1] + "…"
         self.problem = problem
         parts = [p for p in (source, field, problem) if p]
         super().__init__(": ".join(parts))

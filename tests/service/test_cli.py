@@ -129,3 +129,14 @@ def test_every_command_has_a_help_that_renders(capsys) -> None:
             main([*path, "--help"])
         assert done.value.code == 0, path
         assert "usage: cellwatch " + " ".join(path) in capsys.readouterr().out
+
+
+def test_an_error_quoting_a_huge_value_stays_one_short_line() -> None:
+    from dsp.errors import InputError
+    from service.correlate import CorrelatorConfig
+
+    with pytest.raises(InputError) as caught:
+        CorrelatorConfig.from_dict({"transmission_gap_s": "A" * 5000}, "fuzzed.toml")
+    line = str(caught.value)
+    assert line.startswith("fuzzed.toml: correlation.transmission_gap_s: expected a finite number")
+    assert len(line) < 400 and "\n" not in line

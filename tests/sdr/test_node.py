@@ -163,7 +163,8 @@ def test_scanning_node_watches_the_phones_channel_in_its_utc_windows(tmp_path: P
     visits = {math.floor(d.t_start_s / schedule.cycle_s) for d in detections if d.t_start_s > warm_end}
     assert len(visits) >= 0.9 * (detections[-1].t_start_s - warm_end) / schedule.cycle_s  # every cycle
     assert per_source["n_pipelines"] == 4  # one per tuning, kept between visits
-    assert stats.n_hops == pytest.approx(4 + (detections[-1].t_start_s - warm_end) / 0.12, abs=3)
+    # hops up to the last detection, give or take the cycle (4 hops) the node may scan after it
+    assert stats.n_hops == pytest.approx(4 + (detections[-1].t_start_s - warm_end) / 0.12, abs=5)
     assert per_source["n_settle_samples"] == pytest.approx(stats.n_hops * 0.02 * 2.4e6, rel=0.05)
     assert per_source["n_dropped_samples"] == 0
     last = recorder.heartbeats[-1]

@@ -83,7 +83,7 @@ class PathGeometry:
         self.scale = model.wall_loss_scale(freq)
         self.base_db = model.constant_loss_db + model.free_space_reference_db(freq)
         gains = np.array([s.antenna_gain_dbi for s in site.sensors], dtype=np.float64)
-        pattern = propagation._Pattern.of(site, sensors, tx.shape[0])  # the model's own pattern code
+        pattern = propagation.AntennaPattern.of(site, sensors, tx.shape[0])
         self.base_db = self.base_db - gains[sensors]
         self.log_d_st = self._log_distance(site.distance_m(tx, rx))
         self.walls_st = site.walls_crossed(tx, rx).astype(np.float32)

@@ -185,7 +185,7 @@ class PropagationModel:
         tx = np.asarray(tx_xyz, dtype=np.float64)
         rx_xyz, antenna_gain_dbi = _receivers(site, rx)
         tx, rx_xyz = np.broadcast_arrays(np.atleast_2d(tx), rx_xyz)
-        pattern = _Pattern.of(site, rx, tx.shape[0])
+        pattern = AntennaPattern.of(site, rx, tx.shape[0])
         n = tx.shape[0]
         freq = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), (n,))
         if np.any(~np.isfinite(freq)) or np.any(freq <= 0):
@@ -301,7 +301,7 @@ def _receivers(site: Site, rx: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
 
 
 @dataclass(frozen=True)
-class _Pattern:
+class AntennaPattern:
     """Per-row horizontal antenna patterns of the receiving sensors (rows of omni antennas: 0 dB)."""
 
     azimuth_rad: FloatArray  # NaN: omnidirectional
@@ -309,7 +309,7 @@ class _Pattern:
     front_to_back_db: FloatArray
 
     @classmethod
-    def of(cls, site: Site, rx: npt.ArrayLike, n_rows: int) -> _Pattern | None:
+    def of(cls, site: Site, rx: npt.ArrayLike, n_rows: int) -> AntennaPattern | None:
         array = np.asarray(rx)
         if not (np.issubdtype(array.dtype, np.integer) and array.ndim <= 1):
             return None

@@ -430,6 +430,21 @@ def _llr_weights(snr: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64],
     return s / (1.0 + s), np.log1p(s)
 
 
+def _gmsk_line_scores(filtered: ComplexArray, sample_rate_hz: float) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
+    """The spectrum of the squared bursts scored for GMSK's line pair: ``(score, centres_hz, step_hz)``,
+    ``score[:, j]`` the weaker of the two lines R_b/2 either side of ``centres_hz[j]`` (twice the
+    carrier offset), on a grid of ``step_hz``."""
+    square = np.square(filtered)
+    n_fft = 2 * square.shape[1]
+    power = np.fft.fftshift(np.abs(scipy.fft.fft(square, n_fft, axis=1)) ** 2, axes=1)
+    step_hz = sample_rate_hz / n_fft
+    freqs = (np.arange(n_fft) - n_fft // 2) * step_hz
+    half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
+    score = np.minimum(power[:, : n_fft - 2 * half], power[:, 2 * half :])  # both lines, not one
+    return score, freqs[half : n_fft - half], step_hz
+
+
 def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses_hz: npt.ArrayLike,
                           search_hz: float = 25e3) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Carrier offsets of (G)MSK bursts from the spectral lines of their square, and line strengths.
@@ -444,15 +459,8 @@ def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses
     below 12.5 for LTE PUSCH/PUCCH at any SNR, median 20 / 27 for GMSK at 10 / 15 dB.
     """
     guesses = np.asarray(guesses_hz, dtype=np.float64)
-    square = np.square(filtered)
-    n_fft = 2 * square.shape[1]
-    power = np.abs(scipy.fft.fft(square, n_fft, axis=1)) ** 2
-    power = np.fft.fftshift(power, axes=1)
-    step_hz = sample_rate_hz / n_fft
-    freqs = (np.arange(n_fft) - n_fft // 2) * step_hz
-    half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
-    score = np.minimum(power[:, : n_fft - 2 * half], power[:, 2 * half :])  # both lines, not one
-    centres = freqs[half : n_fft - half]
+    score, line_centres_hz, step_hz = _gmsk_line_scores(filtered, sample_rate_hz)
+    centres = line_centres_hz
     window = np.abs(centres[None, :] - 2.0 * guesses[:, None]) <= 2.0 * search_hz
     masked = np.where(window, score, -np.inf)
     k = np.argmax(masked, axis=1)
@@ -483,15 +491,8 @@ def gmsk_carrier_pair(filtered: ComplexArray, sample_rate_hz: float, lo_hz: npt.
     """
     lo = np.asarray(lo_hz, dtype=np.float64)
     hi = np.asarray(hi_hz, dtype=np.float64)
-    square = np.square(filtered)
-    n_fft = 2 * square.shape[1]
-    power = np.abs(scipy.fft.fft(square, n_fft, axis=1)) ** 2
-    power = np.fft.fftshift(power, axes=1)
-    step_hz = sample_rate_hz / n_fft
-    freqs = (np.arange(n_fft) - n_fft // 2) * step_hz
-    half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
-    score = np.minimum(power[:, : n_fft - 2 * half], power[:, 2 * half :])  # both lines, not one
-    carriers = 0.5 * freqs[half : n_fft - half]  # the carrier each score belongs to
+    score, line_centres_hz, step_hz = _gmsk_line_scores(filtered, sample_rate_hz)
+    carriers = 0.5 * line_centres_hz  # the carrier each score belongs to
     reach = max(1, round(2.0 * search_hz / step_hz))  # ± search_hz of carrier is ± 2·search_hz of line
     prefix = np.zeros((score.shape[0], score.shape[1] + 1))
     np.cumsum(score, axis=1, out=prefix[:, 1:])

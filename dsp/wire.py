@@ -321,16 +321,19 @@ def _fields(obj: dict[str, Any], required: Set[str], optional: Set[str] = frozen
         raise InputError(None, unknown[0], "unknown field")
 
 
-def _decode_batch(obj: dict[str, Any]) -> DetectionBatch:
+def _decode_items(obj: dict[str, Any], parse: Any, max_items: int, what: str) -> tuple[str, str, list[Any],
+                                                                                    list[RejectedItem]]:
+    """The envelope of a batch message (node, stream, items) and its items parsed one by one:
+    a bad item is refused on its own, a bad envelope or seq makes the whole message malformed."""
     _fields(obj, {"node_id", "stream_id", "items"})
     node_id = check_node_id(obj["node_id"])
     stream_id = check_stream_id(obj["stream_id"])
     items = obj["items"]
     if not isinstance(items, list) or not items:
         raise InputError(None, "items", "must be a non-empty list")
-    if len(items) > MAX_BATCH_ITEMS:
-        raise InputError(None, "items", f"holds {len(items)} detections, at most {MAX_BATCH_ITEMS} allowed")
-    good: list[Detection] = []
+    if len(items) > max_items:
+        raise InputError(None, "items", f"holds {len(items)} {what}, at most {max_items} allowed")
+    good: list[Any] = []
     bad: list[RejectedItem] = []
     seen: set[int] = set()
     for i, item in enumerate(items):
@@ -343,35 +346,19 @@ def _decode_batch(obj: dict[str, Any]) -> DetectionBatch:
             raise InputError(None, f"items[{i}].seq", f"seq {seq} appears twice")
         seen.add(seq)
         try:
-            good.append(Detection.from_dict(item))
+            good.append(parse(item))
         except InputError as exc:
             bad.append(RejectedItem(seq, _short(str(exc))))
+    return node_id, stream_id, good, bad
+
+
+def _decode_batch(obj: dict[str, Any]) -> DetectionBatch:
+    node_id, stream_id, good, bad = _decode_items(obj, Detection.from_dict, MAX_BATCH_ITEMS, "detections")
     return DetectionBatch(node_id, stream_id, tuple(good), tuple(bad))
 
 
 def _decode_snippets(obj: dict[str, Any]) -> SnippetBatch:
-    _fields(obj, {"node_id", "stream_id", "items"})
-    node_id = check_node_id(obj["node_id"])
-    stream_id = check_stream_id(obj["stream_id"])
-    items = obj["items"]
-    if not isinstance(items, list) or not items:
-        raise InputError(None, "items", "must be a non-empty list")
-    if len(items) > MAX_SNIPPET_BATCH_ITEMS:
-        raise InputError(None, "items", f"holds {len(items)} snippets, at most {MAX_SNIPPET_BATCH_ITEMS} allowed")
-    good: list[IQSnippet] = []
-    bad: list[RejectedItem] = []
-    seen: set[int] = set()
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise InputError(None, f"items[{i}]", "must be an object")
-        seq = _check_seq(item.get("seq"), f"items[{i}].seq")
-        if seq in seen:
-            raise InputError(None, f"items[{i}].seq", f"seq {seq} appears twice")
-        seen.add(seq)
-        try:
-            good.append(IQSnippet.from_dict(item))
-        except InputError as exc:
-            bad.append(RejectedItem(seq, _short(str(exc))))
+    node_id, stream_id, good, bad = _decode_items(obj, IQSnippet.from_dict, MAX_SNIPPET_BATCH_ITEMS, "snippets")
     return SnippetBatch(node_id, stream_id, tuple(good), tuple(bad))
 
 

@@ -31,6 +31,15 @@ class PowerControl(StrictModel):
     period_s: float = 0.48
 
 
+def _check_one_place(spec: PhoneSpec | InterfererSpec | DownlinkSpec) -> None:
+    """A transmitter stands in exactly one of a cell, a zone or a position (with its floor)."""
+    given = [name for name in ("cell", "zone", "position") if getattr(spec, name) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of cell, zone or position")
+    if spec.position is not None and spec.floor is None:
+        raise ValueError("a position needs a floor")
+
+
 class PhoneSpec(StrictModel):
     id: str
     cell: str | None = None
@@ -57,11 +66,7 @@ class PhoneSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_place(self) -> PhoneSpec:
-        given = [name for name in ("cell", "zone", "position") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of cell, zone or position")
-        if self.position is not None and self.floor is None:
-            raise ValueError("a position needs a floor")
+        _check_one_place(self)
         if self.tx_power_dbm is not None and self.power_control is not None:
             raise ValueError("give tx_power_dbm or power_control, not both")
         if self.tech == "gsm" and self.carrier_freq_hz is not None:
@@ -89,11 +94,7 @@ class InterfererSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_place(self) -> InterfererSpec:
-        given = [name for name in ("cell", "zone", "position") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of cell, zone or position")
-        if self.position is not None and self.floor is None:
-            raise ValueError("a position needs a floor")
+        _check_one_place(self)
         return self
 
 
@@ -120,11 +121,7 @@ class DownlinkSpec(StrictModel):
 
     @model_validator(mode="after")
     def _one_place_one_frequency(self) -> DownlinkSpec:
-        given = [name for name in ("cell", "zone", "position") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError("give exactly one of cell, zone or position")
-        if self.position is not None and self.floor is None:
-            raise ValueError("a position needs a floor")
+        _check_one_place(self)
         if self.kind == "gsm_bcch":
             if self.arfcn is None or self.freq_hz is not None:
                 raise ValueError("a gsm_bcch carrier is placed by arfcn (its downlink channel), not freq_hz")

@@ -52,6 +52,8 @@ def first_error(exc: ValidationError, source: str | None) -> InputError:
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; a missing file or a syntax error is an InputError naming it."""
     path = Path(path)
+    if "\x00" in str(path):
+        raise InputError(str(path).replace("\x00", "\\0"), None, "not a usable file name (it holds a NUL byte)")
     try:
         with open(path, "rb") as stream:
             return tomllib.load(stream)

@@ -771,6 +771,8 @@ _TOML_LINE_RE = re.compile(
 def load_site(path: str | Path) -> Site:
     """Read, validate and build the site in the TOML file ``path``. Raises :class:`InputError`."""
     source = str(path)
+    if "\x00" in source:
+        raise InputError(source.replace("\x00", "\\0"), None, "not a usable file name (it holds a NUL byte)")
     try:
         with open(path, "rb") as stream:
             doc = tomllib.load(stream)

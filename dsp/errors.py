@@ -17,6 +17,9 @@ class InputError(ValueError):
     """
 
     def __init__(self, source: str | None, field: str | None, problem: str) -> None:
+        if source is not None and len(source) > MAX_PROBLEM_CHARS:  # a fuzzed or mistyped path: its two ends
+            half = MAX_PROBLEM_CHARS // 2
+            source = source[:half] + "…" + source[-half:]
         self.source = source
         self.field = field
         if len(problem) > MAX_PROBLEM_CHARS:

@@ -140,3 +140,17 @@ def test_an_error_quoting_a_huge_value_stays_one_short_line() -> None:
     line = str(caught.value)
     assert line.startswith("fuzzed.toml: correlation.transmission_gap_s: expected a finite number")
     assert len(line) < 400 and "\n" not in line
+
+
+def test_a_path_with_a_nul_or_of_5000_characters_is_one_short_error_line() -> None:
+    from calibration.config import read_toml
+    from calibration.site import load_site
+    from dsp.errors import InputError
+
+    for reader in (load_site, read_toml):
+        with pytest.raises(InputError) as caught:
+            reader("site\x00.toml")
+        assert "NUL byte" in str(caught.value) and "\x00" not in str(caught.value)
+        with pytest.raises(InputError) as caught:
+            reader("/tmp/" + "A" * 5000)
+        assert len(str(caught.value)) < 700 and "\n" not in str(caught.value)

@@ -558,7 +558,8 @@ class Transmission:
     t_at_last_locate: float = -math.inf
     posterior: Posterior | None = None  # the locator's latest answer
     index_key: int = 0  # where the tracker files it (GSM-like: by carrier)
-    keys: list[tuple[str, float]] = field(default_factory=list)  # contributing detections
+    keys: list[tuple[str, float]] = field(default_factory=list)  # contributing detections not yet reported
+    n_keys: int = 0  # contributing detections, reported or not
 
     def __post_init__(self) -> None:
         for name in ("n_listened", "n_heard", "sum_db", "sum_sq_db2", "missed_threshold_sum_db", "n_missed", "n_clipped",
@@ -600,9 +601,12 @@ class Transmission:
         return Observation.from_sums(self.freq_hz, self.n_heard, self.sum_db, self.sum_sq_db2, self.n_missed,
                                      self.missed_threshold_sum_db, self.n_clipped, self.clipped_sum_db, config, tech)
 
-    def detection_keys(self) -> list[tuple[str, float]]:
-        """(sensor id, start time as the sensor reported it) of every detection that contributed."""
-        return self.keys
+    def take_keys(self) -> list[tuple[str, float]]:
+        """(sensor id, start time as the sensor reported it) of the detections that contributed
+        since the last call, which forgets them: an hour-long call must not keep an hour of
+        keys, and its event reports each detection once."""
+        keys, self.keys = self.keys, []
+        return keys
 
 
 class TransmissionTracker:
@@ -790,6 +794,7 @@ class TransmissionTracker:
             tr.n_listened[s] += 0.0 if listening[s] else 1.0
             d = m.detection
             tr.keys.append((d.sensor_id, d.t_start_s))
+            tr.n_keys += 1
             if d.tech:
                 tr.techs[d.tech] += 1
             if d.channel is not None:
@@ -849,6 +854,7 @@ class TransmissionTracker:
             return None
         s = member.sensor
         tr.keys.append((member.detection.sensor_id, member.detection.t_start_s))
+        tr.n_keys += 1
         missed, thresholds = group.missed, group.thresholds_dbm
         if missed is not None and thresholds is not None and missed[s]:
             tr.missed_threshold_sum_db[s] -= thresholds[s] - group.offset_db

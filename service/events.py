@@ -190,7 +190,8 @@ class Event:
     priority: str
     channel: str | None
     session_ids: list[str]
-    detection_keys: list[tuple[str, float]]
+    detection_keys: list[tuple[str, float]]  # detections gained since the event's previous revision
+    n_detections: int = 0  # detections of every revision
     tx_power_dbm: float | None = None
     wing_floor_confidence: float | None = None
     transmissions: list[dict[str, Any]] = field(default_factory=list)
@@ -199,9 +200,7 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         """The JSON Lines form: DESIGN.md's fields, then the extras (no detection keys: see
         :attr:`detection_keys` for which detections contributed)."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detection_keys"}
-        out["n_detections"] = len(self.detection_keys)
-        return out
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detection_keys"}
 
 
 @dataclass(eq=False)
@@ -209,6 +208,7 @@ class _EventState:
     event_id: str
     transmissions: list[Transmission]
     revision: int = 0
+    n_detections: int = 0  # keys reported so far
 
     @property
     def t_end_s(self) -> float:
@@ -267,6 +267,10 @@ class EventEngine:
             index = self._sensor_of.get(sensor_id)
             if index is not None:
                 self.sensors.mark_listening(index, until_s)
+
+    def knows_sensor(self, sensor_id: str) -> bool:
+        """Whether the site has this sensor (detections of others are counted and ignored)."""
+        return sensor_id in self._sensor_of
 
     def add(self, detections: Sequence[Detection]) -> list[Event]:
         """Feed detections (any order within a batch); returns the events created or updated."""
@@ -461,7 +465,8 @@ class EventEngine:
         for tr in state.transmissions:
             techs.update({t: n for t, n in tr.techs.items() if t != "unknown"})
             sessions.update(tr.sessions.values())
-            keys.extend(tr.detection_keys())
+            keys.extend(tr.take_keys())
+        state.n_detections += len(keys)
         same_wf = np.array([(p.wing, p.floor) == (place.wing, place.floor) for p in self.site.places])
         transmissions = [{
             "t_start_s": round(tr.t_first_s, 6), "t_end_s": round(tr.t_end_s, 6), "freq_hz": round(tr.freq_hz, 1),
@@ -488,6 +493,7 @@ class EventEngine:
             channel=dominant.channel(),
             session_ids=sorted(sessions),
             detection_keys=keys,
+            n_detections=state.n_detections,
             tx_power_dbm=round(post.tx_power_dbm, 1),
             wing_floor_confidence=round(float(post.probabilities[same_wf].sum()), 4),
             transmissions=transmissions,

@@ -967,6 +967,15 @@ class Store:
         with self._reading() as conn:
             return conn.execute(sa.select(events.c.event_id).where(events.c.event_id == event_id)).first() is not None
 
+    def link_detections(self, event_id: str, detection_ids: Sequence[int]) -> None:
+        """Link detections to a stored event without touching its record (idempotent): the
+        event worker rebuilding after a restart links what the previous run had not."""
+        if not detection_ids:
+            return
+        with self._writing() as conn:
+            conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
+                         [{"event_id": event_id, "detection_id": i} for i in sorted(set(detection_ids))])
+
     def upsert_events(self, writes: Sequence[EventWrite]) -> list[EventWritten]:
         """Create or update events (by event_id) and link their new detections, in one transaction.
 

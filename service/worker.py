@@ -16,6 +16,12 @@ detections and keeps its stored id (and its status), whatever id the engine give
 
 A detection the engine cannot digest is logged and skipped, never retried forever; a
 database failure while persisting is retried until it works, so no event is lost.
+
+Memory stays flat however long the service runs and however many detections arrive: an
+event names each detection once (the engine reports the detections gained since its
+previous revision), and the worker remembers a fed detection (a small tuple, not the
+record) only until an event names it, at most ``key_window_s`` of stream time and
+``_MAX_KEYS`` of them. Detections of sensors the engine does not know are not remembered.
 """
 
 from __future__ import annotations
@@ -23,24 +29,25 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from dsp.records import Detection
 from service.live import LiveHub
 from service.schemas import event_out
-from service.store import EventWrite, EventWritten, Store, StoredDetection
+from service.store import EventWrite, EventWritten, Store
 
 log = logging.getLogger(__name__)
 
 CURSOR_KEY = "event_worker.cursor"
 MAX_AHEAD_S = 5.0  # the stream clock may run this far ahead of the wall clock, no further
-_MAX_KEYS = 500_000  # detection key -> id map: bursts an active event may still name
-_MAX_EVENTS = 20_000  # engine event ids (and their linked detections) remembered
+_MAX_KEYS = 500_000  # detections fed but not yet named by an event, at most
+_MAX_EVENTS = 20_000  # engine event ids remembered
 
 
 class EventLike(Protocol):
@@ -48,7 +55,10 @@ class EventLike(Protocol):
     def event_id(self) -> str: ...
 
     @property
-    def detection_keys(self) -> Sequence[Any]: ...
+    def detection_keys(self) -> Sequence[Any]:
+        """The detections the event gained since its previous revision: (sensor id, start
+        time) as fed, or stored ids when the engine was given ids."""
+        ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -59,6 +69,19 @@ class EngineLike(Protocol):
     def add(self, detections: Sequence[Detection]) -> Sequence[EventLike]: ...
 
     def flush(self, now_s: float | None = None) -> Sequence[EventLike]: ...
+
+
+class _Fed(NamedTuple):
+    """What the worker keeps of a fed detection until an event names it (the live feed's
+    per-sensor bars and the latency figures need no more)."""
+
+    id: int
+    received_s: float
+    sensor_id: str
+    t_start_s: float
+    power_dbfs: float
+    snr_db: float
+    rssi_dbm: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +130,7 @@ class EventWorker:
         flush_interval_s: float = 0.25,
         rebuild_window_s: float = 120.0,
         max_batch: int = 5000,
+        key_window_s: float = 300.0,
         rssi_dbm: Callable[[Detection], float | None] | None = None,
     ) -> None:
         self.store = store
@@ -115,6 +139,7 @@ class EventWorker:
         self.flush_interval_s = flush_interval_s
         self.rebuild_window_s = rebuild_window_s
         self.max_batch = max_batch
+        self.key_window_s = key_window_s
         self.rssi_dbm = rssi_dbm or (lambda d: d.rssi_dbm)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -126,9 +151,8 @@ class EventWorker:
         self._resume_after = 0  # detections up to this id were processed by an earlier run
         self._last_t_s: float | None = None  # stream clock: latest burst end fed
         self._last_t_mono = 0.0
-        self._key_to_id: _Lru = _Lru(_MAX_KEYS)
+        self._fed: OrderedDict[tuple[str, float], _Fed] = OrderedDict()  # not yet named, oldest fed first
         self._alias: _Lru = _Lru(_MAX_EVENTS)  # engine event id -> stored event id
-        self._linked: _Lru = _Lru(_MAX_EVENTS)  # stored event id -> set of linked detection ids
         self._latencies: deque[float] = deque(maxlen=5000)
         self._counts = dict.fromkeys(("n_detections_fed", "n_events_created", "n_events_updated",
                                       "n_engine_errors", "n_store_errors", "n_unmatched_keys"), 0)
@@ -258,8 +282,7 @@ class EventWorker:
             self._rebuilding = False
             return False
         rows.sort(key=lambda r: (r.detection.t_start_s, r.id))
-        for r in rows:
-            self._key_to_id.put((r.detection.sensor_id, r.detection.t_start_s), r)
+        self._remember(rows)
         try:
             found = list(self.engine.add([r.detection for r in rows]))
         except Exception:
@@ -278,6 +301,23 @@ class EventWorker:
             self._rebuilding = False
         return len(rows) >= self.max_batch
 
+    def _remember(self, rows: Sequence[Any]) -> None:
+        """Keep what the live feed needs of each fed detection until an event names it."""
+        knows = getattr(self.engine, "knows_sensor", None)
+        fed = self._fed
+        for r in rows:
+            d = r.detection
+            if knows is not None and not knows(d.sensor_id):
+                continue  # never named: the engine ignores sensors that are not in the site
+            sensor_id = sys.intern(d.sensor_id)
+            fed[(sensor_id, d.t_start_s)] = _Fed(r.id, r.received_s, sensor_id, d.t_start_s, d.power_dbfs, d.snr_db,
+                                                 self.rssi_dbm(d))
+        if not fed:
+            return
+        oldest_s = (self._last_t_s if self._last_t_s is not None else -math.inf) - self.key_window_s
+        while fed and (len(fed) > _MAX_KEYS or next(iter(fed.values())).t_start_s < oldest_s):
+            fed.popitem(last=False)
+
     def _flush(self) -> None:
         try:
             found = list(self.engine.flush(self.stream_now_s()))
@@ -287,16 +327,16 @@ class EventWorker:
             return
         self._persist(found)
 
-    def _contributors(self, event: EventLike) -> dict[int, StoredDetection | None]:
+    def _contributors(self, event: EventLike) -> dict[int, _Fed | None]:
         """The stored detections an event names (by key, or by id when the engine was given ids)."""
-        found: dict[int, StoredDetection | None] = {}
+        found: dict[int, _Fed | None] = {}
         for key in getattr(event, "detection_keys", None) or ():
             if isinstance(key, int) and not isinstance(key, bool):
                 found.setdefault(key, None)
                 continue
             try:
                 sensor_id, t_start_s = key
-                stored = self._key_to_id.get((str(sensor_id), float(t_start_s)))
+                stored = self._fed.pop((str(sensor_id), float(t_start_s)), None)
             except (TypeError, ValueError):
                 stored = None
             if stored is None:
@@ -329,7 +369,7 @@ class EventWorker:
         if not found:
             return
         writes: list[EventWrite] = []
-        fresh: dict[str, list[StoredDetection]] = {}  # event id -> detections it gained now
+        fresh: dict[str, list[_Fed]] = {}  # event id -> detections it gained now
         for event in found:
             try:
                 record = dict(event.to_dict())
@@ -340,13 +380,11 @@ class EventWorker:
                 log.exception("unusable event from the engine dropped event_id=%s", getattr(event, "event_id", "?"))
                 continue
             if from_earlier_run and max(contributors, default=0) <= self._resume_after:
-                continue  # rebuilding what is already stored: the stored event stays as it was
-            linked = self._linked.get(event_id)
-            if linked is None:
-                linked = set()
-            new_ids = [i for i in contributors if i not in linked]
-            linked.update(new_ids)
-            self._linked.put(event_id, linked)
+                # rebuilding what is already stored: the stored event stays as it was, and the
+                # detections the previous run fed but had not yet linked are linked now
+                self._link(event_id, list(contributors))
+                continue
+            new_ids = list(contributors)  # each detection is named once (linking twice is harmless)
             record["event_id"] = event_id
             fresh[event_id] = [d for i in new_ids if (d := contributors[i]) is not None]
             writes.append(EventWrite(event_id, record, new_ids))
@@ -361,33 +399,40 @@ class EventWorker:
                 self.hub.publish("event.detections", self._detections_summary(w, gained))
                 self._latencies.extend(now - d.received_s for d in gained)
 
+    def _link(self, event_id: str, detection_ids: list[int]) -> None:
+        self._retrying(lambda: self.store.link_detections(event_id, detection_ids), f"links of {event_id}", None)
+
     def _write(self, writes: list[EventWrite]) -> list[EventWritten]:
+        return self._retrying(lambda: self.store.upsert_events(writes), f"{len(writes)} events", [])
+
+    def _retrying(self, write: Callable[[], Any], what: str, on_stop: Any) -> Any:
+        """``write()`` until it works (the database is away: keep the data, try again)."""
         delay_s = 0.1
         while True:
             try:
-                return self.store.upsert_events(writes)
-            except Exception as exc:  # the database is away: keep the events, try again
+                return write()
+            except Exception as exc:
                 self._counts["n_store_errors"] += 1
-                log.error("events not stored, retrying in %.1f s n=%d error=%s: %s", delay_s, len(writes),
+                log.error("not stored, retrying in %.1f s what=%s error=%s: %s", delay_s, what,
                           type(exc).__name__, exc)
                 if self._stop.wait(delay_s):
-                    log.error("stopping with %d events not stored", len(writes))
-                    return []
+                    log.error("stopping with %s not stored", what)
+                    return on_stop
                 delay_s = min(delay_s * 2, 5.0)
 
-    def _detections_summary(self, written: EventWritten, fresh: Sequence[StoredDetection]) -> dict[str, Any]:
+    def _detections_summary(self, written: EventWritten, fresh: Sequence[_Fed]) -> dict[str, Any]:
         """The event's bursts that just arrived, per sensor: what the 'hunt' view draws as bars."""
-        per_sensor: dict[str, list[Detection]] = {}
-        for stored in fresh:
-            per_sensor.setdefault(stored.detection.sensor_id, []).append(stored.detection)
+        per_sensor: dict[str, list[_Fed]] = {}
+        for d in fresh:
+            per_sensor.setdefault(d.sensor_id, []).append(d)
         sensors = []
         for sensor_id, dets in sorted(per_sensor.items()):
-            rssi = [v for v in (self.rssi_dbm(d) for d in dets) if v is not None and math.isfinite(v)]
+            rssi = [v for v in (d.rssi_dbm for d in dets) if v is not None and math.isfinite(v)]
             power = 10.0 * math.log10(sum(10.0 ** (d.power_dbfs / 10.0) for d in dets) / len(dets))
             rssi_mean = (10.0 * math.log10(sum(10.0 ** (v / 10.0) for v in rssi) / len(rssi))) if rssi else None
             sensors.append({"sensor_id": sensor_id, "rssi_dbm": rssi_mean, "power_dbfs": power,
                             "snr_db": max(d.snr_db for d in dets), "n_bursts": len(dets)})
         row = written.row
         return {"event_id": row.event_id, "channel": row.channel, "freq_hz": row.freq_hz, "tech": row.tech,
-                "cell": row.cell, "zone": row.zone, "t_s": max(d.detection.t_start_s for d in fresh),
+                "cell": row.cell, "zone": row.zone, "t_s": max(d.t_start_s for d in fresh),
                 "sensors": sensors}

@@ -39,10 +39,18 @@ class StandInEvent:
     cell: str | None
     zone: str | None
     detections: list[Detection] = field(default_factory=list)
+    n_reported: int = 0  # detections named by earlier revisions
 
     @property
     def detection_keys(self) -> list[tuple[str, float]]:
-        return [(d.sensor_id, d.t_start_s) for d in self.detections]
+        """The detections gained since the previous revision (the engine's contract)."""
+        return [(d.sensor_id, d.t_start_s) for d in self.detections[self.n_reported:]]
+
+    def reported(self) -> StandInEvent:
+        """A revision as handed to the worker: its keys, and later ones only name newer detections."""
+        revision = StandInEvent(self.event_id, self.cell, self.zone, list(self.detections), self.n_reported)
+        self.n_reported = len(self.detections)
+        return revision
 
     def to_dict(self) -> dict[str, Any]:
         first, last = self.detections[0], self.detections[-1]
@@ -91,12 +99,12 @@ class StandInEngine:
             event.detections.append(d)
             touched[event.event_id] = event
             self.n_added += 1
-        return list(touched.values())
+        return [e.reported() for e in touched.values()]
 
     def flush(self, now_s: float | None = None) -> list[StandInEvent]:
         self.flushed_at.append(now_s)
         closed = [c for c, e in self.open.items() if now_s is not None and now_s > e.detections[-1].t_start_s + self.gap_s]
-        return [self.open.pop(c) for c in closed]
+        return [self.open.pop(c).reported() for c in closed]
 
 
 def make_settings(tmp: Path, *, ingest: bool = False, **overrides: Any) -> ServiceSettings:

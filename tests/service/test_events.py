@@ -158,13 +158,24 @@ def test_nodes_that_deliver_late_by_different_amounts_still_give_one_event(demo,
 
 
 def test_event_record_has_design_fields(demo) -> None:
-    _, detections = simulate(demo, [gsm("a", 62, 3, cell="B-1-10")], duration_s=0.5)
-    (event,) = run(demo, detections)
+    _, detections = simulate(demo, [gsm("a", 62, 3, cell="B-1-10")], duration_s=5.0)
+    engine = EventEngine(demo)
+    engine.mark_listening([s.id for s in demo.sensors])
+    t0 = min(d.t_start_s for d in detections)
+    revisions = []
+    for second in range(5):  # fed as a live service does: a second at a time, the clock moving on
+        revisions += engine.add([d for d in detections if second <= d.t_start_s - t0 < second + 1])
+        revisions += engine.flush(t0 + second + 1)
+    revisions += engine.flush()
+    assert len({e.event_id for e in revisions}) == 1 and len(revisions) >= 2
+    event = revisions[-1]
     record = event.to_dict()
     for key in DESIGN_FIELDS:
         assert key in record
     assert "detection_keys" not in record and record["n_detections"] == len(detections)
-    assert sorted(event.detection_keys) == sorted((d.sensor_id, d.t_start_s) for d in detections)
+    # each revision names the detections gained since the one before: every detection once
+    named = [key for e in revisions for key in e.detection_keys]
+    assert sorted(named) == sorted((d.sensor_id, d.t_start_s) for d in detections)
     probabilities = [c["p"] for c in record["candidates"]]
     assert probabilities == sorted(probabilities, reverse=True) and record["confidence"] == probabilities[0]
     assert record["candidates"][0]["place"] == (record["cell"] or record["zone"])

@@ -346,6 +346,21 @@ class ConflictError(ValueError):
     """The change is not allowed in the current state (e.g. acknowledging a closed event)."""
 
 
+def _fixed_chunks(rows: list[dict[str, Any]], largest: int = 512) -> Iterator[list[dict[str, Any]]]:
+    """``rows`` in chunks of power-of-two sizes (``largest`` at most).
+
+    A many-row INSERT ... RETURNING becomes one SQL statement per number of rows, and the
+    database driver keeps the prepared statements of each connection (SQLite: 128 of them,
+    up to ~1 MB each for hundreds of rows): batches of every size from 1 to thousands made
+    the service's memory grow by hundreds of MB under load. Ten sizes keep it flat.
+    """
+    start = 0
+    while start < len(rows):
+        size = min(largest, 1 << ((len(rows) - start).bit_length() - 1))
+        yield rows[start : start + size]
+        start += size
+
+
 @dataclass(frozen=True, slots=True)
 class StoredDetection:
     id: int
@@ -785,7 +800,9 @@ class Store:
             statement = (_insert(conn, detections).on_conflict_do_nothing(
                 index_elements=["node_id", "stream_id", "seq"])
                 .returning(detections.c.id, detections.c.node_id, detections.c.stream_id, detections.c.seq))
-            inserted = {(str(n), str(st), int(q)): int(i) for i, n, st, q in conn.execute(statement, rows)}
+            inserted = {}
+            for chunk in _fixed_chunks(rows):
+                inserted.update({(str(n), str(st), int(q)): int(i) for i, n, st, q in conn.execute(statement, chunk)})
         n_inserted, max_id = len(inserted), max(inserted.values(), default=0)
         out = []
         for node_id, stream_id, detections_ in batches:  # a seq in two batches of one turn is new in the first only
@@ -843,7 +860,7 @@ class Store:
         with self._writing() as conn:
             statement = (_insert(conn, snippets).on_conflict_do_nothing(
                 index_elements=["node_id", "stream_id", "seq"]).returning(snippets.c.id))
-            return len(conn.execute(statement, rows).all())
+            return sum(len(conn.execute(statement, chunk).all()) for chunk in _fixed_chunks(rows))
 
     def event_snippet_refs(self, event_id: str, *, sensor_id: str | None = None) -> list[SnippetRef]:
         """What snippets illustrate the event's detections (without their samples), by sensor then time.

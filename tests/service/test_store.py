@@ -336,3 +336,17 @@ def test_audit_rows_cannot_be_changed_through_the_store_api(store: Store) -> Non
     with store.engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         conn.execute(sa.text("DELETE FROM audit_log"))
     assert store.verify_audit_chain().n_rows == 1
+
+
+def test_batches_of_any_size_use_few_statement_shapes() -> None:
+    """Many-row inserts go in power-of-two chunks: the driver caches one prepared statement
+    per shape per connection, and batches of every size made the service grow by 100s of MB."""
+    from service.store import _fixed_chunks
+
+    rows = [{"i": i} for i in range(1300)]
+    chunks = list(_fixed_chunks(rows))
+    assert [len(c) for c in chunks] == [512, 512, 256, 16, 4]
+    assert [r for c in chunks for r in c] == rows  # every row once, in order
+    shapes = {len(c) for n in range(1, len(rows) + 1) for c in _fixed_chunks(rows[:n])}
+    assert shapes <= {1 << k for k in range(10)}
+    assert list(_fixed_chunks([])) == []

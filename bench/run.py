@@ -39,6 +39,7 @@ def summarize(name: str, result: dict[str, Any]) -> dict[str, Any]:
     if name == "sensitivity":
         return {**head, "waveforms": {
             w: {"gap_db_at_pd90": e.get("gap_db_at_pd90"),
+                "gap_db_at_pd90_ci95": e.get("gap_db_at_pd90_ci95"),
                 "snr_db_at_pd90": e.get("snr_db_at_pd90"),
                 "theory_snr_db_at_pd90": e["theory_snr_db_at_pd90"],
                 "rtl_sdr_gap_db_at_pd90": e.get("rtl_sdr", {}).get("gap_db_at_pd90")}
@@ -76,11 +77,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     sens = summary.get("sensitivity")
     if sens:
         lines.append(f"Sensitivity ({sens['mode']}): SNR gap to the ideal energy detector at Pd 0.9 (goal <= 1.5 dB)")
-        lines.append(f"  {'waveform':<16} {'gap dB':>7} {'RTL gap':>8} {'Pd0.9 at':>9} {'theory':>7}")
+        lines.append(f"  {'waveform':<16} {'gap dB':>7} {'95 % interval':>14} {'RTL gap':>8} {'Pd0.9 at':>9} "
+                     f"{'theory':>7}")
         for w, e in sens["waveforms"].items():
             at = "   n/a" if e["snr_db_at_pd90"] is None else f"{e['snr_db_at_pd90']:6.2f}"
-            lines.append(f"  {w:<16} {_gap(e['gap_db_at_pd90']):>7} {_gap(e['rtl_sdr_gap_db_at_pd90']):>8} "
-                         f"{at:>9} {e['theory_snr_db_at_pd90']:7.2f}")
+            ci = e.get("gap_db_at_pd90_ci95")
+            interval = "n/a" if not ci else f"{ci[0]:.2f}-{ci[1]:.2f}"
+            lines.append(f"  {w:<16} {_gap(e['gap_db_at_pd90']):>7} {interval:>14} "
+                         f"{_gap(e['rtl_sdr_gap_db_at_pd90']):>8} {at:>9} {e['theory_snr_db_at_pd90']:7.2f}")
     fa = summary.get("false_alarms")
     if fa:
         lo, hi = fa["false_alarms_per_hour_ci95"] or (float("nan"), float("nan"))

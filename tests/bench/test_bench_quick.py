@@ -18,7 +18,7 @@ from scipy import stats
 
 from bench import detect_false_alarms as fa
 from bench import detect_sensitivity as sens
-from bench.common import CENTER_FREQ_HZ, SAMPLE_RATE_HZ, crossing, isotonic
+from bench.common import CENTER_FREQ_HZ, SAMPLE_RATE_HZ, crossing, isotonic, probit_crossing
 from bench.run import format_summary, main
 from dsp.detector import BoxTest, DetectorConfig
 from dsp.waveform import render_burst
@@ -171,6 +171,24 @@ def test_score_needs_overlap_in_time_and_frequency() -> None:
     assert detected.tolist() == [True, False, True]
     assert n_matches.tolist() == [2, 0, 1]
     assert n_spurious == 2
+
+
+def test_probit_crossing_reads_the_ideal_curve_between_grid_points() -> None:
+    """On the ideal detector's own Pd curve sampled every 1 dB, the probit reads the Pd 0.9
+    point within 0.03 dB wherever the grid falls; straight lines are up to ~0.2 dB high."""
+    from bench.detect_sensitivity import theory_pd, theory_snr_db
+
+    time_bandwidth, pfa = 180.0, 2e-8
+    exact = theory_snr_db(0.9, time_bandwidth, pfa)
+    snrs = np.arange(-6.0, 9.0, 1.0)
+    n = np.full(snrs.shape, 400)
+    worst_linear = 0.0
+    for shift_db in (0.0, 0.25, 0.5, 0.75):
+        pd = theory_pd(snrs - shift_db, time_bandwidth, pfa)
+        assert probit_crossing(snrs, pd * n, n, 0.9) == pytest.approx(exact + shift_db, abs=0.03)
+        worst_linear = max(worst_linear, crossing(snrs, pd, 0.9) - (exact + shift_db))
+    assert worst_linear > 0.1  # what the probit corrects
+    assert probit_crossing(snrs, np.zeros(snrs.shape), n, 0.9) is None  # never detected
 
 
 def test_isotonic_fit_and_crossing() -> None:

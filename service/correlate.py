@@ -533,7 +533,7 @@ class Transmission:
     t_end_s: float
     freq_lo_hz: float
     freq_hi_hz: float
-    groups: list[BurstGroup] = field(default_factory=list)
+    first: Detection | None = None  # the first burst's best detection (names the event); bursts are not kept
     # sufficient statistics per sensor, levels relative to the transmission's power
     n_listened: FloatArray = field(default_factory=lambda: np.zeros(0))
     n_heard: FloatArray = field(default_factory=lambda: np.zeros(0))
@@ -826,7 +826,8 @@ class TransmissionTracker:
         tr.n_listened += listening
         tr.missed_threshold_sum_db += np.where(missed, thresholds - offset, 0.0)
         tr.n_missed += missed
-        tr.groups.append(group)
+        if tr.first is None:
+            tr.first = group.best.detection
         group.transmission = tr
         group.offset_db = offset
         group.missed = missed

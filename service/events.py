@@ -224,7 +224,8 @@ class _EventState:
 
 
 def _event_id(tr: Transmission) -> str:
-    first = tr.groups[0].best.detection
+    first = tr.first
+    assert first is not None, "a transmission has at least one burst"
     digest = hashlib.sha1(f"{first.sensor_id}|{first.t_start_s:.7f}|{first.freq_hz:.1f}".encode()).hexdigest()
     return f"ev-{digest[:16]}"
 

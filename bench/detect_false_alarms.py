@@ -76,7 +76,7 @@ class BoxStatisticCounter:
     """Counts how often each box test's sum exceeds the thresholds of several Pfa levels.
 
     Thresholds come from the detector's own :class:`~dsp.detector.BoxTest` (its Gamma
-    shape and its threshold at ``config.pfa``), so the count checks the detector's law.
+    shape and its threshold at its own ``pfa``), so the count checks the detector's law.
     Only boxes lying inside one epoch are counted; ``n_tests`` says how many there were.
     """
 
@@ -84,7 +84,7 @@ class BoxStatisticCounter:
         self.tests = tests
         self.levels = tuple(sorted({float(p) for p in levels} | {float(config_pfa)}, reverse=True))
         self.thresholds = np.array([
-            [t.threshold * float(stats.gamma.isf(p, t.dof) / stats.gamma.isf(config_pfa, t.dof)) for p in self.levels]
+            [t.threshold * float(stats.gamma.isf(p, t.dof) / stats.gamma.isf(t.pfa, t.dof)) for p in self.levels]
             for t in tests
         ])
         self.config_thresholds = np.array([t.threshold for t in tests])

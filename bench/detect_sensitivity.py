@@ -420,7 +420,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, n_trial
             "pfa_per_test": config.pfa,
             "tests_per_second": probe.tests_per_second,
             "nominal_false_alarms_per_hour": probe.tests_per_second * config.pfa * 3600.0,
-            "templates": [{"name": t.name, "n_frames": t.n_frames, "n_columns": t.n_columns}
+            "templates": [{"name": t.name, "n_frames": t.n_frames, "n_columns": t.n_columns, "pfa": t.pfa}
                           for t in probe.box_tests],
         },
         "rtl_sdr_gain_db": RTL_GAIN_DB,

@@ -23,8 +23,9 @@ over unknown positions allows:
 3. **Box tests (CFAR).** For each template (duration, bandwidth) — GSM normal and
    access burst, LTE subframe on 1, 4 and 12 RB, PRACH — the sum over every box of
    K frames × B columns, at every frame and column offset, is compared with the
-   ``1 - pfa`` quantile of its Gamma law under noise: ``pfa`` is the false-alarm
-   probability of one box test. Sums are built by doubling (shared power-of-two levels,
+   ``1 - pfa_t`` quantile of its Gamma law under noise: ``pfa_t`` is the template's
+   false-alarm probability per box test, its ``fa_weight`` share of a budget that keeps
+   the configured ``pfa`` on average over every test (LTE templates get more). Sums are built by doubling (shared power-of-two levels,
    contiguous float32 additions of positive terms). Boxes of 500 kHz and more step by
    two columns (unless they have few positions in the band). Templates run smallest
    first, and cells a template has explained are neutral for the larger ones, so a
@@ -83,19 +84,25 @@ FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-# (name, duration_s, bandwidth_hz): what the box tests look for.
-DEFAULT_TEMPLATES: tuple[tuple[str, float, float], ...] = (
-    ("gsm_normal", 0.546e-3, 190e3),  # TS 45.002 §5.2.3 normal burst; also a PUCCH slot (0.5 ms × 1 RB)
-    ("gsm_access", 0.325e-3, 190e3),  # TS 45.002 §5.2.7 access burst (88 bits)
-    ("lte_1rb", 1.0e-3, 180e3),  # TS 36.211 §5.3: PUSCH subframe on 1 RB
-    ("lte_4rb", 1.0e-3, 720e3),
-    ("lte_prach", 0.903e-3, 1.08e6),  # TS 36.211 §5.7 format 0
-    ("lte_12rb", 1.0e-3, 2.16e6),
+# (name, duration_s, bandwidth_hz, fa_weight): what the box tests look for, and each
+# template's per-test false-alarm probability relative to the others (the false alarms an
+# hour stay pfa x tests; see BurstDetector._make_box_tests). Doubling a template's pfa buys
+# ~0.07 dB at Pd 0.9 and costs budget in proportion to its positions: the narrow boxes have
+# 60 a frame, the 2.16 MHz ones 7. The budget goes to LTE first (2G is being switched off):
+# an access burst is followed by normal bursts on the channel it obtains, and GSM had margin
+# (measured gaps with equal weights: GSM 1.22, PUSCH 1/4/12 RB 1.40/1.45/1.51 dB).
+DEFAULT_TEMPLATES: tuple[tuple[str, float, float, float], ...] = (
+    ("gsm_normal", 0.546e-3, 190e3, 0.5),  # TS 45.002 §5.2.3 normal burst; also a PUCCH slot (0.5 ms × 1 RB)
+    ("gsm_access", 0.325e-3, 190e3, 0.25),  # TS 45.002 §5.2.7 access burst (88 bits)
+    ("lte_1rb", 1.0e-3, 180e3, 1.5),  # TS 36.211 §5.3: PUSCH subframe on 1 RB
+    ("lte_4rb", 1.0e-3, 720e3, 2.0),
+    ("lte_prach", 0.903e-3, 1.08e6, 1.0),  # TS 36.211 §5.7 format 0
+    ("lte_12rb", 1.0e-3, 2.16e6, 2.5),
     # A subframe (9.4 frames) fills 9 frames at best; a 10-frame box holds all of it at
     # most alignments. On the widest allocation, whose boxes are few (7 a frame), that is
     # 0.1-0.2 dB at Pd 0.9 for 3 % more tests (the default pfa keeps the union bound where
     # it was); on 1 and 4 RB it bought nothing measurable.
-    ("lte_12rb_10f", 1.07e-3, 2.16e6),
+    ("lte_12rb_10f", 1.07e-3, 2.16e6, 2.5),
 )
 
 GMSK_BIT_RATE_HZ = 1625000.0 / 6.0  # TS 45.004 §2.1
@@ -117,18 +124,19 @@ class DetectorConfig:
     """Validated parameters of :class:`BurstDetector` (unknown keys are rejected by :meth:`from_dict`).
 
     Defaults target an RTL-SDR at 2.4 MS/s: 256-point frames (106.7 µs, 9.375 kHz bins),
-    37.5 kHz cells, a 1 s minimum-statistics floor, and ``pfa = 9.5e-11`` per box test:
-    measured 4 false alarms per hour at 1e-9 and 0 in an hour at 1e-10 with the first six
-    templates; with seven (2.21 million tests a second) 9.5e-11 keeps the union bound,
-    tests × pfa, where the six had it at 1e-10 (0.76 per hour).
+    37.5 kHz cells, a 1 s minimum-statistics floor, and ``pfa = 9.5e-11`` per box test on
+    average (each template's share follows its ``fa_weight``): measured 4 false alarms per
+    hour at 1e-9 and 0 in an hour at 1e-10 with the first six templates; with seven (2.21
+    million tests a second) 9.5e-11 keeps the union bound, tests × pfa, where the six had
+    it at 1e-10 (0.76 per hour).
     """
 
     fft_size: int = 256  # frame length: 106.7 µs at 2.4 MS/s, five frames to a GSM burst
     tukey_alpha: float = 0.25  # window taper (module docstring, point 1); 0 is rectangular
     bins_per_cell: int = 4  # bins summed into one cell of the detection grid
     epoch_frames: int = 512  # frames per FFT call and unit of work
-    pfa: float = 9.5e-11  # false-alarm probability of one box test
-    templates: tuple[tuple[str, float, float], ...] = DEFAULT_TEMPLATES  # (name, duration_s, bandwidth_hz)
+    pfa: float = 9.5e-11  # false-alarm probability of one box test, on average over the templates
+    templates: tuple[tuple[Any, ...], ...] = DEFAULT_TEMPLATES  # (name, duration_s, bandwidth_hz[, fa_weight])
     noise_window_s: float = 1.0  # history of the floor: a step is followed in half of it
     noise_quantile: float = 0.5  # quantile of the group estimates taken as the floor
     noise_sum_frames: int = 2  # frames summed before minima
@@ -156,8 +164,9 @@ class DetectorConfig:
         _check(0.0 < self.pfa < 0.1, "pfa", "must be in (0, 0.1)")
         _check(len(self.templates) > 0, "templates", "needs at least one (name, duration_s, bandwidth_hz)")
         for i, tpl in enumerate(self.templates):
-            _check(len(tpl) == 3 and float(tpl[1]) > 0 and float(tpl[2]) > 0, f"templates[{i}]",
-                   "must be (name, duration_s > 0, bandwidth_hz > 0)")
+            _check(len(tpl) in (3, 4) and float(tpl[1]) > 0 and float(tpl[2]) > 0
+                   and (len(tpl) == 3 or 0 < float(tpl[3]) < math.inf), f"templates[{i}]",
+                   "must be (name, duration_s > 0, bandwidth_hz > 0) or (..., fa_weight > 0)")
         _check(self.noise_window_s > 0, "noise_window_s", "must be positive")
         _check(0.05 <= self.noise_quantile <= 0.95, "noise_quantile", "must be in [0.05, 0.95]")
         _check(self.noise_update_s > 0, "noise_update_s", "must be positive")
@@ -277,6 +286,7 @@ class BoxTest:
     dof: float  # Gamma shape of the box sum under noise (moment matched)
     threshold: float  # on the sum of normalized cells (noise mean 1 per bin)
     stride: int = 1  # columns between tested positions: 2 for wide boxes (a grid of column pairs)
+    pfa: float = 0.0  # its false-alarm probability per test
 
 
 @dataclass(slots=True)
@@ -799,9 +809,16 @@ class BurstDetector:
         return n_bins * n_bins / variance
 
     def _make_box_tests(self) -> tuple[BoxTest, ...]:
-        tests: dict[tuple[int, int], BoxTest] = {}
-        g = self.config.bins_per_cell
-        for name, duration_s, bandwidth_hz in self.config.templates:
+        """One test per distinct box, each with its share of the false-alarm budget.
+
+        Template t gets ``pfa_t = pfa · w_t · Σ n_s / Σ w_s n_s`` (``n``: positions a frame,
+        ``w``: ``fa_weight``, 1 when absent), so the expected false alarms (union bound,
+        ``Σ n_t pfa_t``) are those of ``pfa`` on every test, whatever the weights.
+        """
+        shapes: dict[tuple[int, int], tuple[str, int, float]] = {}  # (frames, columns) -> (name, stride, weight)
+        for template in self.config.templates:
+            name, duration_s, bandwidth_hz = template[:3]
+            weight = float(template[3]) if len(template) > 3 else 1.0
             k = max(1, round(float(duration_s) / self.frame_s))
             # Wide boxes step by two columns on a grid of column pairs: a quarter of the
             # work, and at most one column (37.5 kHz) of misalignment on 700+ kHz. Boxes
@@ -812,14 +829,18 @@ class BurstDetector:
                       and self.n_columns - width >= self._COARSE_MIN_POSITIONS)
             stride = 2 if coarse else 1
             b = min(self.n_columns, stride * max(1, round(float(bandwidth_hz) / (stride * self.cell_hz))))
-            if (k, b) in tests:
-                continue
+            shapes.setdefault((k, b), (str(name), stride, weight))
+        positions = {key: (self.n_columns - key[1]) // stride + 1 for key, (_, stride, _) in shapes.items()}
+        scale_pfa = sum(positions.values()) / sum(w * positions[key] for key, (_, _, w) in shapes.items())
+        g = self.config.bins_per_cell
+        tests: list[BoxTest] = []
+        for (k, b), (name, stride, weight) in shapes.items():
+            pfa = min(self.config.pfa * weight * scale_pfa, 0.5)
             shape = k * self.effective_dof(b * g)
-            scale = k * b * g / shape
-            threshold = scale * float(stats.gamma.isf(self.config.pfa, shape))
-            tests[(k, b)] = BoxTest(str(name), k, b, shape, threshold, stride)
+            threshold = k * b * g / shape * float(stats.gamma.isf(pfa, shape))
+            tests.append(BoxTest(name, k, b, shape, threshold, stride, pfa))
         # smallest first: see _box_tests
-        return tuple(sorted(tests.values(), key=lambda t: (t.n_frames * t.n_columns, t.n_frames)))
+        return tuple(sorted(tests, key=lambda t: (t.n_frames * t.n_columns, t.n_frames)))
 
     # -- streaming ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from scipy import stats
 
 from dsp import lte
 from dsp.detector import (
+    DEFAULT_TEMPLATES,
     Burst,
     BurstDetector,
     DetectorConfig,
@@ -179,10 +180,30 @@ def test_thresholds_follow_the_gamma_law() -> None:
     det = BurstDetector(DetectorConfig(tukey_alpha=0.0), FS, FC)
     for test in det.box_tests:  # rectangular window: exact Gamma(K·B·G)
         assert test.dof == pytest.approx(test.n_frames * test.n_columns * 4)
-        assert stats.gamma.sf(test.threshold, test.dof) == pytest.approx(det.config.pfa, rel=1e-3)
+        assert stats.gamma.sf(test.threshold, test.dof) == pytest.approx(test.pfa, rel=1e-3)
     tapered = BurstDetector(DetectorConfig(), FS, FC)
     assert all(t.dof < t.n_frames * t.n_columns * 4 for t in tapered.box_tests)
     assert 0.8 < tapered.effective_dof(20) / 20 < 1.0
+
+
+def _expected_false_alarms_per_frame(det: BurstDetector) -> float:
+    return sum(((det.n_columns - t.n_columns) // t.stride + 1) * t.pfa for t in det.box_tests)
+
+
+def test_template_weights_share_the_false_alarm_budget() -> None:
+    """fa_weight moves the per-test Pfa between templates; the union bound stays pfa × tests."""
+    plain = tuple(t[:3] for t in DEFAULT_TEMPLATES)
+    equal = BurstDetector(DetectorConfig(templates=plain), FS, FC)
+    weighted = BurstDetector(DetectorConfig(), FS, FC)
+    n_tests_per_frame = equal.tests_per_second * equal.frame_s
+    for det in (equal, weighted):
+        assert _expected_false_alarms_per_frame(det) == pytest.approx(det.config.pfa * n_tests_per_frame, rel=1e-9)
+    assert all(t.pfa == pytest.approx(equal.config.pfa) for t in equal.box_tests)
+    pfa = {t.name: t.pfa for t in weighted.box_tests}
+    assert pfa["lte_12rb"] == pytest.approx(10 * pfa["gsm_access"]) and pfa["lte_1rb"] == pytest.approx(3 * pfa["gsm_normal"])
+    assert pfa["gsm_normal"] < weighted.config.pfa < pfa["lte_4rb"]
+    with pytest.raises(InputError, match=r"detector\.templates\[0\]"):
+        DetectorConfig(templates=(("x", 1e-3, 180e3, 0.0),))
 
 
 def test_block_for_another_frequency_is_refused() -> None:

@@ -237,8 +237,13 @@ class TrialRun:
 
 
 def run_trials(waveform: Waveform, snrs_db: npt.NDArray[np.float64], n_trials: int, variant: str,
-               rng: np.random.Generator, config: DetectorConfig | None = None) -> TrialRun:
-    """Generate the trial stream block by block, run the detector on it and score every trial."""
+               rng: np.random.Generator, config: DetectorConfig | None = None,
+               centres_hz: npt.NDArray[np.float64] | None = None) -> TrialRun:
+    """Generate the trial stream block by block, run the detector on it and score every trial.
+
+    ``centres_hz``: each trial's burst centre from the receiver centre (default: random,
+    :func:`burst_centres_hz`), ``len(snrs_db) * n_trials`` of them.
+    """
     config = config or DetectorConfig()
     fs = SAMPLE_RATE_HZ
     fc = CENTER_FREQ_HZ
@@ -252,7 +257,8 @@ def run_trials(waveform: Waveform, snrs_db: npt.NDArray[np.float64], n_trials: i
     lead = math.ceil(config.noise_window_s * fs)
     starts = (lead + np.arange(n_total, dtype=np.int64) * window + round(_LEAD_GAP_S * fs)
               + rng.integers(0, round(_START_SPAN_S * fs), n_total))
-    offsets_hz = burst_centres_hz(n_total, waveform.bandwidth_hz, config.dc_guard_hz, rng)
+    offsets_hz = (burst_centres_hz(n_total, waveform.bandwidth_hz, config.dc_guard_hz, rng) if centres_hz is None
+                  else np.asarray(centres_hz, dtype=np.float64))
     snr_lin = 10.0 ** (snrs_db[snr_index] / 10.0)
     band_fraction = waveform.bandwidth_hz / fs
 

@@ -219,3 +219,22 @@ def test_poisson_interval_of_no_event_in_an_hour() -> None:
     assert lo == 0.0 and hi == pytest.approx(3.689, abs=1e-3)
     lo, hi = fa.poisson_interval(10, 2.0)
     assert lo < 5.0 < hi
+
+
+def test_weak_one_rb_allocation_near_dc_on_an_rtl_sdr_is_a_burst_not_a_carrier(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At 4 dB the 99 % bandwidth of a 180 kHz allocation is noise; near the RTL-SDR's DC it
+    read under 100 kHz and the burst was dropped as a carrier. Its rectangle keeps it."""
+    from bench.detect_sensitivity import WAVEFORMS, run_trials
+    from dsp.detector import BurstDetector
+
+    one_rb = next(w for w in WAVEFORMS if w.name == "lte_pusch_1rb")
+    centres_hz = np.tile([-150e3, -130e3, 110e3, 140e3], 8)
+
+    def trials() -> Any:
+        return run_trials(one_rb, np.array([4.0]), centres_hz.size, "rtl_sdr", np.random.default_rng(5),
+                          centres_hz=centres_hz)
+
+    kept = trials()
+    assert kept.detected.all()
+    monkeypatch.setattr(BurstDetector, "_BANDWIDTH_RELIABLE_SNR", 0.0)  # trust every measured bandwidth
+    assert not trials().detected.all()

@@ -24,8 +24,8 @@ over unknown positions allows:
    access burst, LTE subframe on 1, 4 and 12 RB, PRACH — the sum over every box of
    K frames × B columns, at every frame and column offset, is compared with the
    ``1 - pfa_t`` quantile of its Gamma law under noise: ``pfa_t`` is the template's
-   false-alarm probability per box test, its ``fa_weight`` share of a budget that keeps
-   the configured ``pfa`` on average over every test (LTE templates get more). Sums are built by doubling (shared power-of-two levels,
+   false-alarm probability per box test, ``pfa`` itself unless an ``fa_weight`` moves
+   budget between templates (the average over every test stays ``pfa``). Sums are built by doubling (shared power-of-two levels,
    contiguous float32 additions of positive terms). Boxes of 500 kHz and more step by
    two columns (unless they have few positions in the band). Templates run smallest
    first, and cells a template has explained are neutral for the larger ones, so a
@@ -84,25 +84,26 @@ FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
-# (name, duration_s, bandwidth_hz, fa_weight): what the box tests look for, and each
-# template's per-test false-alarm probability relative to the others (the false alarms an
-# hour stay pfa x tests; see BurstDetector._make_box_tests). Doubling a template's pfa buys
-# ~0.07 dB at Pd 0.9 and costs budget in proportion to its positions: the narrow boxes have
-# 60 a frame, the 2.16 MHz ones 7. The budget goes to LTE first (2G is being switched off):
-# an access burst is followed by normal bursts on the channel it obtains, and GSM had margin
-# (measured gaps with equal weights: GSM 1.22, PUSCH 1/4/12 RB 1.40/1.45/1.51 dB).
-DEFAULT_TEMPLATES: tuple[tuple[str, float, float, float], ...] = (
-    ("gsm_normal", 0.546e-3, 190e3, 0.5),  # TS 45.002 §5.2.3 normal burst; also a PUCCH slot (0.5 ms × 1 RB)
-    ("gsm_access", 0.325e-3, 190e3, 0.25),  # TS 45.002 §5.2.7 access burst (88 bits)
-    ("lte_1rb", 1.0e-3, 180e3, 1.5),  # TS 36.211 §5.3: PUSCH subframe on 1 RB
-    ("lte_4rb", 1.0e-3, 720e3, 2.0),
-    ("lte_prach", 0.903e-3, 1.08e6, 1.0),  # TS 36.211 §5.7 format 0
-    ("lte_12rb", 1.0e-3, 2.16e6, 2.5),
+# (name, duration_s, bandwidth_hz[, fa_weight]): what the box tests look for. A fourth
+# field moves the false-alarm budget between templates (BurstDetector._make_box_tests; the
+# union bound stays pfa x tests): doubling a template's pfa buys ~0.07 dB at Pd 0.9 and
+# costs budget in proportion to its positions (60 a frame for the narrow boxes, 7 for the
+# 2.16 MHz ones). The defaults share it equally: weighting LTE first (GSM normal 0.5,
+# access 0.25, 1/4/12 RB 1.5/2/2.5) took every LTE gap to 1.31-1.39 dB, but in a dense GSM
+# scene (two phones on adjacent timeslots heard by door antennas) it made the spurious
+# fragment events beside each call larger (up to 104 bursts, from 76).
+DEFAULT_TEMPLATES: tuple[tuple[Any, ...], ...] = (
+    ("gsm_normal", 0.546e-3, 190e3),  # TS 45.002 §5.2.3 normal burst; also a PUCCH slot (0.5 ms × 1 RB)
+    ("gsm_access", 0.325e-3, 190e3),  # TS 45.002 §5.2.7 access burst (88 bits)
+    ("lte_1rb", 1.0e-3, 180e3),  # TS 36.211 §5.3: PUSCH subframe on 1 RB
+    ("lte_4rb", 1.0e-3, 720e3),
+    ("lte_prach", 0.903e-3, 1.08e6),  # TS 36.211 §5.7 format 0
+    ("lte_12rb", 1.0e-3, 2.16e6),
     # A subframe (9.4 frames) fills 9 frames at best; a 10-frame box holds all of it at
     # most alignments. On the widest allocation, whose boxes are few (7 a frame), that is
     # 0.1-0.2 dB at Pd 0.9 for 3 % more tests (the default pfa keeps the union bound where
     # it was); on 1 and 4 RB it bought nothing measurable.
-    ("lte_12rb_10f", 1.07e-3, 2.16e6, 2.5),
+    ("lte_12rb_10f", 1.07e-3, 2.16e6),
 )
 
 GMSK_BIT_RATE_HZ = 1625000.0 / 6.0  # TS 45.004 §2.1
@@ -285,8 +286,8 @@ class BoxTest:
     n_columns: int  # width in columns (a multiple of ``stride``)
     dof: float  # Gamma shape of the box sum under noise (moment matched)
     threshold: float  # on the sum of normalized cells (noise mean 1 per bin)
+    pfa: float  # its false-alarm probability per test
     stride: int = 1  # columns between tested positions: 2 for wide boxes (a grid of column pairs)
-    pfa: float = 0.0  # its false-alarm probability per test
 
 
 @dataclass(slots=True)
@@ -840,7 +841,7 @@ class BurstDetector:
             pfa = min(self.config.pfa * weight * scale_pfa, 0.5)
             shape = k * self.effective_dof(b * g)
             threshold = k * b * g / shape * float(stats.gamma.isf(pfa, shape))
-            tests.append(BoxTest(name, k, b, shape, threshold, stride, pfa))
+            tests.append(BoxTest(name, k, b, shape, threshold, pfa, stride))
         # smallest first: see _box_tests
         return tuple(sorted(tests, key=lambda t: (t.n_frames * t.n_columns, t.n_frames)))
 

@@ -202,7 +202,7 @@ def test_isotonic_fit_and_crossing() -> None:
 def test_box_counter_follows_the_gamma_law_on_independent_cells() -> None:
     g, k, b, pfa = 4, 5, 5, 1e-9
     dof = k * b * g  # independent bins: the box sum is exactly Gamma(k·b·g)
-    test = BoxTest("box", k, b, dof, float(stats.gamma.isf(pfa, dof)))
+    test = BoxTest("box", k, b, dof, float(stats.gamma.isf(pfa, dof)), pfa)
     counter = fa.BoxStatisticCounter((test,), pfa, (1e-1, 1e-2))
     rng = np.random.default_rng(3)
     for _ in range(4):

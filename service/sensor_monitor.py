@@ -3,7 +3,11 @@
 A sensor is online while its last heartbeat is younger than ``offline_after_s``. A change
 either way is stored (so a restart does not announce it again), written to the audit log
 as the system's, logged, and published on the live feed: an offline sensor is a blind
-spot staff must know about.
+spot staff must know about. So is an online sensor whose radio stopped: a node that
+reports its dongle unplugged (source state ``retrying``, ``lost``...) is alive but deaf.
+A change of its source state away from ``running`` and back is audited
+(``sensor.source``, with the node's message), logged and published too; the first state
+seen after a start is taken as it is.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from calibration.site import Site
 from dsp.errors import InputError
 from service.live import LiveHub
 from service.schemas import sensor_views
-from service.store import Store
+from service.store import SYSTEM_ACTOR, Store
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,7 @@ class SensorMonitor:
         self.hub = hub
         self.offline_after_s = offline_after_s
         self.mark_listening = getattr(engine, "mark_listening", None)
+        self._source_state: dict[str, str] = {}  # last source state seen per sensor
 
     def __call__(self) -> None:
         rows = self.store.sensor_health()
@@ -40,6 +45,7 @@ class SensorMonitor:
                                                       time.time(), self.offline_after_s)}
         for row in rows:
             view = views[row.sensor_id]
+            self._check_source(row, view)
             if self.mark_listening is not None and view.state == "online" and view.source_state == "running":
                 # A running sensor that hears nothing is evidence too: the phone is not near it.
                 # Until the next heartbeat is due, on the node's clock (the bursts' clock).
@@ -53,6 +59,27 @@ class SensorMonitor:
             level = logging.WARNING if view.state == "offline" else logging.INFO
             log.log(level, "sensor %s sensor=%s node=%s reason=%r", view.state, row.sensor_id, row.node_id, reason)
             self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
+
+
+    def _check_source(self, row: Any, view: Any) -> None:
+        """Announce a radio source that stops running or runs again (not the first state seen,
+        nor a clean stop of the node, which its heartbeats then stop saying anyway)."""
+        state = view.source_state
+        if state is None:
+            return
+        before = self._source_state.get(row.sensor_id)
+        self._source_state[row.sensor_id] = state
+        if before is None or before == state or "running" not in (before, state) or state == "stopped":
+            return
+        message = row.heartbeat.message[:300]
+        details = {"from": before, "to": state, "message": message, "n_dropped_samples": view.n_dropped_samples}
+        try:
+            self.store.audit(SYSTEM_ACTOR, "sensor.source", row.sensor_id, details)
+        except Exception as exc:  # the next change is announced anyway; the log says this one
+            log.error("sensor source change not audited sensor=%s error=%s", row.sensor_id, exc)
+        level = logging.INFO if state == "running" else logging.WARNING
+        log.log(level, "sensor radio %s sensor=%s node=%s message=%r", state, row.sensor_id, row.node_id, message)
+        self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
 
 
 class AllowedKeysReloader:

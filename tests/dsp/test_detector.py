@@ -194,9 +194,11 @@ def test_template_weights_share_the_false_alarm_budget() -> None:
     """fa_weight moves the per-test Pfa between templates; the union bound stays pfa × tests."""
     weights = {"gsm_normal": 0.5, "gsm_access": 0.25, "lte_1rb": 1.5, "lte_4rb": 2.0, "lte_12rb": 2.5,
                "lte_12rb_10f": 2.5}
-    equal = BurstDetector(DetectorConfig(), FS, FC)
+    equal = BurstDetector(DetectorConfig(templates=tuple(t[:3] for t in DEFAULT_TEMPLATES)), FS, FC)
     lte_first = tuple((*t[:3], weights.get(t[0], 1.0)) for t in DEFAULT_TEMPLATES)
     weighted = BurstDetector(DetectorConfig(templates=lte_first), FS, FC)
+    defaults = {t.name: t.pfa for t in BurstDetector(DetectorConfig(), FS, FC).box_tests}
+    assert defaults["lte_12rb"] == pytest.approx(3 * defaults["gsm_normal"])  # the default: 12 RB boxes weigh 3
     n_tests_per_frame = equal.tests_per_second * equal.frame_s
     for det in (equal, weighted):
         assert _expected_false_alarms_per_frame(det) == pytest.approx(det.config.pfa * n_tests_per_frame, rel=1e-9)

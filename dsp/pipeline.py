@@ -17,14 +17,15 @@ from dsp.records import Detection, IQBlock
 class DetectionPipeline:
     """One receiver's stream: ``process(block)`` returns the detections finished so far.
 
-    Session ids are prefixed with the sensor id so they stay unique across sensors.
+    Session ids are prefixed with the sensor id so they stay unique across sensors
+    (``session_prefix`` for several pipelines of one sensor).
     """
 
     def __init__(self, sensor_id: str, sample_rate_hz: float, center_freq_hz: int,
-                 config: DetectorConfig | None = None) -> None:
+                 config: DetectorConfig | None = None, session_prefix: str | None = None) -> None:
         self.sensor_id = sensor_id
         self.detector = BurstDetector(config or DetectorConfig(), sample_rate_hz, center_freq_hz)
-        self.sessions = SessionTracker(sample_rate_hz, prefix=f"{sensor_id}:")
+        self.sessions = SessionTracker(sample_rate_hz, prefix=session_prefix or f"{sensor_id}:")
         self.n_detections = 0
 
     def _records(self, bursts: list[Burst]) -> list[Detection]:

@@ -39,21 +39,30 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def write_detections(recording: Any, out: IO[str], block_size: int = 262144,
                      on_block: Callable[[float], object] | None = None) -> int:
-    """Run the detection pipeline over one recording, writing JSON Lines; the number of detections."""
+    """Run the detection pipeline over one recording, writing JSON Lines; the number of detections.
+
+    A recording of a hopping node retunes between captures: one pipeline per tuning, as
+    the node runs them (each keeps its own noise floor; a return to a tuning is a gap).
+    """
     from dsp.pipeline import DetectionPipeline
 
     info = recording.info
-    pipeline = DetectionPipeline(info.sensor_id, info.sample_rate_hz, info.center_freq_hz)
-
-    def blocks():  # type: ignore[no-untyped-def]
-        for block in recording.blocks(block_size):
-            if on_block is not None:
-                on_block(block.duration_s)
-            yield block
-
-    for detection in pipeline.run(blocks()):
-        out.write(detection.to_json() + "\n")
-    return pipeline.n_detections
+    pipelines: dict[int, DetectionPipeline] = {}
+    for block in recording.blocks(block_size):
+        if on_block is not None:
+            on_block(block.duration_s)
+        freq_hz = int(block.center_freq_hz)
+        pipeline = pipelines.get(freq_hz)
+        if pipeline is None:  # session ids stay unique across tunings
+            prefix = f"{info.sensor_id}:" if not pipelines else f"{info.sensor_id}:{len(pipelines)}:"
+            pipeline = pipelines[freq_hz] = DetectionPipeline(info.sensor_id, block.sample_rate_hz, freq_hz,
+                                                              session_prefix=prefix)
+        for detection in pipeline.process(block):
+            out.write(detection.to_json() + "\n")
+    for pipeline in pipelines.values():
+        for detection in pipeline.flush():
+            out.write(detection.to_json() + "\n")
+    return sum(p.n_detections for p in pipelines.values())
 
 
 def run(args: argparse.Namespace) -> int:

@@ -154,3 +154,30 @@ def test_a_path_with_a_nul_or_of_5000_characters_is_one_short_error_line() -> No
         with pytest.raises(InputError) as caught:
             reader("/tmp/" + "A" * 5000)
         assert len(str(caught.value)) < 700 and "\n" not in str(caught.value)
+
+
+def test_detect_follows_a_hopping_recording_across_its_retunes(tmp_path: Path) -> None:
+    """A node that hops writes one capture per tuning: each tuning gets its own pipeline
+    (was: one pipeline planned for the first capture, and an error naming no file)."""
+    from sdr.recording import open_recording
+
+    call = open_recording(REPO / "recordings/gsm_call/A1-S1.sigmf-meta")
+    x = np.concatenate([b.samples for b in call.blocks(1 << 18)])
+    half = x.shape[0] // 2
+    first_hz, second_hz = call.info.center_freq_hz, call.info.center_freq_hz + 10_000_000
+    with SigMFWriter(tmp_path / "hop", datatype="cu8", sample_rate_hz=call.info.sample_rate_hz,
+                     center_freq_hz=first_hz, t_start_s=call.info.t_start_s, sensor_id="A1-S1") as writer:
+        writer.write(x[:half])
+        writer.start_capture(center_freq_hz=second_hz)  # the same air, heard 10 MHz higher: the call moves with it
+        writer.write(x[half:])
+    cellwatch("detect", tmp_path / "hop.sigmf-meta", "--out", tmp_path / "det.jsonl")
+    detections = [json.loads(line) for line in (tmp_path / "det.jsonl").read_text().splitlines()]
+    t_retune = call.info.t_start_s + half / call.info.sample_rate_hz
+    before = [d for d in detections if d["t_start_s"] + d["duration_s"] <= t_retune]
+    after = [d for d in detections if d["t_start_s"] >= t_retune]
+    assert len(before) > 10 and len(after) > 10
+    offsets_hz = {round(d["freq_hz"] - first_hz, -5) for d in before}
+    assert {round(d["freq_hz"] - second_hz, -5) for d in after} <= offsets_hz  # same channels, 10 MHz up
+    sessions_before = {d["session_id"] for d in before if d.get("session_id")}
+    sessions_after = {d["session_id"] for d in after if d.get("session_id")}
+    assert sessions_before and sessions_after and not sessions_before & sessions_after

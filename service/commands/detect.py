@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from dsp.errors import InputError
 from service.commands.common import add_raw_options, output_stream, progress
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
     n_total = 0
     with output_stream(args.out) as out, progress(total_s, "detecting") as bar:
         for recording in recordings:
-            n = write_detections(recording, out, args.block_size, on_block=bar.update)
+            try:
+                n = write_detections(recording, out, args.block_size, on_block=bar.update)
+            except InputError as exc:  # something in the samples or metadata the detector refused: name the file
+                raise (exc.with_source(str(recording.info.path)) if exc.source is None else exc) from None
             n_total += n
             log.info("detected path=%s sensor=%s n=%d", recording.info.path, recording.info.sensor_id, n)
     elapsed = time.perf_counter() - started

@@ -181,3 +181,24 @@ def test_detect_follows_a_hopping_recording_across_its_retunes(tmp_path: Path) -
     sessions_before = {d["session_id"] for d in before if d.get("session_id")}
     sessions_after = {d["session_id"] for d in after if d.get("session_id")}
     assert sessions_before and sessions_after and not sessions_before & sessions_after
+
+
+def test_detect_names_the_recording_the_detector_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever in a recording the detector refuses (its readers let nothing such through
+    today), the one error line names the file, not only the detector's field."""
+    from dsp.errors import InputError
+    from dsp.pipeline import DetectionPipeline
+    from service.cli import main
+
+    with SigMFWriter(tmp_path / "rec", datatype="cu8", sample_rate_hz=2.4e6, center_freq_hz=902_400_000,
+                     t_start_s=1767648600.0, sensor_id="A1-S1") as writer:
+        writer.write(_noise(300_000))
+
+    def refuse(self: DetectionPipeline, block: object) -> list[object]:
+        raise InputError(None, "center_freq_hz", "refused")
+
+    monkeypatch.setattr(DetectionPipeline, "process", refuse)
+    assert main(["detect", str(tmp_path / "rec.sigmf-meta"), "--out", str(tmp_path / "det.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rec.sigmf" in err[0] and "center_freq_hz: refused" in err[0], err

@@ -9,6 +9,13 @@ from __future__ import annotations
 MAX_PROBLEM_CHARS = 300  # a bad value quoted in full (a megabyte of garbage) must not flood a log line
 
 
+def _one_line(text: str | None) -> str | None:
+    """Control characters (a key or value holding a newline) shown escaped: the message stays one line."""
+    if text is None or text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class InputError(ValueError):
     """Bad input a user can fix: a file, a field inside it, and what is wrong.
 
@@ -17,6 +24,7 @@ class InputError(ValueError):
     """
 
     def __init__(self, source: str | None, field: str | None, problem: str) -> None:
+        source, field, problem = _one_line(source), _one_line(field), _one_line(problem) or ""
         if source is not None and len(source) > MAX_PROBLEM_CHARS:  # a fuzzed or mistyped path: its two ends
             half = MAX_PROBLEM_CHARS // 2
             source = source[:half] + "…" + source[-half:]

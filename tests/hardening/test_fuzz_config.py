@@ -129,3 +129,14 @@ def test_service_configs(service_config: Path) -> None:
     prepare(load_settings(service_config))  # the base is valid
     tried = _fuzz("service config", text, service_config.with_name("fuzzed.toml"), load, 150)
     print(f"service config: {prepared['n']} of {tried['inputs']} prepared (site, keys, engine) without error")
+
+
+def test_a_key_holding_a_newline_is_named_on_one_line(tmp_path: Path) -> None:
+    """Found by the fuzzer: ``"\\n" = []`` in a node config made a two-line error."""
+    path = tmp_path / "node.toml"
+    path.write_text(NODE_EXAMPLE.read_text() + '\n"\\n" = []\n"tab\\there" = 1\n', encoding="utf-8")
+    with pytest.raises(InputError) as caught:
+        load_node_config(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message and "unknown key" in message
+    assert "\\n" in message  # the key, shown escaped

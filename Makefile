@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.cellwatch-installed
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test bench lint clean help system-packages
+.PHONY: demo test bench fuzz lint clean help system-packages
 
 help:
 	@echo "make demo   - install into $(VENV) and run the whole system on the bundled demo prison"
 	@echo "make test   - install into $(VENV) if needed and run the whole test suite"
 	@echo "make bench  - long benchmarks (detection, localization, throughput); results in bench/results/"
+	@echo "make fuzz   - the fuzz tests on fresh random inputs (make test replays the same ones)"
 	@echo "make lint   - ruff, mypy and the package-boundary contracts"
 
 $(STAMP): pyproject.toml
@@ -43,6 +44,11 @@ test: $(STAMP) system-packages
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# fresh random inputs for the fuzz tests (make test replays the same ones every run)
+fuzz: $(STAMP) system-packages
+	CELLWATCH_FUZZ=explore $(VENV)/bin/pytest -q tests/hardening/test_fuzz_wire.py \
+	  tests/hardening/test_fuzz_recordings.py tests/hardening/test_fuzz_config.py tests/hardening/test_schemathesis.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dsp sdr service calibration tests bench

@@ -660,11 +660,12 @@ def _open_sigmf(
     file_bytes = _file_size(data_path, f"SigMF data file (described by {meta_path.name})")
 
     captures_raw = sigmf_file.get_captures() or [{sigmf_keys.SAMPLE_START_KEY: glob.get(sigmf_keys.OFFSET_KEY, 0)}]
-    header_bytes = captures_raw[0].get(sigmf_keys.HEADER_BYTES_KEY, 0)
+    header_bytes = _whole(source, f"captures[0].{sigmf_keys.HEADER_BYTES_KEY}",
+                          captures_raw[0].get(sigmf_keys.HEADER_BYTES_KEY, 0))
     for index, capture in enumerate(captures_raw[1:], start=1):
         if capture.get(sigmf_keys.HEADER_BYTES_KEY, 0):
             raise InputError(source, f"captures[{index}].{sigmf_keys.HEADER_BYTES_KEY}", "header bytes inside the dataset are not supported")
-    trailing_bytes = glob.get(sigmf_keys.TRAILING_BYTES_KEY, 0)
+    trailing_bytes = _whole(source, f"global.{sigmf_keys.TRAILING_BYTES_KEY}", glob.get(sigmf_keys.TRAILING_BYTES_KEY, 0))
     sample_bytes = file_bytes - header_bytes - trailing_bytes
     if sample_bytes < 0:
         raise InputError(
@@ -673,7 +674,7 @@ def _open_sigmf(
         )
     n_samples = _whole_samples(data_path, sample_bytes, fmt)
 
-    offset = glob.get(sigmf_keys.OFFSET_KEY, 0)
+    offset = _whole(source, f"global.{sigmf_keys.OFFSET_KEY}", glob.get(sigmf_keys.OFFSET_KEY, 0))
     captures, t_known = _parse_captures(source, captures_raw, offset, n_samples, rate, fmt, center_freq_hz, t_start_s)
     annotations = _parse_annotations(source, sigmf_file.get_annotations(), offset, n_samples, fmt)
 
@@ -721,6 +722,16 @@ def _resolve_rate(source: str, meta_rate: Any, given: float | None) -> float:
     return float(meta_rate)
 
 
+def _whole(source: str, field: str, value: Any) -> int:
+    """A count of samples or bytes from the metadata: JSON may spell it 1000.0 (the schema
+    lets integral numbers through); anything else is refused here, not deep in a loop."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value != int(value):
+        raise InputError(source, field, f"must be a whole number, got {value!r:.60}")
+    if value < 0:
+        raise InputError(source, field, f"must not be negative, got {value!r:.60}")
+    return int(value)
+
+
 def _parse_captures(
     source: str,
     captures_raw: list[dict[str, Any]],
@@ -737,7 +748,7 @@ def _parse_captures(
     times: list[float | None] = []
     for index, capture in enumerate(captures_raw):
         where = f"captures[{index}]"
-        start = capture[sigmf_keys.SAMPLE_START_KEY] - offset
+        start = _whole(source, f"{where}.{sigmf_keys.SAMPLE_START_KEY}", capture[sigmf_keys.SAMPLE_START_KEY]) - offset
         if start < 0:
             raise InputError(source, f"{where}.{sigmf_keys.SAMPLE_START_KEY}", f"before core:offset {offset}")
         if starts and start == starts[-1]:
@@ -812,10 +823,12 @@ def _parse_annotations(
     result = []
     for index, ann in enumerate(annotations_raw):
         where = f"annotations[{index}]"
-        start = ann[sigmf_keys.SAMPLE_START_KEY] - offset
+        start = _whole(source, f"{where}.{sigmf_keys.SAMPLE_START_KEY}", ann[sigmf_keys.SAMPLE_START_KEY]) - offset
         if start < 0:
             raise InputError(source, f"{where}.{sigmf_keys.SAMPLE_START_KEY}", f"before core:offset {offset}")
         count = ann.get(sigmf_keys.SAMPLE_COUNT_KEY)
+        if count is not None:
+            count = _whole(source, f"{where}.{sigmf_keys.SAMPLE_COUNT_KEY}", count)
         end = start + (count or 0)
         if end > n_samples:
             missing = (end - n_samples) * fmt.bytes_per_sample

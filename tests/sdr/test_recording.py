@@ -516,3 +516,21 @@ def test_every_cu8_byte_converts_to_its_exact_sample_value() -> None:
     np.testing.assert_array_equal(samples.real, expected)
     np.testing.assert_array_equal(samples.imag, expected[::-1])
     assert samples.real[0] == -1.0 and samples.real[255] == 1.0
+
+
+def test_sample_counts_written_as_floats(tmp_path: Path) -> None:
+    """Found by the recording fuzzer: ``core:sample_start`` 50.0 passed the SigMF schema and
+    crashed the block loop. A whole number is taken as such; a fraction is refused, named."""
+    base = _write(tmp_path / "f", _signal(100))
+    _rewrite_meta(base, lambda m: m["captures"].append({"core:sample_start": 50.0, "core:frequency": 1.8e9}))
+    recording = open_recording(base)
+    assert [b.n_samples for b in recording.blocks(1000)] == [50, 50]
+    _rewrite_meta(base, lambda m: m["captures"][1].update({"core:sample_start": 50.5}))
+    with pytest.raises(InputError) as err:  # the schema or the reader: either names the field
+        open_recording(base)
+    assert err.value.field == "captures[1].core:sample_start"
+    _rewrite_meta(base, lambda m: (m["captures"][1].update({"core:sample_start": 50.0}),
+                                   m["annotations"].append({"core:sample_start": 10.0, "core:sample_count": 20.0})))
+    (annotation,) = open_recording(base).info.annotations
+    assert (annotation.sample_start, annotation.sample_count) == (10, 20)
+    assert isinstance(annotation.sample_start, int) and isinstance(annotation.sample_count, int)

@@ -559,7 +559,6 @@ class Transmission:
     posterior: Posterior | None = None  # the locator's latest answer
     index_key: int = 0  # where the tracker files it (GSM-like: by carrier)
     keys: list[tuple[str, float]] = field(default_factory=list)  # contributing detections not yet reported
-    n_keys: int = 0  # contributing detections, reported or not
 
     def __post_init__(self) -> None:
         for name in ("n_listened", "n_heard", "sum_db", "sum_sq_db2", "missed_threshold_sum_db", "n_missed", "n_clipped",
@@ -794,7 +793,6 @@ class TransmissionTracker:
             tr.n_listened[s] += 0.0 if listening[s] else 1.0
             d = m.detection
             tr.keys.append((d.sensor_id, d.t_start_s))
-            tr.n_keys += 1
             if d.tech:
                 tr.techs[d.tech] += 1
             if d.channel is not None:
@@ -855,7 +853,6 @@ class TransmissionTracker:
             return None
         s = member.sensor
         tr.keys.append((member.detection.sensor_id, member.detection.t_start_s))
-        tr.n_keys += 1
         missed, thresholds = group.missed, group.thresholds_dbm
         if missed is not None and thresholds is not None and missed[s]:
             tr.missed_threshold_sum_db[s] -= thresholds[s] - group.offset_db

@@ -346,6 +346,12 @@ class ConflictError(ValueError):
     """The change is not allowed in the current state (e.g. acknowledging a closed event)."""
 
 
+def _link(conn: Connection, event_id: str, detection_ids: Sequence[int]) -> None:
+    """Link detections to an event inside the caller's transaction (a link made twice stays one)."""
+    conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
+                 [{"event_id": event_id, "detection_id": i} for i in sorted(set(detection_ids))])
+
+
 def _fixed_chunks(rows: list[dict[str, Any]], largest: int = 512) -> Iterator[list[dict[str, Any]]]:
     """``rows`` in chunks of power-of-two sizes (``largest`` at most).
 
@@ -990,8 +996,7 @@ class Store:
         if not detection_ids:
             return
         with self._writing() as conn:
-            conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
-                         [{"event_id": event_id, "detection_id": i} for i in sorted(set(detection_ids))])
+            _link(conn, event_id, detection_ids)
 
     def upsert_events(self, writes: Sequence[EventWrite]) -> list[EventWritten]:
         """Create or update events (by event_id) and link their new detections, in one transaction.
@@ -1015,8 +1020,7 @@ class Store:
                     conn.execute(sa.insert(events).values(event_id=w.event_id, status="new", created_s=now,
                                                           updated_s=now, revision=1, **columns))
                 if w.detection_ids:
-                    conn.execute(_insert(conn, event_detections).on_conflict_do_nothing(),
-                                 [{"event_id": w.event_id, "detection_id": i} for i in sorted(set(w.detection_ids))])
+                    _link(conn, w.event_id, w.detection_ids)
                 reopened = False
                 if old is not None:
                     extra: dict[str, Any] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SITE = REPO / "calibration" / "sites" / "demo_prison.toml"
 ANNEX_SITE = REPO / "tests" / "data" / "sites" / "annex.toml"
+FAKE_LIBRTLSDR_DIR = REPO / "tests" / "sdr" / "fake_librtlsdr"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,3 +40,15 @@ def demo_site_path() -> Path:
 @pytest.fixture(scope="session")
 def annex_site_path() -> Path:
     return ANNEX_SITE
+
+
+@pytest.fixture(scope="session")
+def fake_librtlsdr(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake librtlsdr (tests/sdr/fake_librtlsdr), compiled once into a folder of its own as ``librtlsdr.so``."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is needed to build the fake librtlsdr")
+    folder = tmp_path_factory.mktemp("fake_librtlsdr")
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(folder / "librtlsdr.so"),
+                    str(FAKE_LIBRTLSDR_DIR / "fake_rtlsdr.c")], check=True)
+    return folder

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -36,13 +35,17 @@ import pytest
 import sqlalchemy as sa
 
 from bench.service_ingest import cellwatch_exe
-from service.settings import SensorSettings
 from tests.conftest import REPO
-from tests.hardening.test_faults import NODE, _audit_actions, _sensor, assert_stored_exactly_once
-from tests.service.harness import LiveServer, live_server, make_settings, wait_for
+from tests.hardening.test_faults import (
+    NODE,
+    _audit_actions,
+    _sensor,
+    assert_stored_exactly_once,
+    fault_service,
+)
+from tests.service.harness import LiveServer, wait_for
 
 RECORDING = REPO / "recordings" / "gsm_call" / "A1-S1.sigmf-data"  # a call on 902.4 MHz, 0.4 s at 2.4 MS/s
-FAKE_C = REPO / "tests" / "sdr" / "fake_librtlsdr" / "fake_rtlsdr.c"
 RATE_HZ = 2_400_000
 SERIAL = "00000042"
 SPEC = f"rtlsdr:{SERIAL}"
@@ -87,21 +90,15 @@ class Produced:
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[LiveServer]:
     # heartbeats every 0.25 s: 5 s without one is a node that is gone, not a loaded machine
-    settings = make_settings(tmp_path, ingest=True, sensors=SensorSettings(offline_after_s=5.0))
-    with live_server(settings) as s:
-        s.add_user("vera", "admin")
+    with fault_service(tmp_path, offline_after_s=5.0) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def fake_dongle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fake_dongle(fake_librtlsdr: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the fake ``librtlsdr.so``, a ``pyrtlsdrlib`` that bundles none, and the call to play."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is needed to build the fake librtlsdr")
     folder = tmp_path_factory.mktemp("fake_dongle")
-    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(folder / "librtlsdr.so"), str(FAKE_C)],
-                   check=True)
+    (folder / "librtlsdr.so").symlink_to(fake_librtlsdr / "librtlsdr.so")
     (folder / "pyrtlsdrlib.py").write_text(NO_BUNDLED_LIBRARY)
     (folder / "call.cu8").write_bytes(RECORDING.read_bytes() * N_TILES)
     return folder

@@ -29,6 +29,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,11 +153,18 @@ class Node:
             time.sleep(tick_s)
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[LiveServer]:
-    settings = make_settings(tmp_path, ingest=True, sensors=SensorSettings(offline_after_s=1.0))
+@contextmanager
+def fault_service(tmp_path: Path, offline_after_s: float) -> Iterator[LiveServer]:
+    """The service under test: ingest on, a sensor offline after ``offline_after_s`` without heartbeats, user vera."""
+    settings = make_settings(tmp_path, ingest=True, sensors=SensorSettings(offline_after_s=offline_after_s))
     with live_server(settings) as s:
         s.add_user("vera", "admin")
+        yield s
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[LiveServer]:
+    with fault_service(tmp_path, offline_after_s=1.0) as s:
         yield s
 
 

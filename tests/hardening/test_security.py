@@ -140,11 +140,12 @@ def test_login_is_rate_limited_even_for_the_right_password(tmp_path: Path) -> No
         for _ in range(3):
             assert c.post("/api/auth/login", json={"username": "rita", "password": "wrong guess 123"}).status_code == 401
         r = c.post("/api/auth/login", json={"username": "rita", "password": PASSWORD})
-        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0 and "try again" in r.json()["detail"]
+        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 60 and "try again" in r.json()["detail"]
         # another name from the same address is limited too (the address is a key)
         assert c.post("/api/auth/login", json={"username": "ada", "password": PASSWORD}).status_code == 429
-        assert server.services.limiter.n_refused >= 2
-        assert server.services.store.list_audit(action="session.login_failed")[0] == 3
+        assert server.services.limiter.n_refused == 2
+        n_failed, rows = server.services.store.list_audit(action="session.login_failed")
+        assert n_failed == 3 and {row.target for row in rows} == {"rita"}
         from service.routers.health import render_metrics
 
         assert "cellwatch_login_refused_total 2" in render_metrics(server.services)

@@ -15,7 +15,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -134,18 +133,6 @@ class FakeRun:
     @property
     def samples(self) -> np.ndarray:
         return concatenate(self.blocks)
-
-
-@pytest.fixture(scope="session")
-def fake_librtlsdr(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fake librtlsdr, compiled into a folder of its own as ``librtlsdr.so``."""
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc is needed to build the fake librtlsdr")
-    folder = tmp_path_factory.mktemp("fake_librtlsdr")
-    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-o", str(folder / "librtlsdr.so"),
-                    str(FAKE_DIR / "fake_rtlsdr.c")], check=True)
-    return folder
 
 
 def run_fake_rtlsdr(

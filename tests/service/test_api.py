@@ -17,7 +17,7 @@ import pytest
 from bench.service_ingest import SseReader
 from dsp.records import BandHealth, Heartbeat
 from dsp.wire import SenderStatus
-from service.settings import HttpSettings, SecuritySettings, SensorSettings
+from service.settings import HttpSettings, SensorSettings
 from service.store import EventWrite
 from tests.service.harness import (
     PASSWORD,
@@ -154,24 +154,7 @@ def test_roles_viewer_reads_operator_works_admin_manages(http: httpx.Client, ser
     assert http.post("/api/events/R1/escalate", headers=admin, json={}).status_code == 200  # admin >= operator
 
 
-def test_login_is_rate_limited(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, security=SecuritySettings(
-        password_hash_time_cost=1, password_hash_memory_kib=8192, login_max_failures=3, login_window_s=60))
-    with live_server(settings) as s, s.client() as c:
-        s.add_user("vera", "viewer")
-        s.add_user("ada", "admin")
-        for _ in range(3):
-            assert c.post("/api/auth/login", json={"username": "vera", "password": "guess guess"}).status_code == 401
-        r = c.post("/api/auth/login", json={"username": "vera", "password": PASSWORD})
-        assert r.status_code == 429  # even the right password, while locked
-        assert 0 < int(r.headers["retry-after"]) <= 60
-        assert "try again" in r.json()["detail"]
-        # the limit is per client address too: another user from the same address is held back
-        assert c.post("/api/auth/login", json={"username": "ada", "password": PASSWORD}).status_code == 429
-        _, rows = s.services.store.list_audit(action="session.login_failed")
-        assert len(rows) == 3 and {r.target for r in rows} == {"vera"}
-        metrics = s.services.limiter.n_refused
-        assert metrics == 2
+# login rate limiting: tests/hardening/test_security.py
 
 
 # -- events and their workflow -----------------------------------------------------------------

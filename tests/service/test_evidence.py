@@ -334,13 +334,18 @@ def test_a_malformed_snippet_message_is_logged_and_dropped_and_ingest_goes_on(
         store.close()
 
 
-def test_a_database_from_before_snippets_gains_the_table(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    engine = sa.create_engine(f"sqlite:///{path}")
-    with engine.begin() as conn:  # what version 1 alone made
+def make_v1_database(engine: sa.Engine) -> None:
+    """What version 1 of the schema alone made (before IQ snippets)."""
+    with engine.begin() as conn:
         metadata.create_all(conn, tables=[metadata.tables["schema_version"]])
         MIGRATIONS[0].apply(conn)
         conn.execute(metadata.tables["schema_version"].insert().values(version=1, applied_s=0.0, description="v1"))
+
+
+def test_a_database_from_before_snippets_gains_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    make_v1_database(engine)
     assert migrate(engine) == 2
     engine.dispose()
     with open_store(f"sqlite:///{path}") as store:

@@ -43,8 +43,9 @@ import sqlalchemy as sa
 
 from dsp.errors import InputError
 from dsp.snippets import IQSnippet
-from service.store import MIGRATIONS, EventFilter, EventWrite, Store, metadata, migrate, open_store
+from service.store import MIGRATIONS, EventFilter, EventWrite, Store, migrate, open_store
 from tests.service.harness import detections
+from tests.service.test_evidence import make_v1_database
 
 # The store tests that only use the ``store`` fixture run here as they are, on PostgreSQL.
 from tests.service.test_store import (  # noqa: F401 (collected by pytest)
@@ -294,10 +295,7 @@ def test_snippets_are_stored_once_and_join_their_event(store: Store) -> None:
 
 def test_a_database_from_before_snippets_gains_the_table(database_url: str) -> None:
     engine = sa.create_engine(database_url)
-    with engine.begin() as conn:  # what version 1 alone made
-        metadata.create_all(conn, tables=[metadata.tables["schema_version"]])
-        MIGRATIONS[0].apply(conn)
-        conn.execute(metadata.tables["schema_version"].insert().values(version=1, applied_s=0.0, description="v1"))
+    make_v1_database(engine)
     assert migrate(engine) == 2
     engine.dispose()
     with open_store(database_url) as store:

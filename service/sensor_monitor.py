@@ -6,8 +6,8 @@ as the system's, logged, and published on the live feed: an offline sensor is a 
 spot staff must know about. So is an online sensor whose radio stopped: a node that
 reports its dongle unplugged (source state ``retrying``, ``lost``...) is alive but deaf.
 A change of its source state away from ``running`` and back is audited
-(``sensor.source``, with the node's message), logged and published too; the first state
-seen after a start is taken as it is.
+(``sensor.source``, with the node's message), logged and published too: every change two
+consecutive stored heartbeats show, however short.
 """
 
 from __future__ import annotations
@@ -37,15 +37,14 @@ class SensorMonitor:
         self.hub = hub
         self.offline_after_s = offline_after_s
         self.mark_listening = getattr(engine, "mark_listening", None)
-        self._source_state: dict[str, str] = {}  # last source state seen per sensor
 
     def __call__(self) -> None:
         rows = self.store.sensor_health()
         views = {v.sensor_id: v for v in sensor_views(self.site, rows, self.store.last_detection_by_sensor(),
                                                       time.time(), self.offline_after_s)}
+        self._announce_source_changes(views)
         for row in rows:
             view = views[row.sensor_id]
-            self._check_source(row, view)
             if self.mark_listening is not None and view.state == "online" and view.source_state == "running":
                 # A running sensor that hears nothing is evidence too: the phone is not near it.
                 # Until the next heartbeat is due, on the node's clock (the bursts' clock).
@@ -61,25 +60,26 @@ class SensorMonitor:
             self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
 
 
-    def _check_source(self, row: Any, view: Any) -> None:
-        """Announce a radio source that stops running or runs again (not the first state seen,
-        nor a clean stop of the node, which its heartbeats then stop saying anyway)."""
-        state = view.source_state
-        if state is None:
-            return
-        before = self._source_state.get(row.sensor_id)
-        self._source_state[row.sensor_id] = state
-        if before is None or before == state or "running" not in (before, state) or state == "stopped":
-            return
-        message = row.heartbeat.message[:300]
-        details = {"from": before, "to": state, "message": message, "n_dropped_samples": view.n_dropped_samples}
-        try:
-            self.store.audit(SYSTEM_ACTOR, "sensor.source", row.sensor_id, details)
-        except Exception as exc:  # the next change is announced anyway; the log says this one
-            log.error("sensor source change not audited sensor=%s error=%s", row.sensor_id, exc)
-        level = logging.INFO if state == "running" else logging.WARNING
-        log.log(level, "sensor radio %s sensor=%s node=%s message=%r", state, row.sensor_id, row.node_id, message)
-        self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
+    def _announce_source_changes(self, views: dict[str, Any]) -> None:
+        """Announce each radio source that stopped running or ran again, in the order the
+        heartbeats said it (the store keeps them, so an outage shorter than this check's period
+        is announced too); not a clean stop of the node, which its heartbeats then stop saying."""
+        for change in self.store.take_source_changes():
+            if "running" not in (change.before, change.after) or change.after == "stopped":
+                continue
+            message = change.message[:300]
+            details = {"from": change.before, "to": change.after, "message": message,
+                       "n_dropped_samples": change.n_dropped_samples}
+            try:
+                self.store.audit(SYSTEM_ACTOR, "sensor.source", change.sensor_id, details)
+            except Exception as exc:  # the next change is announced anyway; the log says this one
+                log.error("sensor source change not audited sensor=%s error=%s", change.sensor_id, exc)
+            level = logging.INFO if change.after == "running" else logging.WARNING
+            log.log(level, "sensor radio %s sensor=%s node=%s message=%r", change.after, change.sensor_id,
+                    change.node_id, message)
+            view = views.get(change.sensor_id)
+            if view is not None:
+                self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
 
 
 class AllowedKeysReloader:

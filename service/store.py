@@ -51,6 +51,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -413,6 +414,19 @@ class SensorHealthRow:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceChange:
+    """A sensor's radio source state as two consecutive heartbeats reported it."""
+
+    sensor_id: str
+    node_id: str
+    before: str
+    after: str
+    message: str
+    n_dropped_samples: int
+    received_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class EventRow:
     event_id: str
     t_start_s: float
@@ -731,6 +745,9 @@ class Store:
         self._listeners: list[Callable[[int], None]] = []
         self._caches = _Caches()
         self._streams: dict[tuple[str, str], _StreamStats] = {}
+        # Heartbeats whose source state differs from the sensor's previous one, until taken: a
+        # dongle out for less than the monitor's period is still announced.
+        self._source_changes: deque[SourceChange] = deque(maxlen=10_000)
         self._load_caches()
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -842,9 +859,21 @@ class Store:
             "message": heartbeat.message[:1000], "sender": _json(sender.to_dict()),
         }
         with self._writing() as conn:
+            before = conn.execute(sa.select(sensor_health.c.source_state)
+                                  .where(sensor_health.c.sensor_id == values["sensor_id"])).scalar()
             statement = _insert(conn, sensor_health)
             update = {k: statement.excluded[k] for k in values if k not in ("sensor_id", "first_seen_s")}
             conn.execute(statement.on_conflict_do_update(index_elements=["sensor_id"], set_=update), values)
+        if before is not None and before != values["source_state"]:
+            self._source_changes.append(SourceChange(values["sensor_id"], node_id, before, values["source_state"],
+                                                     values["message"], heartbeat.n_dropped_samples, now))
+
+    def take_source_changes(self) -> list[SourceChange]:
+        """The source state changes stored since the last call, oldest first."""
+        out = []
+        while self._source_changes:
+            out.append(self._source_changes.popleft())
+        return out
 
     # -- IQ snippets (evidence) ----------------------------------------------------------------
 

@@ -229,10 +229,12 @@ class SensorStates:
         cal = self._cal[index]
         return cal.true_time_s(detection.t_start_s) - self.clock_offset_s[index], cal.true_freq_hz(detection.freq_hz)
 
-    def busy(self, index: int, t0_s: float, t1_s: float, f0_hz: float, f1_hz: float) -> bool:
-        """Did this sensor detect something overlapping ``[t0, t1] x [f0, f1]``? Then a burst it
-        is not a member of was not *missed* there: the sensor's detector cut or merged it
-        differently (an LTE allocation split, two bursts run together at a strong sensor)."""
+    def busy(self, index: int, t0_s: float, t1_s: float, f0_hz: float, f1_hz: float,
+             min_overlap_s: float = 0.0) -> bool:
+        """Did this sensor detect something overlapping ``[t0, t1] x [f0, f1]`` (by at least
+        ``min_overlap_s``)? Then a burst it is not a member of was not *missed* there: the
+        sensor's detector cut or merged it differently (an LTE allocation split, two bursts
+        run together at a strong sensor)."""
         recent = self._recent[index]
         i = bisect.bisect_right(recent, (t1_s, math.inf, math.inf, math.inf))
         earliest = t0_s - self._longest_s
@@ -241,7 +243,7 @@ class SensorStates:
             start, end, lo, hi = recent[i]
             if start < earliest:
                 break
-            if end >= t0_s and hi >= f0_hz and lo <= f1_hz:
+            if end >= t0_s and hi >= f0_hz and lo <= f1_hz and min(end, t1_s) - max(start, t0_s) >= min_overlap_s:
                 return True
         return False
 
@@ -421,8 +423,11 @@ class BurstGrouper:
         # one burst looks alike at every sensor: similar length (a weak sensor may catch only
         # its middle) and, where both measured it well, similar width; a detector that merged
         # several bursts into one long detection does not make them one burst
-        short, long = sorted((m.duration_s, best.duration_s))
-        if short < _MIN_SHAPE_RATIO * long:
+        # (a weak sensor that caught only the middle of a burst: shorter, and inside it)
+        short, long = sorted((m, best), key=lambda x: x.duration_s)
+        overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
+        inside = overlap > 0 and overlap >= 0.5 * short.duration_s
+        if short.duration_s < _MIN_SHAPE_RATIO * long.duration_s and not (short.snr_db < _WEAK_SNR_DB and inside):
             return None
         if min(m.snr_db, best.snr_db) >= 10.0:
             narrow, wide = sorted((m.bandwidth_hz, best.bandwidth_hz))
@@ -431,12 +436,9 @@ class BurstGrouper:
         dt = abs(m.t_s - best.t_s)
         tolerance = cfg.burst_time_tolerance_s
         if dt > tolerance:
-            # a weak sensor sees only the middle of a burst: its edges move, the overlap stays
-            # (a strong one measures its edges well: its start must agree)
-            if m.snr_db >= _WEAK_SNR_DB:
-                return None
-            overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
-            if overlap <= 0 or overlap < 0.5 * min(m.duration_s, best.duration_s):
+            # a weak view's edges move, the overlap stays (two strong views measure their
+            # edges well: their starts must agree)
+            if min(m.snr_db, best.snr_db) >= _WEAK_SNR_DB or not inside:
                 return None
             dt = tolerance
         for x in group.members:
@@ -672,10 +674,18 @@ class TransmissionTracker:
         return 0.5 if agree else 1.0
 
     def offset_and_mismatch(self, tr: Transmission, group: BurstGroup, levels: dict[int, float],
-                            listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> tuple[float, float]:
-        """Power offset of a burst against a transmission, and how badly its levels fit
-        (a chi-square statistic over its quantile: below 1 fits; ``inf``: sensors contradict).
-        ``levels``: the burst's unclipped calibrated levels by sensor index."""
+                            listening: npt.NDArray[np.bool_], thresholds: FloatArray) -> tuple[float, float, float]:
+        """Power offset of a burst against a transmission, how badly its levels fit (a
+        chi-square statistic over its quantile: below 1 fits; ``inf``: sensors contradict),
+        and the cost of the burst under the transmission, to choose among those it fits.
+        ``levels``: the burst's unclipped calibrated levels by sensor index.
+
+        The cost is minus twice the log-likelihood of the burst's levels (constants dropped)
+        minus twice the log of the transmission's burst count (its prior share of bursts):
+        every level counts, a sensor the transmission never heard as a capped residual.
+        The fit statistic alone cannot choose: a young transmission's pattern is uncertain,
+        so every burst fits it loosely, and a 3-burst fragment would keep taking the bursts
+        of the call beside it (measured on door antennas: fragments of 25-100 bursts)."""
         cfg = self.config
         pattern = tr.pattern
         common = [(s, level - pattern[s]) for s, level in levels.items() if tr.n_heard[s] > 0]
@@ -686,15 +696,19 @@ class TransmissionTracker:
         else:
             offset = tr.last_offset_db
         if tr.n_bursts == 0:
-            return offset, 0.0
+            return offset, 0.0, 0.0
         score = 0.0
+        cost = _TERM_CAP * (len(levels) - len(common)) - 2.0 * math.log(tr.n_bursts)
         if len(common) >= 2:
             sigma2 = self.sigma_fading_db**2
             chi2 = 0.0
             for s, r in common:
                 # deep fades (Rayleigh's long lower tail) must not split a transmission: each
                 # sensor's term is capped, so only a pattern off at several sensors fails
-                chi2 += min((r - offset) ** 2 / (sigma2 * (1.0 + 1.0 / tr.n_heard[s])), _TERM_CAP)
+                inflation = 1.0 + 1.0 / tr.n_heard[s]  # the pattern's own uncertainty
+                term = min((r - offset) ** 2 / (sigma2 * inflation), _TERM_CAP)
+                chi2 += term
+                cost += term + math.log(inflation)
             score = chi2 / float(self._chi2[len(common) - 2])
         # sensors hearing this burst far above their threshold, where the transmission was never heard
         n_loud = 0
@@ -703,7 +717,7 @@ class TransmissionTracker:
                 if level - offset > tr.missed_threshold_sum_db[s] / tr.n_missed[s] + cfg.strong_margin_db:
                     n_loud += 1
         if n_loud >= _N_CONTRADICTING:
-            return offset, math.inf
+            return offset, math.inf, math.inf
         # sensors that always heard the transmission well above their threshold, but not this burst
         if tr.n_bursts >= 1:
             always = (tr.n_heard >= 1) & (tr.n_heard >= 0.9 * tr.n_listened) & listening
@@ -711,9 +725,24 @@ class TransmissionTracker:
                 for m in group.members:
                     always[m.sensor] = False
                 expected = pattern[always] + offset
-                if np.count_nonzero(expected > thresholds[always] + cfg.strong_margin_db) >= _N_CONTRADICTING:
-                    return offset, math.inf
-        return offset, score
+                silent = np.flatnonzero(always)[expected > thresholds[always] + cfg.strong_margin_db]
+                if silent.size >= _N_CONTRADICTING:
+                    # not those whose own detection covers most of this burst (cut or merged
+                    # differently there: their views went to another group)
+                    t0_s, duration_s = group.t_ref_s, group.duration_s
+                    f0_hz, f1_hz = group.freq_hz - group.bandwidth_hz / 2.0, group.freq_hz + group.bandwidth_hz / 2.0
+                    n_silent = sum(1 for s in silent.tolist()
+                                   if not self.sensors.busy(s, t0_s, t0_s + duration_s, f0_hz, f1_hz, 0.5 * duration_s))
+                    if n_silent >= _N_CONTRADICTING:
+                        return offset, math.inf, math.inf
+        return offset, score, cost
+
+    def _overlap_box(self, group: BurstGroup) -> tuple[float, float, float, float]:
+        """(t0, t1, f0, f1) in which a sensor's detection means it heard the burst, cut differently."""
+        tolerance_s = self.config.burst_time_tolerance_s
+        half_hz = group.bandwidth_hz / 2.0
+        return (group.t_ref_s - tolerance_s, group.t_ref_s + group.duration_s + tolerance_s,
+                group.freq_hz - half_hz, group.freq_hz + half_hz)
 
     # ------------------------------------------------------------ assignment
     def expire(self, before_s: float) -> list[Transmission]:
@@ -753,7 +782,7 @@ class TransmissionTracker:
         thresholds = self.sensors.thresholds_dbm(group.bandwidth_hz)
         levels = {m.sensor: m.rssi_dbm for m in group.members if m.rssi_dbm is not None and not m.clipped}
         best: Transmission | None = None
-        best_score = math.inf
+        best_cost = math.inf
         best_offset = 0.0
         for tr in self._candidates(group, gsm_like):
             if group.t_ref_s - tr.t_last_s > cfg.transmission_gap_s:
@@ -763,10 +792,12 @@ class TransmissionTracker:
             weight = self._labels_fit(tr, group)
             if weight is None:
                 continue
-            offset, score = self.offset_and_mismatch(tr, group, levels, listening, thresholds)
-            score *= weight
-            if score <= 1.0 and score < best_score:
-                best, best_score, best_offset = tr, score, offset
+            offset, score, cost = self.offset_and_mismatch(tr, group, levels, listening, thresholds)
+            if score * weight > 1.0:
+                continue
+            cost += 2.0 * math.log(weight)  # session ids that agree are evidence too
+            if cost < best_cost:
+                best, best_cost, best_offset = tr, cost, offset
         if best is None:
             self._counter += 1
             best = Transmission(number=self._counter, n_sensors=self.n_sensors, gsm_like=gsm_like,
@@ -814,12 +845,9 @@ class TransmissionTracker:
             tr.sum_sq_db2[s] += relative * relative
             tr.pattern[s] = tr.sum_db[s] / k
         if np.any(missed):
-            t0 = group.t_ref_s - self.config.burst_time_tolerance_s
-            t1 = group.t_ref_s + group.duration_s + self.config.burst_time_tolerance_s
-            f0 = group.freq_hz - group.bandwidth_hz / 2.0
-            f1 = group.freq_hz + group.bandwidth_hz / 2.0
+            box = self._overlap_box(group)
             for index in np.flatnonzero(missed):
-                if self.sensors.busy(int(index), t0, t1, f0, f1):
+                if self.sensors.busy(int(index), *box):
                     missed[index] = False  # cut differently there: neither heard nor missed
         tr.n_listened += listening
         tr.missed_threshold_sum_db += np.where(missed, thresholds - offset, 0.0)

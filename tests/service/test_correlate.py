@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -285,3 +286,38 @@ def test_config_is_validated() -> None:
     with pytest.raises(InputError, match="unknown key"):
         CorrelatorConfig.from_dict({"burst_tolerance_s": 1e-4})
     assert CorrelatorConfig.from_dict({"burst_time_tolerance_s": 1e-4}).burst_time_tolerance_s == 1e-4
+
+
+def test_a_weak_sensor_that_caught_a_sliver_of_the_burst_joins_it(demo) -> None:
+    """Door antennas at the far end of a wing catch 100-250 µs of a 546 µs burst near their
+    noise: such a view is shorter than the shape rule allows, but lies inside the burst."""
+    chain = Chain(demo)
+    chain.feed([det("B2-S1", T0, -55.0), det("B2-S2", T0 + 20e-6, -62.0),
+                det("B1-S1", T0 + 200e-6, -99.0, duration_s=150e-6)])  # 1 dB SNR
+    groups = chain.bursts()
+    assert len(groups) == 1 and len(groups[0].members) == 3
+    # a strong view that short is another signal (its edges are well measured): not the burst
+    chain.feed([det("B2-S1", T0 + 1.0, -55.0), det("B1-S1", T0 + 1.0 + 200e-6, -70.0, duration_s=150e-6)])
+    assert [len(g.members) for g in chain.bursts()] == [1, 1]
+
+
+def test_a_burst_cut_differently_does_not_start_a_rival_of_the_call(demo, loss) -> None:
+    """At frame 10 the loud sensors ran the burst together with the next timeslot's (one
+    1.4 ms detection each), the weak ones saw it alone: two groups. The weak one belongs to
+    the call (the loud sensors did hear the burst, cut differently) and must not start a
+    transmission of its own, which would then take the call's later bursts: its pattern,
+    from one burst at two sensors, fits every burst loosely. Both happened in simulated door
+    antenna scenes, as fragments of 25-100 bursts beside the call in another cell."""
+    rng = np.random.default_rng(7)
+    call = gsm_call(demo, loss["A-1-05"], timeslot=3, n_frames=60, tx_dbm=25.0, rng=rng)
+    t_cut = T0 + 10 * GSM_FRAME_S + 3 * TIMESLOT_S
+    burst = sorted((d for d in call if abs(d.t_start_s - t_cut) < 1e-4), key=lambda d: d.rssi_dbm)
+    assert len(burst) >= 5
+    merged = [replace(d, duration_s=1400e-6) for d in burst[2:]]
+    detections = [d for d in call if abs(d.t_start_s - t_cut) >= 1e-4] + burst[:2] + merged
+    chain = Chain(demo)
+    chain.feed(detections)
+    transmissions = chain.transmissions()
+    call_tr = max(transmissions, key=lambda tr: tr.n_bursts)
+    assert call_tr.n_bursts == 60  # 59 whole bursts and the weak sensors' view of frame 10
+    assert [tr.n_bursts for tr in transmissions if tr is not call_tr] == [1]  # the merged views

@@ -544,8 +544,11 @@ def update_calibration_file(path: str | Path, updates: Mapping[str, Mapping[str,
     validated = CalibrationTable.from_dict(tomllib.loads(text), source=str(path))
     tmp = path.with_name(path.name + ".part")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        if path.exists() and not path.is_file():  # /dev/null, a pipe: a rename would replace the device
+            path.write_text(text, encoding="utf-8")
+        else:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
     except OSError as exc:
         raise InputError(str(path), None, f"cannot write: {exc.strerror}") from None
     return validated

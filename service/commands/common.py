@@ -40,10 +40,20 @@ def progress(total: float | None, desc: str, unit: str = "s") -> Any:
 
 @contextmanager
 def output_stream(path: Path | None) -> Iterator[IO[str]]:
-    """Write to ``path`` (atomically: a temp file renamed at the end) or to stdout."""
+    """Write to ``path`` (atomically: a temp file renamed at the end) or to stdout.
+
+    A path that is not a regular file (``/dev/null``, a named pipe) is written in place:
+    renaming onto it would replace the device with a file (as root, for every program)."""
     if path is None or str(path) == "-":
         yield sys.stdout
         sys.stdout.flush()
+        return
+    if path.exists() and not path.is_file():
+        try:
+            with open(path, "w", encoding="utf-8") as stream:
+                yield stream
+        except OSError as exc:
+            raise InputError(str(path), None, f"cannot write: {exc.strerror}") from None
         return
     tmp = path.with_name(path.name + ".part")
     try:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from sdr.recording import SigMFWriter, write_raw_cu8
+from service.commands.common import output_stream
 from tests.conftest import DEMO_SITE, REPO
 
 CELLWATCH = shutil.which("cellwatch", path=str(Path(sys.executable).parent))
@@ -202,3 +206,22 @@ def test_detect_names_the_recording_the_detector_refused(tmp_path: Path, monkeyp
     assert main(["detect", str(tmp_path / "rec.sigmf-meta"), "--out", str(tmp_path / "det.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "rec.sigmf" in err[0] and "center_freq_hz: refused" in err[0], err
+
+
+def test_output_to_a_device_or_pipe_is_written_in_place(tmp_path: Path) -> None:
+    """``--out /dev/null`` (or a named pipe) must not be renamed over: as root, the atomic
+    write replaced /dev/null itself with a regular file, for every program on the machine."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    with output_stream(fifo) as out:
+        out.write('{"a": 1}\n')
+    reader.join(5.0)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # still the pipe
+    assert received == ['{"a": 1}\n'] and not (tmp_path / "pipe.part").exists()
+    # a regular file is still written atomically
+    with output_stream(tmp_path / "out.jsonl") as out:
+        out.write("x\n")
+    assert (tmp_path / "out.jsonl").read_text() == "x\n" and not (tmp_path / "out.jsonl.part").exists()

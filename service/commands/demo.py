@@ -513,7 +513,7 @@ def _start(demo: Demo, args: argparse.Namespace, stop: _Stop) -> None:
     _wait_healthy(url, demo.service, deadline, stop)
     if args.info_json is not None:  # before the lines: whoever reads them finds the file
         write_info_json(args.info_json, {
-            "url": url, "username": DEMO_USER, "password": password, "workdir": str(workdir),
+            "url": url, "ingest": endpoint, "username": DEMO_USER, "password": password, "workdir": str(workdir),
             "service_pid": demo.service.proc.pid,
             "nodes": {node_id: {"pid": child.proc.pid, "sensors": [node_id]} for node_id, child in demo.nodes.items()},
             "site": str(plan.site_path), "scenario": str(plan.scenario_path), "start_utc": start_utc,

@@ -404,3 +404,27 @@ def test_overview_for_the_readme(page: Any, demo: Demo, artifacts: Path) -> None
     if os.environ.get("CELLWATCH_UPDATE_SCREENSHOT"):  # the README's picture, refreshed on purpose only
         (REPO / "docs").mkdir(exist_ok=True)
         page.screenshot(path=str(REPO / "docs" / "dashboard.png"))
+
+
+def test_a_deaf_sensor_is_an_alert(page: Any, demo: Demo, tmp_path: Path) -> None:
+    """A node that reports its radio down (dongle unplugged: source ``retrying``) is alive
+    but deaf: an alert of its own, until its radio runs again. The heartbeats come from
+    the stopped node's identity (its CURVE keys), over the real ingest."""
+    from dsp.records import Heartbeat
+    from sdr.sender import DetectionSender
+
+    keys = demo.workdir / "keys"
+    page.goto(f"{demo.url}#/live")
+    deaf = page.locator(f"#alert-list .sensor-alert.deaf[data-sensor-id='{NODE_TO_STOP}']")
+    with DetectionSender(demo.info["ingest"], NODE_TO_STOP, tmp_path / "outbox", server_public_key=keys / "service.key",
+                         client_keys=keys / f"{NODE_TO_STOP}.key_secret").start() as sender:
+        message = "rtlsdr:00000003=retrying (usb gone)"
+        sender.submit_heartbeat(Heartbeat(NODE_TO_STOP, time.time(), "retrying", message=message))
+        deaf.wait_for(timeout=15_000)
+        assert "radio" in deaf.inner_text() and "usb gone" in deaf.inner_text()
+        assert page.locator(".toast", has_text="radio").filter(has_text=NODE_TO_STOP).count() == 1  # when it went deaf
+        sender.submit_heartbeat(Heartbeat(NODE_TO_STOP, time.time(), "running", message="rtlsdr:00000003=running"))
+        deaf.wait_for(state="detached", timeout=15_000)
+        sender.flush(5.0)
+    actions = [(r["target"], r["details"].get("to")) for r in api(page, "/api/audit?action=sensor.source")["items"]]
+    assert (NODE_TO_STOP, "retrying") in actions and (NODE_TO_STOP, "running") in actions

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from calibration.site import load_site
+from sdr.sources.base import SourceState
 from service.routers.dashboard import STATIC_DIR
 from service.schemas import Outcome, RoleName, Status
 from service.store import EventWrite
@@ -218,9 +219,10 @@ def test_every_value_of_the_service_vocabularies_is_translated() -> None:
         "live": ("off", "connecting", "live", "reconnecting"), "period": ("1h", "24h", "7d", "30d", "all"),
         "action": ("acknowledge", "escalate", "close", "reopen"), "workflow.done": ("acknowledge", "escalate", "close"),
         "priority": ("alert", "staff", "medium", "low"), "sensor": ("online", "offline"),
+        "source": typing.get_args(SourceState),
         "filter.status": ("open", "new", "acknowledged", "escalated", "closed", "all"),
         "audit.action": ("event.acknowledge", "event.escalate", "event.close", "event.reopen", "event.evidence_export",
-                         "sensor.online", "sensor.offline", "session.login", "session.login_failed", "session.logout",
+                         "sensor.online", "sensor.offline", "sensor.source", "session.login", "session.login_failed", "session.logout",
                          "user.create", "user.update"),
     }
     missing = []

@@ -5,7 +5,7 @@ import { clear, toast } from "./dom.js";
 import { onLangChange, preferredLang, setLang, t } from "./i18n.js";
 import * as sound from "./sound.js";
 import {
-  emit, forget, hasRole, loadMe, loadOpenEvents, loadSensors, loadSite, on, startLive, state,
+  emit, forget, hasRole, isDeaf, loadMe, loadOpenEvents, loadSensors, loadSite, on, startLive, state,
 } from "./store.js";
 import audit from "./views/audit.js";
 import eventView from "./views/event.js";
@@ -165,6 +165,9 @@ async function boot() {
     if (sensor.state === "offline" && old && old.state === "online") {
       sound.beep("sensor");
       toast(t("sensor.went_offline", { id: sensor.sensor_id }), "error");
+    } else if (isDeaf(sensor) && !(old && isDeaf(old))) {
+      sound.beep("sensor");
+      toast(t("sensor.went_deaf", { id: sensor.sensor_id }), "error");
     }
   });
   setUnauthorizedHandler(() => emit("unauthorized", null));

@@ -113,6 +113,17 @@ export function offlineSensors() {
   return [...state.sensors.values()].filter((sensor) => sensor.state === "offline" && sensor.last_heartbeat_s !== null);
 }
 
+/** Is this online sensor deaf: its node alive, its radio not running (a dongle unplugged, retrying)? */
+export function isDeaf(sensor) {
+  return sensor.state === "online" && Boolean(sensor.source_state)
+    && sensor.source_state !== "running" && sensor.source_state !== "stopped";
+}
+
+/** Deaf sensors: each is an alert too (a blind spot, though the node still reports). */
+export function deafSensors() {
+  return [...state.sensors.values()].filter(isDeaf);
+}
+
 // -- the live feed -------------------------------------------------------------------------
 
 let source = null;

@@ -3,9 +3,9 @@
 
 import { h, replace, fmtTime, fmtAgo, fmtPct, nowS, perFrame, placeLabel, statusBadge, techLabel, wingFloorLabel }
   from "../dom.js";
-import { t } from "../i18n.js";
+import { t, tk } from "../i18n.js";
 import { FloorPlan, defaultFloor, floorsOf } from "../plan.js";
-import { OPEN_STATUSES, loadEvents, offlineSensors, on, state } from "../store.js";
+import { OPEN_STATUSES, deafSensors, loadEvents, offlineSensors, on, state } from "../store.js";
 
 const PERIODS_S = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, all: null };
 const TECHS = ["gsm", "lte", "nr", "umts", "unknown"];
@@ -193,6 +193,17 @@ function sensorAlertItem(sensor) {
         t("alerts.last_heartbeat", { ago: fmtAgo(sensor.last_heartbeat_s) }))));
 }
 
+function deafSensorItem(sensor) {
+  return h("li", { class: "alert-item sensor-alert deaf", "data-sensor-id": sensor.sensor_id },
+    h("a", { href: "#/sensors", class: "alert-link" },
+      h("div", { class: "alert-line" },
+        h("strong", { class: "alert-place" }, t("alerts.sensor_deaf", { id: sensor.sensor_id })),
+        h("span", { class: "badge status-offline" }, tk("source", sensor.source_state))),
+      h("div", { class: "alert-meta" },
+        wingFloorLabel(sensor.wing, sensor.floor),
+        sensor.message ? ` · ${sensor.message}` : "")));
+}
+
 function eventItem(ev) {
   return h("li", {
     class: ["alert-item", `prio-${ev.priority}`, confidenceClass(ev.confidence), recencyClass(ev),
@@ -217,15 +228,17 @@ function renderList() {
   const items = [...state.events.values()].filter(matches)
     .sort((a, b) => (STATUS_RANK[a.status] - STATUS_RANK[b.status]) || (b.t_start_s - a.t_start_s))
     .slice(0, MAX_ITEMS);
-  const sensorsDown = offlineSensors().filter((sensor) => !filters.wing || sensor.wing === filters.wing);
+  const inWing = (sensor) => !filters.wing || sensor.wing === filters.wing;
+  const sensorsDown = offlineSensors().filter(inWing);
+  const sensorsDeaf = deafSensors().filter(inWing);
   const nNew = items.filter((ev) => ev.status === "new").length;
   els.count.textContent = nNew ? t("alerts.n_new", { n: nNew }) : "";
   els.count.hidden = !nNew;
-  if (!items.length && !sensorsDown.length) {
+  if (!items.length && !sensorsDown.length && !sensorsDeaf.length) {
     replace(els.list, h("li", { class: "empty" }, t("alerts.none")));
     return;
   }
-  replace(els.list, sensorsDown.map(sensorAlertItem), items.map(eventItem));
+  replace(els.list, sensorsDown.map(sensorAlertItem), sensorsDeaf.map(deafSensorItem), items.map(eventItem));
 }
 
 const render = perFrame(() => {

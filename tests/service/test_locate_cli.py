@@ -156,6 +156,11 @@ def test_door_antennas_put_every_phone_of_the_chain_in_its_cell(doors_chain: dic
     assert detected["pct_correct_place"] == 100.0 and detected["per_event"]["n_spurious"] == 0
     on_arfcn_62 = [e for e in doors_chain["events"] if abs(e["freq_hz"] - 902.4e6) < 100e3 and e["n_bursts"] > 100]
     assert sorted(e["cell"] for e in on_arfcn_62) == ["A-1-05", "B-2-13"]
+    # no alert sends staff to a cell without a phone: the bursts of the calls (two on adjacent
+    # timeslots of one ARFCN) stay in their calls' events, not in fragments beside them
+    alerts = [e for e in doors_chain["events"] if e["priority"] == "alert"]
+    assert sorted(e["cell"] for e in alerts) == ["A-1-05", "A-2-10", "B-1-12", "B-2-13"], [
+        (e["cell"] or e["zone"], e["n_bursts"]) for e in doors_chain["events"]]
 
 
 def test_event_records_follow_design(chain: dict[str, Any]) -> None:

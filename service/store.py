@@ -864,9 +864,10 @@ class Store:
             statement = _insert(conn, sensor_health)
             update = {k: statement.excluded[k] for k in values if k not in ("sensor_id", "first_seen_s")}
             conn.execute(statement.on_conflict_do_update(index_elements=["sensor_id"], set_=update), values)
-        if before is not None and before != values["source_state"]:
-            self._source_changes.append(SourceChange(values["sensor_id"], node_id, before, values["source_state"],
-                                                     values["message"], heartbeat.n_dropped_samples, now))
+        after = heartbeat.source_state[:32]
+        if before is not None and before != after:
+            self._source_changes.append(SourceChange(heartbeat.sensor_id[:64], node_id, str(before), after,
+                                                     heartbeat.message[:1000], heartbeat.n_dropped_samples, now))
 
     def take_source_changes(self) -> list[SourceChange]:
         """The source state changes stored since the last call, oldest first."""

@@ -21,10 +21,11 @@ from bench.common import RESULTS_DIR, write_json
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = ("sensitivity", "false_alarms", "throughput", "localization", "node_cpu", "service_ingest", "load")
+BENCHMARKS = ("sensitivity", "false_alarms", "throughput", "localization", "dense_events", "node_cpu",
+              "service_ingest", "load")
 _MODULES = {"sensitivity": "detect_sensitivity", "false_alarms": "detect_false_alarms",
-            "throughput": "detect_throughput", "localization": "localization", "node_cpu": "node_cpu",
-            "service_ingest": "service_ingest", "load": "load"}
+            "throughput": "detect_throughput", "localization": "localization", "dense_events": "dense_events",
+            "node_cpu": "node_cpu", "service_ingest": "service_ingest", "load": "load"}
 
 
 def _runner(name: str) -> Callable[..., dict[str, Any]]:

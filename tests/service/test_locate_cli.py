@@ -39,56 +39,13 @@ from sdr.simulate import Simulation
 from service.commands.evaluate import score_events
 from service.events import EngineConfig, EventEngine
 from service.locate import LocatorConfig, detections_from_truth
-from tests.conftest import DEMO_SITE
+from tests.conftest import DEMO_SITE, REPO
 
 DOORS_SITE = DEMO_SITE.parent / "demo_prison_doors.toml"
 
 CELLWATCH = shutil.which("cellwatch", path=str(Path(sys.executable).parent))
 
-SCENARIO = """\
-name = "two-phones-on-one-carrier"
-duration_s = 1.2
-[receiver]
-center_freq_hz = 902.4e6
-gain_db = 28.0                # a sensor setting that hears the next wing's loud phones
-[propagation]
-shadowing_sigma_db = 4.0
-[[phones]]                    # two phones on ARFCN 62 at once, timeslots 3 and 4, two wings
-id = "a"
-cell = "A-1-05"
-tech = "gsm"
-activity = "call"
-established = true
-arfcn = 62
-timeslot = 3
-tx_power_dbm = 8.0
-[[phones]]
-id = "b"
-cell = "B-2-13"
-tech = "gsm"
-activity = "call"
-established = true
-arfcn = 62
-timeslot = 4
-tx_power_dbm = 8.0
-[[phones]]
-id = "c"
-cell = "B-1-12"
-tech = "gsm"
-activity = "call"
-established = true
-arfcn = 60
-timeslot = 1
-tx_power_dbm = 8.0
-[[phones]]
-id = "d"
-cell = "A-2-10"
-tech = "lte"
-activity = "data"
-carrier_freq_hz = 903.0e6
-carrier_n_rb = 15
-tx_power_dbm = 5.0
-"""
+SCENARIO = (REPO / "tests" / "data" / "scenarios" / "two_calls_one_arfcn.toml").read_text()
 
 
 def cellwatch(*args: object, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,7 @@ generator, and returns the phone's bursts in time order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,19 +31,48 @@ DEFAULT_DURATION_S = {"call": 30.0, "data": 20.0, "sms": 3.0, "idle_update": 1.0
 
 
 class PhoneActivity(Protocol):
-    id: str
-    tech: str
-    activity: str
-    start_s: float
-    duration_s: float | None
-    arfcn: int | None
-    timeslot: int | None
-    tsc: int | None
-    dtx: bool
-    established: bool
-    hopping_arfcns: list[int] | None
-    carrier_freq_hz: float | None
-    carrier_n_rb: int | None
+    """What the schedules read of a phone. Read-only properties, so that a description
+    whose fields are narrower (``sdr.scenario.PhoneSpec``'s ``Literal`` tech and
+    activity) matches: the schedules never write to the phone."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tech(self) -> str: ...
+
+    @property
+    def activity(self) -> str: ...
+
+    @property
+    def start_s(self) -> float: ...
+
+    @property
+    def duration_s(self) -> float | None: ...
+
+    @property
+    def arfcn(self) -> int | None: ...
+
+    @property
+    def timeslot(self) -> int | None: ...
+
+    @property
+    def tsc(self) -> int | None: ...
+
+    @property
+    def dtx(self) -> bool: ...
+
+    @property
+    def established(self) -> bool: ...
+
+    @property
+    def hopping_arfcns(self) -> Sequence[int] | None: ...
+
+    @property
+    def carrier_freq_hz(self) -> float | None: ...
+
+    @property
+    def carrier_n_rb(self) -> int | None: ...
 
 
 def nominal_freq_hz(phone: PhoneActivity) -> float:

@@ -103,6 +103,9 @@ class NoiseFloorTracker:
             for n in range(1, self.n_min + 1):
                 self._bias[n, cols] = min_statistics_bias(float(d), self.n_sum, n, self.quantile)
         self.floor: npt.NDArray[np.float64] | None = None
+        self._since_update: int
+        self._carry: FloatArray
+        self._carry_busy: npt.NDArray[np.bool_]
         self.restart()
 
     @property

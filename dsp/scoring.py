@@ -136,7 +136,7 @@ def score_detections(
             for i in np.flatnonzero(hit):
                 j_candidates = np.flatnonzero(overlap[i])
                 j = j_candidates[np.argmin(np.abs(d0[j_candidates] - t0[i]))]
-                score.confusion[(truth[i]["tech"], dets[j].tech)] += 1
+                score.confusion[(truth[int(i)]["tech"], dets[j].tech)] += 1
                 if np.count_nonzero(overlap[:, j]) == 1:  # one-to-one: edges and centre are comparable
                     score.timing_errors_s.append(float(d0[j] - t0[i]))
                     score.freq_errors_hz.append(float(df[j] - f[i]))

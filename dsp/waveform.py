@@ -60,21 +60,21 @@ def render_burst(
     """
     offset_hz = burst.freq_hz - center_freq_hz
     if burst.tech == "gsm" or burst.kind.startswith("gsm"):
-        from dsp import gsm
+        from dsp.gsm import render as render_gsm
 
-        return gsm.render(burst, rng, sample_rate_hz, offset_hz)
+        return render_gsm(burst, rng, sample_rate_hz, offset_hz)
     if burst.kind.startswith("lte"):
-        from dsp import lte
+        from dsp.lte import render as render_lte
 
-        return lte.render(burst, rng, sample_rate_hz, offset_hz)
+        return render_lte(burst, rng, sample_rate_hz, offset_hz)
     if burst.kind.startswith("nr"):
-        from dsp import nr
+        from dsp.nr import render as render_nr
 
-        return nr.render(burst, rng, sample_rate_hz, offset_hz)
+        return render_nr(burst, rng, sample_rate_hz, offset_hz)
     if burst.kind.startswith("umts"):
-        from dsp import umts
+        from dsp.umts import render as render_umts
 
-        return umts.render(burst, rng, sample_rate_hz, offset_hz)
+        return render_umts(burst, rng, sample_rate_hz, offset_hz)
     if burst.kind == "cw":
         n = int(np.ceil(burst.duration_s * sample_rate_hz))
         t = np.arange(n, dtype=np.float64) / sample_rate_hz

@@ -9,9 +9,10 @@ one scenario can be reused on another site when its places exist there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from pydantic import Field, field_validator, model_validator
 
@@ -31,7 +32,7 @@ class PowerControl(StrictModel):
     period_s: float = 0.48
 
 
-def _check_one_place(spec: PhoneSpec | InterfererSpec | DownlinkSpec) -> None:
+def _check_one_place(spec: Emitter) -> None:
     """A transmitter stands in exactly one of a cell, a zone or a position (with its floor)."""
     given = [name for name in ("cell", "zone", "position") if getattr(spec, name) is not None]
     if len(given) != 1:
@@ -46,23 +47,23 @@ class PhoneSpec(StrictModel):
     zone: str | None = None
     position: tuple[float, float] | None = None
     floor: int | None = None
-    height_m: float = Field(1.2, ge=0.0, le=10.0)
+    height_m: float = Field(default=1.2, ge=0.0, le=10.0)
     tech: Tech = "gsm"
     activity: Activity = "call"
-    start_s: float = Field(0.0, ge=0.0)
-    duration_s: float | None = Field(None, gt=0.0)
-    tx_power_dbm: float | None = Field(None, ge=-50.0, le=40.0)
+    start_s: float = Field(default=0.0, ge=0.0)
+    duration_s: float | None = Field(default=None, gt=0.0)
+    tx_power_dbm: float | None = Field(default=None, ge=-50.0, le=40.0)
     power_control: PowerControl | None = None
     established: bool = False  # the session began before the recording: no setup signalling
     # GSM
     arfcn: int | None = None
-    timeslot: int | None = Field(None, ge=0, le=7)
-    tsc: int | None = Field(None, ge=0, le=7)
+    timeslot: int | None = Field(default=None, ge=0, le=7)
+    tsc: int | None = Field(default=None, ge=0, le=7)
     dtx: bool = False
     hopping_arfcns: list[int] | None = None
     # LTE / NR / UMTS
-    carrier_freq_hz: float | None = Field(None, gt=0.0)
-    carrier_n_rb: int | None = Field(None, gt=0)
+    carrier_freq_hz: float | None = Field(default=None, gt=0.0)
+    carrier_n_rb: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _one_place(self) -> PhoneSpec:
@@ -88,9 +89,9 @@ class InterfererSpec(StrictModel):
     position: tuple[float, float] | None = None
     floor: int | None = None
     height_m: float = 2.0
-    start_s: float = Field(0.0, ge=0.0)
-    duration_s: float | None = Field(None, gt=0.0)
-    deviation_hz: float = Field(2500.0, ge=0.0)
+    start_s: float = Field(default=0.0, ge=0.0)
+    duration_s: float | None = Field(default=None, gt=0.0)
+    deviation_hz: float = Field(default=2500.0, ge=0.0)
 
     @model_validator(mode="after")
     def _one_place(self) -> InterfererSpec:
@@ -107,17 +108,17 @@ class DownlinkSpec(StrictModel):
 
     id: str
     kind: Literal["gsm_bcch", "cw"] = "gsm_bcch"
-    arfcn: int | None = Field(None, ge=0, le=1023)
-    freq_hz: float | None = Field(None, gt=0.0)
-    bcc: int = Field(0, ge=0, le=7)
+    arfcn: int | None = Field(default=None, ge=0, le=1023)
+    freq_hz: float | None = Field(default=None, gt=0.0)
+    bcc: int = Field(default=0, ge=0, le=7)
     power_dbm: float = Field(ge=-60.0, le=70.0)
     cell: str | None = None
     zone: str | None = None
     position: tuple[float, float] | None = None
     floor: int | None = None
     height_m: float = 2.0
-    start_s: float = Field(0.0, ge=0.0)
-    duration_s: float | None = Field(None, gt=0.0)
+    start_s: float = Field(default=0.0, ge=0.0)
+    duration_s: float | None = Field(default=None, gt=0.0)
 
     @model_validator(mode="after")
     def _one_place_one_frequency(self) -> DownlinkSpec:
@@ -136,6 +137,10 @@ class DownlinkSpec(StrictModel):
         return self
 
 
+Emitter: TypeAlias = PhoneSpec | InterfererSpec | DownlinkSpec
+"""Anything a scenario places in the site (each stands in one cell, zone or position)."""
+
+
 class SensorOverride(StrictModel):
     gain_offset_db: float | None = None
     ppm_error: float | None = None
@@ -146,14 +151,14 @@ class SensorOverride(StrictModel):
 class ReceiverSpec(StrictModel):
     """How every simulated dongle is set up, with random per-sensor spreads (seeded)."""
 
-    sample_rate_hz: float = Field(2.4e6, gt=0.0, le=3.2e6)
-    center_freq_hz: float | None = Field(None, ge=24e6, le=1766e6)
-    gain_db: float = Field(14.4, ge=0.0, le=49.6)  # full scale at -29 dBm: a phone next door does not clip
-    noise_figure_db: float = Field(6.5, ge=0.0, le=30.0)
+    sample_rate_hz: float = Field(default=2.4e6, gt=0.0, le=3.2e6)
+    center_freq_hz: float | None = Field(default=None, ge=24e6, le=1766e6)
+    gain_db: float = Field(default=14.4, ge=0.0, le=49.6)  # full scale at -29 dBm: a phone next door does not clip
+    noise_figure_db: float = Field(default=6.5, ge=0.0, le=30.0)
     datatype: Literal["cu8", "ci16_le", "cf32_le"] = "cu8"
-    gain_spread_db: float = Field(0.0, ge=0.0, le=10.0)
-    ppm_spread: float = Field(0.0, ge=0.0, le=100.0)
-    drop_probability: float = Field(0.0, ge=0.0, le=0.5)
+    gain_spread_db: float = Field(default=0.0, ge=0.0, le=10.0)
+    ppm_spread: float = Field(default=0.0, ge=0.0, le=100.0)
+    drop_probability: float = Field(default=0.0, ge=0.0, le=0.5)
     sensors: dict[str, SensorOverride] = Field(default_factory=dict)
 
 
@@ -161,7 +166,7 @@ class Scenario(StrictModel):
     name: str = "scenario"
     description: str = ""
     start_utc: str = "2026-01-05T21:30:00Z"
-    duration_s: float = Field(10.0, gt=0.0, le=24 * 3600.0)
+    duration_s: float = Field(default=10.0, gt=0.0, le=24 * 3600.0)
     sensors: list[str] | None = None  # record only these sensors (default: all of the site's)
     receiver: ReceiverSpec = Field(default_factory=ReceiverSpec)
     propagation: dict[str, float | str | bool] = Field(default_factory=dict)
@@ -210,8 +215,10 @@ def check_against_site(scenario: Scenario, site: object, source: str) -> None:
     zone_ids = {z.id for z in site.zones}  # type: ignore[attr-defined]
     sensor_ids = {s.id for s in site.sensors}  # type: ignore[attr-defined]
     floors = set(site.floors)  # type: ignore[attr-defined]
-    for group, items in (("phones", scenario.phones), ("interferers", scenario.interferers),
-                         ("downlink", scenario.downlink)):
+    groups: tuple[tuple[str, Sequence[Emitter]], ...] = (
+        ("phones", scenario.phones), ("interferers", scenario.interferers), ("downlink", scenario.downlink),
+    )
+    for group, items in groups:
         for i, item in enumerate(items):
             if item.cell is not None and item.cell not in cell_ids:
                 raise InputError(source, f"{group}[{i}].cell", f"unknown cell {item.cell!r} in this site")

@@ -42,6 +42,7 @@ from sdr.receiver import ReceiverConfig, RtlSdrModel, dbfs_to_dbm, noise_floor_d
 from sdr.recording import SigMFWriter
 from sdr.scenario import (
     DownlinkSpec,
+    Emitter,
     InterfererSpec,
     PhoneSpec,
     Scenario,
@@ -93,7 +94,7 @@ class SimulationResult:
     duration_s: float
 
 
-def place(site: Site, spec: PhoneSpec | InterfererSpec, rng: np.random.Generator) -> Placement:
+def place(site: Site, spec: Emitter, rng: np.random.Generator) -> Placement:
     """A point for the emitter: uniformly inside its cell or zone, or the given position."""
     if spec.position is not None:
         assert spec.floor is not None
@@ -117,6 +118,11 @@ def place(site: Site, spec: PhoneSpec | InterfererSpec, rng: np.random.Generator
         zone=the_place.id if the_place is not None and the_place.kind != "cell" else None,
         wing=the_place.wing if the_place is not None else None,
     )
+
+
+def _carriers(scenario: Scenario) -> tuple[InterfererSpec | DownlinkSpec, ...]:
+    """The scenario's continuous emitters: its interferers, then its downlink signals."""
+    return (*scenario.interferers, *scenario.downlink)
 
 
 def _first(value: float | None, default: float) -> float:
@@ -184,7 +190,7 @@ class Simulation:
         self._burst_starts = [b.start_sample for b in self.bursts]
         self._max_burst_samples = max((b.n_samples for b in self.bursts), default=0)
         self._draw_received_powers(fading_rng, phase_rng)
-        self.interferers = [(spec, place(site, spec, placement_rng)) for spec in (*scenario.interferers, *scenario.downlink)]
+        self.interferers = [(spec, place(site, spec, placement_rng)) for spec in _carriers(scenario)]
         self._interferer_rx_dbm = self._interferer_powers()
         self._receiver_seeds = receiver_seq.spawn(len(self.sensor_ids))
         self.receiver_configs = self._receiver_configs(np.random.default_rng(streams[0].spawn(1)[0]))
@@ -211,7 +217,7 @@ class Simulation:
         """Tune to the first phone's channel when the scenario does not say (a dongle sees 2.4 MHz)."""
         probe = [activity.nominal_freq_hz(p) for p in self.scenario.phones]
         if not probe:
-            probe = [float(i.freq_hz or 0.0) for i in (*self.scenario.interferers, *self.scenario.downlink)]
+            probe = [float(i.freq_hz or 0.0) for i in _carriers(self.scenario)]
         if not probe:
             return 902.4e6
         return float(probe[0])
@@ -243,7 +249,9 @@ class Simulation:
     def _interferer_powers(self) -> np.ndarray:
         out = np.zeros((len(self.interferers), len(self.sensor_ids)))
         for i, (spec, placement) in enumerate(self.interferers):
-            out[i] = spec.power_dbm - self._static_loss_db(placement.xyz, spec.freq_hz)
+            freq_hz = spec.freq_hz
+            assert freq_hz is not None  # a DownlinkSpec's validator sets it (from its arfcn for gsm_bcch)
+            out[i] = spec.power_dbm - self._static_loss_db(placement.xyz, freq_hz)
         return out
 
     # ------------------------------------------------------------------ truth

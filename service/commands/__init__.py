@@ -19,6 +19,6 @@ from service.commands import (
 )
 
 
-def register_all(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_all(sub: argparse._SubParsersAction) -> None:
     for module in (info, simulate, detect, locate, evaluate, keys, demo, serve, users, audit, node):
         module.register(sub)

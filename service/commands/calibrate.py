@@ -540,7 +540,7 @@ def _finish_gain(args: argparse.Namespace, reports: dict[str, Any], current: Any
     if not reports:
         raise InputError(None, "INPUT", "no sensor measured: check the inputs")
     print(f"{'sensor':<12} {'method':<10} {'gain':>5} {'band MHz':>9} {'offset dB':>9} {'± dB':>5}  detail")
-    updates: dict[str, dict[str, float]] = {}
+    updates: dict[str, dict[str, float | list[dict[str, float]]]] = {}  # with each band's "offsets"
     notes: dict[str, list[str]] = {}
     when = _now_utc()
     for sensor_id in sorted(reports):

@@ -196,7 +196,7 @@ def make_plan(args: argparse.Namespace) -> DemoPlan:
         raise InputError(str(site_path), "sensors", "the site has no sensors to simulate")
     center = scenario.receiver.center_freq_hz
     if center is None:  # as sdr.simulate.Simulation tunes: the first phone's channel
-        probe = [activity.nominal_freq_hz(p) for p in scenario.phones]  # type: ignore[arg-type]
+        probe = [activity.nominal_freq_hz(p) for p in scenario.phones]
         probe = probe or [i.freq_hz for i in scenario.interferers]
         center = probe[0] if probe else 902.4e6
     return DemoPlan(site_path, scenario_path, site.name, scenario.name, scenario.duration_s, sensors,

@@ -16,7 +16,7 @@ from service.commands.common import add_raw_options, output_stream, progress
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "detect",
         help="detect phone bursts in recordings and write detection records (JSON Lines)",

@@ -11,7 +11,7 @@ from dsp.errors import InputError
 from service.commands.common import read_jsonl
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "eval",
         help="score detections against truth.jsonl (probability of detection, false alarms, errors)",

@@ -9,7 +9,7 @@ from pathlib import Path
 from service.commands.common import add_raw_options
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "info",
         help="describe a recording, or validate and summarize a site file",

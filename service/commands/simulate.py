@@ -12,7 +12,7 @@ from service.commands.common import progress
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "simulate",
         help="simulate phones in a site and write one SigMF recording per sensor plus truth.jsonl",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,9 @@ SITES = (  # (label, site file, receiver gain dB)
 
 
 def _cellwatch(*args: object) -> None:
-    exe = shutil.which("cellwatch", path=str(Path(sys.executable).parent)) or "cellwatch"
-    result = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, timeout=900, check=False)
+    """``cellwatch ARGS`` from the code this benchmark imports (a checkout on PYTHONPATH too)."""
+    result = subprocess.run([sys.executable, "-m", "service.cli", *map(str, args)], capture_output=True, text=True,
+                            timeout=900, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"cellwatch {args[0]} failed ({result.returncode}): {result.stderr[-2000:]}")
 

@@ -283,6 +283,8 @@ def score_events(truth: list[dict[str, Any]], events: list[dict[str, Any]], *, m
             "n_events": len(events),
             "n_spurious": len(events) - len(best_for_event),
             "pct_correct_place": pct(event_correct),
+            # the events the headline figures judge (one per truth transmission matched)
+            "matched_event_ids": sorted({str(e.get("event_id")) for _, e in matched}),
         },
         "wrong": [{"phone_id": t["phone_id"], "session_id": t["session_id"], "truth": t["place"],
                    "event": place_of(e), "confidence": e.get("confidence")}

@@ -33,5 +33,10 @@ def test_an_alert_where_no_phone_is_counts_and_the_phones_own_does_not() -> None
     noisy = score_run(truth, [_event("A-1-05", None, 80), _event("A-1-06", None, 20),
                               _event(None, "A-1-corridor", 3, priority="low")])
     assert noisy["n_events"] == 3 and noisy["n_alerts"] == 2 and noisy["n_extra_events"] == 2
-    assert noisy["n_alerts_without_phone"] == 1
-    assert noisy["alerts_without_phone"] == [{"place": "A-1-06", "n_bursts": 20}]
+    assert noisy["n_alerts_without_phone"] == 1 and noisy["n_extra_alerts_without_phone"] == 1
+    assert noisy["alerts_without_phone"] == [{"place": "A-1-06", "n_bursts": 20, "phone_event": False}]
+
+    # the phone's own event placed in the next cell: an alert without a phone, but no extra one
+    misplaced = score_run(truth, [_event("A-1-06", None, 100)])
+    assert misplaced["n_alerts_without_phone"] == 1 and misplaced["n_extra_alerts_without_phone"] == 0
+    assert misplaced["pct_correct_place"] == 0.0

@@ -369,6 +369,12 @@ class BurstGroup:
             self.best = member
 
 
+def _mostly_inside(a: Member, b: Member, short_s: float) -> bool:
+    """Do two views overlap by at least half the shorter one (``short_s``)?"""
+    overlap = min(a.t_s + a.duration_s, b.t_s + b.duration_s) - max(a.t_s, b.t_s)
+    return overlap > 0 and overlap >= 0.5 * short_s
+
+
 class BurstGrouper:
     """Streaming grouping of detections into bursts (step 1 of the module notes)."""
 
@@ -424,11 +430,10 @@ class BurstGrouper:
         # its middle) and, where both measured it well, similar width; a detector that merged
         # several bursts into one long detection does not make them one burst
         # (a weak sensor that caught only the middle of a burst: shorter, and inside it)
-        short, long = sorted((m, best), key=lambda x: x.duration_s)
-        overlap = min(m.t_s + m.duration_s, best.t_s + best.duration_s) - max(m.t_s, best.t_s)
-        inside = overlap > 0 and overlap >= 0.5 * short.duration_s
-        if short.duration_s < _MIN_SHAPE_RATIO * long.duration_s and not (short.snr_db < _WEAK_SNR_DB and inside):
-            return None
+        short = m if m.duration_s <= best.duration_s else best
+        if short.duration_s < _MIN_SHAPE_RATIO * (m.duration_s + best.duration_s - short.duration_s):
+            if short.snr_db >= _WEAK_SNR_DB or not _mostly_inside(m, best, short.duration_s):
+                return None
         if min(m.snr_db, best.snr_db) >= 10.0:
             narrow, wide = sorted((m.bandwidth_hz, best.bandwidth_hz))
             if narrow < _MIN_SHAPE_RATIO * wide:
@@ -438,7 +443,7 @@ class BurstGrouper:
         if dt > tolerance:
             # a weak view's edges move, the overlap stays (two strong views measure their
             # edges well: their starts must agree)
-            if min(m.snr_db, best.snr_db) >= _WEAK_SNR_DB or not inside:
+            if min(m.snr_db, best.snr_db) >= _WEAK_SNR_DB or not _mostly_inside(m, best, short.duration_s):
                 return None
             dt = tolerance
         for x in group.members:

@@ -155,11 +155,15 @@ def test_scanning_node_watches_the_phones_channel_in_its_utc_windows(tmp_path: P
     warm_end = per_source["warmup_done_s"]  # a first pass stays on each channel until its noise floor is known
     assert warm_end is not None
     assert len(detections) > 50
+    settle_s = 0.02
     for d in detections:
         assert 901e6 <= d.freq_hz <= 903e6  # the phone (and its I/Q image) in the 902 MHz channel only
         if d.t_start_s > warm_end:
             position = d.t_start_s % schedule.cycle_s
-            assert window_start - 1e-3 <= position <= window_end + block_s, position
+            # a warm-up that ends on this channel inside its slot needs no retune, so no settling:
+            # the first visit may listen from the slot's start
+            early_s = settle_s if d.t_start_s < warm_end + schedule.cycle_s else 0.0
+            assert window_start - early_s - 1e-3 <= position <= window_end + block_s, (position, warm_end)
     visits = {math.floor(d.t_start_s / schedule.cycle_s) for d in detections if d.t_start_s > warm_end}
     assert len(visits) >= 0.9 * (detections[-1].t_start_s - warm_end) / schedule.cycle_s  # every cycle
     assert per_source["n_pipelines"] == 4  # one per tuning, kept between visits

@@ -422,9 +422,12 @@ def test_a_deaf_sensor_is_an_alert(page: Any, demo: Demo, tmp_path: Path) -> Non
         sender.submit_heartbeat(Heartbeat(NODE_TO_STOP, time.time(), "retrying", message=message))
         deaf.wait_for(timeout=15_000)
         assert "radio" in deaf.inner_text() and "usb gone" in deaf.inner_text()
+        page.click(".plan-card [data-floor='2']")  # and a dashed red ring on its floor's plan
+        page.wait_for_selector(f"#plan-host .sensor.deaf[data-sensor='{NODE_TO_STOP}']")
         assert page.locator(".toast", has_text="radio").filter(has_text=NODE_TO_STOP).count() == 1  # when it went deaf
         sender.submit_heartbeat(Heartbeat(NODE_TO_STOP, time.time(), "running", message="rtlsdr:00000003=running"))
         deaf.wait_for(state="detached", timeout=15_000)
+        page.wait_for_selector(f"#plan-host .sensor.online[data-sensor='{NODE_TO_STOP}']")
         sender.flush(5.0)
     actions = [(r["target"], r["details"].get("to")) for r in api(page, "/api/audit?action=sensor.source")["items"]]
     assert (NODE_TO_STOP, "retrying") in actions and (NODE_TO_STOP, "running") in actions

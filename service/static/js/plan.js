@@ -175,7 +175,7 @@ export class FloorPlan {
   setSensorState(sensorId, stateName) {
     const el = this.sensorEls.get(sensorId);
     if (!el) return;
-    el.classList.remove("online", "offline", "unknown");
+    el.classList.remove("online", "offline", "deaf", "unknown");
     el.classList.add(stateName || "unknown");
   }
 }

@@ -5,7 +5,7 @@ import { h, replace, fmtTime, fmtAgo, fmtPct, nowS, perFrame, placeLabel, status
   from "../dom.js";
 import { t, tk } from "../i18n.js";
 import { FloorPlan, defaultFloor, floorsOf } from "../plan.js";
-import { OPEN_STATUSES, deafSensors, loadEvents, offlineSensors, on, state } from "../store.js";
+import { OPEN_STATUSES, deafSensors, isDeaf, loadEvents, offlineSensors, on, state } from "../store.js";
 
 const PERIODS_S = { "1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400, all: null };
 const TECHS = ["gsm", "lte", "nr", "umts", "unknown"];
@@ -92,7 +92,8 @@ function stylePlan() {
   }
   for (const id of plan.sensorEls.keys()) {
     const sensor = state.sensors.get(id);
-    plan.setSensorState(id, sensor && sensor.last_heartbeat_s !== null ? sensor.state : "unknown");
+    const heard = sensor && sensor.last_heartbeat_s !== null;
+    plan.setSensorState(id, !heard ? "unknown" : isDeaf(sensor) ? "deaf" : sensor.state);
   }
   // Open phone alerts per floor, on the floor buttons.
   const perFloor = new Map();

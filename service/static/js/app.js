@@ -165,7 +165,7 @@ async function boot() {
     if (sensor.state === "offline" && old && old.state === "online") {
       sound.beep("sensor");
       toast(t("sensor.went_offline", { id: sensor.sensor_id }), "error");
-    } else if (isDeaf(sensor) && !(old && isDeaf(old))) {
+    } else if (old && isDeaf(sensor) && !isDeaf(old)) {
       sound.beep("sensor");
       toast(t("sensor.went_deaf", { id: sensor.sensor_id }), "error");
     }

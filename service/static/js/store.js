@@ -91,8 +91,15 @@ export async function loadOpenEvents() {
 
 export async function loadSensors() {
   const body = await api("/api/sensors");
+  const before = state.sensors;
   state.offlineAfterS = body.offline_after_s;
   state.sensors = new Map(body.items.map((sensor) => [sensor.sensor_id, { ...sensor, fetched_ms: Date.now() }]));
+  // A change this refresh sees first is announced here (the live feed's message then finds
+  // nothing new): whichever path sees a sensor go offline or deaf, staff hear it once.
+  for (const [id, sensor] of state.sensors) {
+    const old = before.get(id);
+    if (old && (old.state !== sensor.state || old.source_state !== sensor.source_state)) emit("sensor", { sensor, old });
+  }
   emit("sensors", null);
   return body;
 }

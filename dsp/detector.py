@@ -673,6 +673,8 @@ class BurstDetector:
     _QUIET_COLUMNS = 3  # this many adjacent columns (112 kHz) of noise inside a region separate two signals ...
     _QUIET_EXCESS = 1.5  # ... when their cells average under this excess over the noise (_separate_bands),
     _STRONG_EXCESS = 4.0  # ... between two signals with a column averaging this much (0 dB per cell)
+    _VALLEY_RATIO = 10.0  # columns this far (10 dB) under the weaker of the peaks either side are a gap ...
+    _VALLEY_MIN_PEAK = 40.0  # ... when both peaks reach this excess per cell (10 dB)
     _SPLIT_MAX_SLOTS = 16  # merged GSM bursts of up to this many timeslots are cut apart (_split_in_time)
     _SPLIT_MAX_BANDWIDTH_HZ = 1.0e6  # ... when no wider than 5 ARFCNs
     _SPLIT_WINDOW = 640  # samples (267 µs) looked at around each slot boundary
@@ -1374,7 +1376,15 @@ class BurstDetector:
         n_keys = int(w.sum())
         excess = np.bincount(col_base[owner] + cc, weights=comps.z - g, minlength=n_keys)
         col_owner = np.repeat(np.arange(m), w)
-        quiet = excess / h[col_owner] < self._QUIET_EXCESS
+        level = excess / h[col_owner]
+        quiet = level < self._QUIET_EXCESS
+        # a deep valley between two strong signals separates them too: a 40 dB GSM burst's
+        # skirts stay above the noise 300 kHz out, over the gap to a phone 600 kHz away
+        for i in np.flatnonzero(w >= 2 * self._QUIET_COLUMNS + 3).tolist():  # room for two signals and a gap
+            a, b = int(col_base[i]), int(col_base[i] + w[i])
+            lv = level[a:b]
+            side = np.minimum(np.maximum.accumulate(lv), np.maximum.accumulate(lv[::-1])[::-1])
+            quiet[a:b] |= (side >= self._VALLEY_MIN_PEAK) & (lv * self._VALLEY_RATIO < side)
         # runs of quiet columns within each component, and their lengths
         first_col = np.zeros(n_keys, dtype=bool)
         first_col[col_base] = True
@@ -1388,13 +1398,13 @@ class BurstDetector:
         seg_id = np.cumsum(seg_start) - 1
         keep_col = ~wide_gap
         n_seg = np.bincount(col_owner[seg_start], minlength=m)
-        strong = np.bincount(seg_id[keep_col & (excess / h[col_owner] >= self._STRONG_EXCESS)],
+        strong = np.bincount(seg_id[keep_col & (level >= self._STRONG_EXCESS)],
                              minlength=int(seg_start.sum())) > 0
         seg_owner = col_owner[seg_start]
         # a segment the image rejection below the component's strongest is that signal's IQ image
         # or spill-over, not a signal of its own: it is not cut off (the rectangle trims it away)
         seg_peak = np.full(int(seg_start.sum()), -np.inf)
-        np.maximum.at(seg_peak, seg_id[keep_col], (excess / h[col_owner])[keep_col])
+        np.maximum.at(seg_peak, seg_id[keep_col], level[keep_col])
         comp_peak = np.full(m, -np.inf)
         np.maximum.at(comp_peak, seg_owner, seg_peak)
         strong &= seg_peak * self._image_ratio >= comp_peak[seg_owner]

@@ -734,17 +734,16 @@ class TransmissionTracker:
                 if silent.size >= _N_CONTRADICTING:
                     # not those whose own detection covers most of this burst (cut or merged
                     # differently there: their views went to another group)
-                    t0_s, duration_s = group.t_ref_s, group.duration_s
-                    f0_hz, f1_hz = group.freq_hz - group.bandwidth_hz / 2.0, group.freq_hz + group.bandwidth_hz / 2.0
+                    box = self._overlap_box(group, 0.0)
                     n_silent = sum(1 for s in silent.tolist()
-                                   if not self.sensors.busy(s, t0_s, t0_s + duration_s, f0_hz, f1_hz, 0.5 * duration_s))
+                                   if not self.sensors.busy(s, *box, min_overlap_s=0.5 * group.duration_s))
                     if n_silent >= _N_CONTRADICTING:
                         return offset, math.inf, math.inf
         return offset, score, cost
 
-    def _overlap_box(self, group: BurstGroup) -> tuple[float, float, float, float]:
-        """(t0, t1, f0, f1) in which a sensor's detection means it heard the burst, cut differently."""
-        tolerance_s = self.config.burst_time_tolerance_s
+    def _overlap_box(self, group: BurstGroup, tolerance_s: float) -> tuple[float, float, float, float]:
+        """(t0, t1, f0, f1): the burst's span widened by ``tolerance_s``, in which a sensor's own
+        detection means it heard the burst, cut differently."""
         half_hz = group.bandwidth_hz / 2.0
         return (group.t_ref_s - tolerance_s, group.t_ref_s + group.duration_s + tolerance_s,
                 group.freq_hz - half_hz, group.freq_hz + half_hz)
@@ -850,7 +849,7 @@ class TransmissionTracker:
             tr.sum_sq_db2[s] += relative * relative
             tr.pattern[s] = tr.sum_db[s] / k
         if np.any(missed):
-            box = self._overlap_box(group)
+            box = self._overlap_box(group, self.config.burst_time_tolerance_s)
             for index in np.flatnonzero(missed):
                 if self.sensors.busy(int(index), *box):
                     missed[index] = False  # cut differently there: neither heard nor missed

@@ -59,7 +59,6 @@ class SensorMonitor:
             log.log(level, "sensor %s sensor=%s node=%s reason=%r", view.state, row.sensor_id, row.node_id, reason)
             self.hub.publish("sensor.health", {"sensor": view.model_dump(mode="json")})
 
-
     def _announce_source_changes(self, views: dict[str, Any]) -> None:
         """Announce each radio source that stopped running or ran again, in the order the
         heartbeats said it (the store keeps them, so an outage shorter than this check's period

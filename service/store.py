@@ -423,7 +423,6 @@ class SourceChange:
     after: str
     message: str
     n_dropped_samples: int
-    received_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,7 +866,7 @@ class Store:
         after = heartbeat.source_state[:32]
         if before is not None and before != after:
             self._source_changes.append(SourceChange(heartbeat.sensor_id[:64], node_id, str(before), after,
-                                                     heartbeat.message[:1000], heartbeat.n_dropped_samples, now))
+                                                     heartbeat.message[:1000], heartbeat.n_dropped_samples))
 
     def take_source_changes(self) -> list[SourceChange]:
         """The source state changes stored since the last call, oldest first."""

@@ -182,27 +182,18 @@ function filtersForm() {
     h("label", { class: "filter check" }, zones, h("span", {}, t("filter.zones"))));
 }
 
+/** A sensor as an alert: offline (silent) or deaf (its node reports, its radio is down). */
 function sensorAlertItem(sensor) {
-  return h("li", { class: "alert-item sensor-alert", "data-sensor-id": sensor.sensor_id },
+  const deaf = sensor.state !== "offline";
+  const meta = deaf ? (sensor.message ? ` · ${sensor.message}` : "")
+    : ` · ${t("alerts.last_heartbeat", { ago: fmtAgo(sensor.last_heartbeat_s) })}`;
+  return h("li", { class: ["alert-item", "sensor-alert", deaf ? "deaf" : null], "data-sensor-id": sensor.sensor_id },
     h("a", { href: "#/sensors", class: "alert-link" },
       h("div", { class: "alert-line" },
-        h("strong", { class: "alert-place" }, t("alerts.sensor_offline", { id: sensor.sensor_id })),
-        h("span", { class: "badge status-offline" }, t("sensor.offline"))),
-      h("div", { class: "alert-meta" },
-        wingFloorLabel(sensor.wing, sensor.floor),
-        " · ",
-        t("alerts.last_heartbeat", { ago: fmtAgo(sensor.last_heartbeat_s) }))));
-}
-
-function deafSensorItem(sensor) {
-  return h("li", { class: "alert-item sensor-alert deaf", "data-sensor-id": sensor.sensor_id },
-    h("a", { href: "#/sensors", class: "alert-link" },
-      h("div", { class: "alert-line" },
-        h("strong", { class: "alert-place" }, t("alerts.sensor_deaf", { id: sensor.sensor_id })),
-        h("span", { class: "badge status-offline" }, tk("source", sensor.source_state))),
-      h("div", { class: "alert-meta" },
-        wingFloorLabel(sensor.wing, sensor.floor),
-        sensor.message ? ` · ${sensor.message}` : "")));
+        h("strong", { class: "alert-place" }, t(deaf ? "alerts.sensor_deaf" : "alerts.sensor_offline",
+          { id: sensor.sensor_id })),
+        h("span", { class: "badge status-offline" }, deaf ? tk("source", sensor.source_state) : t("sensor.offline"))),
+      h("div", { class: "alert-meta" }, wingFloorLabel(sensor.wing, sensor.floor), meta)));
 }
 
 function eventItem(ev) {
@@ -239,7 +230,7 @@ function renderList() {
     replace(els.list, h("li", { class: "empty" }, t("alerts.none")));
     return;
   }
-  replace(els.list, sensorsDown.map(sensorAlertItem), sensorsDeaf.map(deafSensorItem), items.map(eventItem));
+  replace(els.list, [...sensorsDown, ...sensorsDeaf].map(sensorAlertItem), items.map(eventItem));
 }
 
 const render = perFrame(() => {

@@ -70,28 +70,47 @@ LTE_CARRIER_N_RB = 25
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def phones(duration_s: float, rng: np.random.Generator) -> list[tuple[str, float, list[TxBurst]]]:
-    """(description, received power in dBm before the burst's own offset, bursts) of each phone."""
-    return [
-        ("GSM call, ARFCN 48 TS 2 (899.6 MHz)", -65.0, gsm.call_bursts(0.0, duration_s, 48, 2, rng, session="gsm")),
-        ("LTE data session, 5 MHz carrier at 899.3 MHz", -70.0,
-         lte.data_session_bursts(0.0, duration_s, LTE_CARRIER_HZ, LTE_CARRIER_N_RB, rng, session="data")),
-        ("VoLTE call, same carrier", -78.0,
-         lte.voice_call_bursts(0.0, duration_s, LTE_CARRIER_HZ, LTE_CARRIER_N_RB, rng, session="voice")),
-    ]
+# The phones of each scene (keys of ``phones``): the load curve runs the pipeline over a
+# range of detection rates, from the idle band to the busy one the headline figures use.
+SCENES: dict[str, tuple[str, ...]] = {
+    "idle": (),
+    "volte": ("voice",),
+    "gsm_dtx": ("gsm_dtx",),
+    "lte_data": ("data",),
+    "gsm_call": ("gsm",),
+    "busy": ("gsm", "data", "voice"),
+}
 
 
-def make_recording(duration_s: float, seed: int, with_phones: bool = True,
+def phones(duration_s: float, rng: np.random.Generator, scene: str = "busy",
+           ) -> list[tuple[str, float, list[TxBurst]]]:
+    """(description, received power in dBm before the burst's own offset, bursts) of each phone of ``scene``."""
+    makers = {
+        "gsm": lambda: ("GSM call, ARFCN 48 TS 2 (899.6 MHz)", -65.0,
+                        gsm.call_bursts(0.0, duration_s, 48, 2, rng, session="gsm")),
+        "gsm_dtx": lambda: ("GSM call with DTX, ARFCN 48 TS 2 (899.6 MHz)", -65.0,
+                            gsm.call_bursts(0.0, duration_s, 48, 2, rng, dtx=True, session="gsm")),
+        "data": lambda: ("LTE data session, 5 MHz carrier at 899.3 MHz", -70.0,
+                         lte.data_session_bursts(0.0, duration_s, LTE_CARRIER_HZ, LTE_CARRIER_N_RB, rng,
+                                                 session="data")),
+        "voice": lambda: ("VoLTE call, same carrier", -78.0,
+                          lte.voice_call_bursts(0.0, duration_s, LTE_CARRIER_HZ, LTE_CARRIER_N_RB, rng,
+                                                session="voice")),
+    }
+    return [makers[key]() for key in SCENES[scene]]
+
+
+def make_recording(duration_s: float, seed: int, scene: str = "busy",
                    ) -> tuple[npt.NDArray[np.uint8], dict[str, Any]]:
-    """cu8 bytes ``(2·n,)`` of the corridor scene (or of the idle band), block by block, and what is in it."""
+    """cu8 bytes ``(2·n,)`` of a corridor scene (:data:`SCENES`), block by block, and what is in it."""
     fs = SAMPLE_RATE_HZ
     fc = CENTER_FREQ_HZ
     rng = np.random.default_rng(seed)
     n_total = int(duration_s * fs)
-    scene = phones(duration_s, rng) if with_phones else []
+    present = phones(duration_s, rng, scene)
     events: list[tuple[int, float, TxBurst]] = []  # (start sample, amplitude sqrt(mW), burst)
     kinds: Counter[str] = Counter()
-    for _, power_dbm, bursts in scene:
+    for _, power_dbm, bursts in present:
         for b in bursts:
             start = round(b.t_start_s * fs)
             if start >= n_total:
@@ -125,7 +144,8 @@ def make_recording(duration_s: float, seed: int, with_phones: bool = True,
         "gain_db": model.config.gain_db,
         "n_truth_bursts": len(events),
         "truth_bursts_by_kind": dict(kinds),
-        "phones": [{"description": d, "rx_power_dbm": p} for d, p, _ in scene],
+        "scene": scene,
+        "phones": [{"description": d, "rx_power_dbm": p} for d, p, _ in present],
     }
     return raw, info
 
@@ -195,6 +215,42 @@ def bare_fft_power_msps(samples: npt.NDArray[np.complex64], fft_size: int, backe
     return frames.size / best / 1e6
 
 
+def load_curve(duration_s: float, seed: int, n_repeats: int) -> dict[str, Any]:
+    """Real-time factor of every scene of :data:`SCENES` (idle to busy), and the detection
+    rate the goal holds up to: a straight-line fit of the processing seconds per second of
+    signal against the detection rate (a fixed cost for the band plus a cost per detection)."""
+    points = []
+    for i, scene in enumerate(SCENES):  # a loop over scenes
+        raw, recording = make_recording(duration_s, seed + 10 + i, scene)
+        best_s = math.inf
+        techs: Counter[str] = Counter()
+        for _ in range(n_repeats):
+            elapsed, techs = run_pipeline(raw, recording["gain_db"])
+            best_s = min(best_s, elapsed)
+        n_detections = sum(techs.values())
+        points.append({
+            "scene": scene,
+            "phones": [p["description"] for p in recording["phones"]],
+            "duration_s": recording["duration_s"],
+            "best_s": best_s,
+            "real_time_factor": recording["duration_s"] / best_s,
+            "n_detections": n_detections,
+            "detections_per_s": n_detections / recording["duration_s"],
+        })
+    rate = np.array([p["detections_per_s"] for p in points])
+    load = np.array([p["best_s"] / p["duration_s"] for p in points])
+    per_detection_s, fixed = np.polyfit(rate, load, 1)
+    at_goal = (1.0 / GOAL_REAL_TIME - fixed) / per_detection_s if per_detection_s > 0 else math.inf
+    return {
+        "duration_s": duration_s,
+        "n_repeats": n_repeats,
+        "points": points,
+        "fit_idle_load": float(fixed),
+        "fit_cost_per_detection_us": float(1e6 * per_detection_s),
+        "detections_per_s_at_goal": float(max(at_goal, 0.0)),
+    }
+
+
 def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duration_s: float | None = None,
         n_repeats: int | None = None) -> dict[str, Any]:
     """Time the pipeline and the bare FFT bound, write ``detect_throughput.json`` and ``.png``."""
@@ -205,7 +261,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
     raw, recording = make_recording(duration_s, seed)
     log.info("throughput recording_s=%.1f generated_in_s=%.1f bursts=%d", recording["duration_s"],
              time.perf_counter() - started, recording["n_truth_bursts"])
-    idle, _ = make_recording(duration_s, seed + 1, with_phones=False)
+    idle, _ = make_recording(duration_s, seed + 1, scene="idle")
     rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with one_core() as cpu:
         runs = []
@@ -218,6 +274,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
         for _ in range(n_repeats):
             elapsed, idle_techs = run_pipeline(idle, recording["gain_db"])
             idle_runs.append(elapsed)
+        curve = load_curve(1.0 if quick else 10.0, seed, 1 if quick else 3)
         samples = cu8_to_complex64(raw[: 2 * min(raw.shape[0] // 2, int(5.0 * SAMPLE_RATE_HZ))])
         bare = {backend: bare_fft_power_msps(samples, fft_size, backend, n_repeats)
                 for backend in ("numpy", "scipy", "pyfftw")}
@@ -272,6 +329,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
             "maxrss_mb": rss_after_kb / 1e3,
             "maxrss_delta_mb": (rss_after_kb - rss_before_kb) / 1e3,
         },
+        "load_curve": curve,
         "goal_real_time_factor": GOAL_REAL_TIME,
         "aim_real_time_factor": AIM_REAL_TIME,
         "goal_met": bool(recording["duration_s"] / best_s >= GOAL_REAL_TIME),
@@ -284,7 +342,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
 
 def plot(result: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.4))
+    fig, (ax, ax_load) = plt.subplots(2, 1, figsize=(8, 7.2), gridspec_kw={"height_ratios": [1, 1.1]})
     labels, values = [], []
     for backend, v in result["bare_fft_power"]["msps"].items():
         if v is not None:
@@ -307,4 +365,25 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"Detector throughput, fft_size {result['fft_size']}: pipeline reaches "
                  f"{100 * result['fraction_of_bare_fft_power']:.0f} % of the bare FFT+power bound", fontsize=9, pad=16)
     ax.set_xlim(0, max(values) * 1.3)
+    curve = result.get("load_curve")
+    if curve:
+        x = [p["detections_per_s"] for p in curve["points"]]
+        y = [p["real_time_factor"] for p in curve["points"]]
+        ax_load.plot(x, y, "o", color="#c53")
+        for p in curve["points"]:
+            ax_load.annotate(p["scene"], (p["detections_per_s"], p["real_time_factor"]), fontsize=7,
+                             xytext=(4, 4), textcoords="offset points")
+        grid = np.linspace(0.0, max(x) * 1.05, 100)
+        fit = 1.0 / (curve["fit_idle_load"] + 1e-6 * curve["fit_cost_per_detection_us"] * grid)
+        ax_load.plot(grid, fit, "-", color="#e96", lw=1,
+                     label=f"fit: {curve['fit_cost_per_detection_us']:.0f} µs a detection")
+        ax_load.axhline(result["goal_real_time_factor"], color="k", ls="--", lw=1, label="goal")
+        ax_load.axvline(curve["detections_per_s_at_goal"], color="#777", ls=":", lw=1,
+                        label=f"goal held up to {curve['detections_per_s_at_goal']:.0f} detections/s")
+        ax_load.set_xlabel("detections per second in the band")
+        ax_load.set_ylabel("× real time, one core")
+        ax_load.set_ylim(0, max(max(y), result["goal_real_time_factor"]) * 1.15)
+        ax_load.legend(fontsize=7)
+        ax_load.set_title("Load curve: scenes from the idle band to the busy one", fontsize=9)
+    fig.tight_layout()
     return save_figure(fig, path)

@@ -101,6 +101,11 @@ def test_throughput_reports_both_rates_and_memory(quick_run: tuple[Path, str]) -
     assert 0 < result["fraction_of_bare_fft_power"] < 2
     assert result["memory"]["peak_traced_mb"] > 0
     assert result["recording"]["n_truth_bursts"] > 100
+    curve = result["load_curve"]
+    rates = {p["scene"]: p["detections_per_s"] for p in curve["points"]}
+    assert list(rates) == ["idle", "volte", "gsm_dtx", "lte_data", "gsm_call", "busy"]
+    assert rates["idle"] == 0 and rates["busy"] > max(rates["gsm_dtx"], rates["gsm_call"], rates["lte_data"])
+    assert curve["fit_cost_per_detection_us"] > 0  # every detection costs time
 
 
 # ---------------------------------------------------------------------------------------

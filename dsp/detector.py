@@ -75,6 +75,7 @@ import numpy.typing as npt
 import scipy.fft
 from scipy import ndimage, signal, stats
 
+from dsp import fastgrid, measure_kernels, split_kernels
 from dsp.errors import InputError
 from dsp.iq import ComplexArray
 from dsp.noise import NoiseFloorTracker
@@ -114,6 +115,7 @@ _GSM_CHANNEL_SPACING_HZ = 200e3  # TS 45.005 §2: ARFCNs are 200 kHz apart
 _GSM_NORMAL_BURST_S = 148 / GMSK_BIT_RATE_HZ  # TS 45.002 §5.2.3: 148 bits, 546.5 µs between the -3 dB points
 GMSK_LINE_RATIO = 15.0  # weaker line of the pair over the mean: SC-FDMA/PUCCH stay below ~12, GMSK at 15 dB above 15
 _TIME_TOLERANCE_S = 10e-6  # block timestamps further than this from the stream clock re-anchor it
+_NO_BINS = np.zeros(0, dtype=np.int64)  # no DC guard to bridge (measure_kernels.spectrum_stats)
 
 
 def _check(condition: bool, name: str, problem: str) -> None:
@@ -299,6 +301,7 @@ class _Epoch:
     sample_start: int  # stream sample index of the first sample
     samples: ComplexArray  # (n_frames * fft_size,)
     power: FloatArray  # (n_frames, fft_size) |X_k|² per bin, natural FFT order, DC guard zeroed
+    peak: FloatArray  # (n_frames,) largest |I| or |Q| of each frame's samples (clipping flag)
     cells: FloatArray | None  # normalized (n_frames, n_columns), None during warm-up
     mask: BoolArray  # (n_frames, n_columns) painted by exceeding boxes
     floor: npt.NDArray[np.float64] | None  # mean noise power of one cell per column
@@ -471,18 +474,18 @@ def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses
     below 12.5 for LTE PUSCH/PUCCH at any SNR, median 20 / 27 for GMSK at 10 / 15 dB.
     """
     guesses = np.asarray(guesses_hz, dtype=np.float64)
-    score, line_centres_hz, step_hz = _gmsk_line_scores(filtered, sample_rate_hz)
-    centres = line_centres_hz
-    window = np.abs(centres[None, :] - 2.0 * guesses[:, None]) <= 2.0 * search_hz
-    masked = np.where(window, score, -np.inf)
-    k = np.argmax(masked, axis=1)
-    rows = np.arange(score.shape[0])
-    counts = np.maximum(window.sum(axis=1), 1)
-    means = np.where(window, score, 0.0).sum(axis=1) / counts
-    peak = score[rows, k]
+    n_fft = 2 * filtered.shape[1]
+    square = np.zeros((filtered.shape[0], n_fft), dtype=np.result_type(filtered.dtype, np.complex64))
+    np.square(filtered, out=square[:, : filtered.shape[1]])  # zero padded in place, as fft(x, n_fft) pads
+    magnitude = np.abs(scipy.fft.fft(square, axis=1, overwrite_x=True))
+    step_hz = sample_rate_hz / n_fft
+    half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
+    centres = ((np.arange(n_fft) - n_fft // 2) * step_hz)[half : n_fft - half]
+    # the line-pair scores of _gmsk_line_scores, searched around each guess in one compiled pass
+    k, sums, counts, peak, left, right = measure_kernels.gmsk_line_peaks(magnitude, half, centres, 2.0 * guesses,
+                                                                         2.0 * search_hz)
+    means = sums / np.maximum(counts, 1)
     ratios = np.where(means > 0, peak / np.where(means > 0, means, 1.0), 0.0)
-    left = score[rows, np.maximum(k - 1, 0)]
-    right = score[rows, np.minimum(k + 1, score.shape[1] - 1)]
     denom = left - 2.0 * peak + right
     delta = np.where(denom < 0, 0.5 * (left - right) / np.where(denom < 0, denom, -1.0), 0.0)
     offsets = 0.5 * (centres[k] + np.clip(delta, -0.5, 0.5) * step_hz)
@@ -508,19 +511,21 @@ def gmsk_carrier_pair(filtered: ComplexArray, sample_rate_hz: float, lo_hz: npt.
     reach = max(1, round(2.0 * search_hz / step_hz))  # ± search_hz of carrier is ± 2·search_hz of line
     prefix = np.zeros((score.shape[0], score.shape[1] + 1))
     np.cumsum(score, axis=1, out=prefix[:, 1:])
-    idx = np.arange(score.shape[1])
-    a = np.maximum(idx - reach, 0)
-    b = np.minimum(idx + reach + 1, score.shape[1])
-    local_mean = (prefix[:, b] - prefix[:, a]) / (b - a)
-    ratio = np.where(local_mean > 0, score / np.where(local_mean > 0, local_mean, 1.0), 0.0)
-    inside = (carriers[None, :] >= lo[:, None]) & (carriers[None, :] <= hi[:, None])
     rows = np.arange(score.shape[0])
+
+    def ratio_at(k: IntArray) -> npt.NDArray[np.float64]:  # only two scores a row need their local mean
+        a = np.maximum(k - reach, 0)
+        b = np.minimum(k + reach + 1, score.shape[1])
+        local_mean = (prefix[rows, b] - prefix[rows, a]) / (b - a)
+        return np.where(local_mean > 0, score[rows, k] / np.where(local_mean > 0, local_mean, 1.0), 0.0)
+
+    inside = (carriers[None, :] >= lo[:, None]) & (carriers[None, :] <= hi[:, None])
     k1 = np.argmax(np.where(inside, score, -np.inf), axis=1)
     f1 = carriers[k1]
     apart = inside & (np.abs(np.abs(carriers[None, :] - f1[:, None]) - spacing_hz) <= tolerance_hz)
     k2 = np.argmax(np.where(apart, score, -np.inf), axis=1)
-    r2 = np.where(apart.any(axis=1), ratio[rows, k2], 0.0)
-    return f1, ratio[rows, k1], carriers[k2], r2
+    r2 = np.where(apart.any(axis=1), ratio_at(k2), 0.0)
+    return f1, ratio_at(k1), carriers[k2], r2
 
 
 @dataclass(slots=True)
@@ -636,17 +641,6 @@ class _Measured:
 
     def take(self, idx: IntArray) -> _Measured:
         return _Measured(*(getattr(self, f.name)[idx] for f in fields(self)))
-
-
-def _ragged_best_segments(values: npt.NDArray[Any], lengths: IntArray) -> tuple[IntArray, IntArray]:
-    """:func:`_best_segments` of consecutive rows of ``lengths[i]`` values each, stored flat."""
-    m = lengths.shape[0]
-    width = int(lengths.max()) if m else 0
-    padded = np.full((m, width), -1e30)
-    starts = np.cumsum(lengths) - lengths
-    owner = np.repeat(np.arange(m), lengths)
-    padded[owner, np.arange(values.shape[0]) - starts[owner]] = values
-    return _best_segments(padded)
 
 
 class BurstDetector:
@@ -934,45 +928,29 @@ class BurstDetector:
 
     # -- one epoch ------------------------------------------------------------------
 
-    def _power_cells(self, samples: ComplexArray) -> tuple[FloatArray, FloatArray]:
-        """Windowed FFT power per bin (natural order) and summed over ``bins_per_cell`` bins
-        into (n_frames, n_columns) cells in shifted (increasing frequency) order."""
+    def _power_cells(self, samples: ComplexArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Windowed FFT power per bin (natural order), summed over ``bins_per_cell`` bins into
+        (n_frames, n_columns) cells in shifted (increasing frequency) order, and each frame's
+        largest |I| or |Q| (read here, where the samples pass anyway, for the clipping flag).
+
+        Two fused passes around an in-place FFT (:mod:`dsp.fastgrid`): window and peak before,
+        power, guard, cell sums and shift after; a rectangular window is a window of ones.
+        """
         n = self.config.fft_size
-        g = self.config.bins_per_cell
-        frames = samples.reshape(-1, n)
-        n_frames = frames.shape[0]
+        n_frames = samples.shape[0] // n
         ws = self._ws
-        if self.config.tukey_alpha > 0:
-            windowed = ws.get("windowed", frames.size, np.complex64).reshape(frames.shape)
-            # I and Q times the window as float32 pairs: a real multiply, no complex promotion
-            np.multiply(frames.view(np.float32), self._window_iq, out=windowed.view(np.float32))
-            spectra = scipy.fft.fft(windowed, axis=1, overwrite_x=True)  # in place: no fresh 1 MB array
-        else:
-            spectra = scipy.fft.fft(frames, axis=1)
-        if self._guard_bins.size:
-            spectra[:, self._guard_bins] = 0.0
-        squares = ws.get("squares", n_frames * 2 * n).reshape(n_frames, 2 * n)
-        np.square(spectra.view(np.float32), out=squares)
+        windowed = ws.get("windowed", n_frames * n, np.complex64).reshape(n_frames, n)
+        peak = np.empty(n_frames, dtype=np.float32)
+        fastgrid.window_frames(samples.view(np.float32), self._window_iq, windowed.view(np.float32).ravel(), peak)
+        spectra = scipy.fft.fft(windowed, axis=1, overwrite_x=True)  # in place: no fresh 1 MB array
         power = self._take("power", (n_frames, n), np.float32)
-        np.add(squares[:, 0::2], squares[:, 1::2], out=power)
-        # strided adds, not a BLAS product: OpenBLAS worker threads spinning after each
-        # call steal the core the pipeline runs on (2-vCPU nodes)
-        natural_2d = ws.get("natural", n_frames * self.n_columns).reshape(n_frames, self.n_columns)
-        if g == 1:
-            natural_2d[:] = power
-        else:
-            np.add(power[:, 0::g], power[:, 1::g], out=natural_2d)
-            for j in range(2, g):
-                natural_2d += power[:, j::g]
-        half = self.n_columns // 2
         cells = ws.get("raw_cells", n_frames * self.n_columns).reshape(n_frames, self.n_columns)
-        cells[:, :half] = natural_2d[:, half:]
-        cells[:, half:] = natural_2d[:, :half]
-        return power, cells
+        fastgrid.power_cells(spectra.view(np.float32), self._guard_bins, self.config.bins_per_cell, power, cells)
+        return power, cells, peak
 
     def _run_epoch(self, samples: ComplexArray, final: bool) -> list[Burst]:
         assert self._buffer_sample_start is not None
-        power, raw = self._power_cells(samples)
+        power, raw, peak = self._power_cells(samples)
         n_frames = raw.shape[0]
         floor = self._tracker.floor
         self.stats.n_frames += n_frames
@@ -983,6 +961,7 @@ class BurstDetector:
             cells=None,
             mask=self._take("mask", (n_frames, self.n_columns), np.bool_),
             power=power,
+            peak=peak,
             floor=None,
         )
         epoch.mask[:] = False
@@ -1013,8 +992,7 @@ class BurstDetector:
         scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
         offset = (g - dofs).astype(np.float32)
         cells = self._take("cells", (epoch.n_frames, self.n_columns), np.float32)
-        np.multiply(raw, scale, out=cells)
-        cells += offset
+        fastgrid.scale_cells(raw, scale, offset, cells)  # one pass for numpy's multiply and add
         epoch.cells = cells
         epoch.floor = floor.copy()
 
@@ -1325,34 +1303,32 @@ class BurstDetector:
 
     # -- measurement ----------------------------------------------------------------
 
-    def _fetch(self, eps: list[_Epoch], first_sample: int, length: int) -> ComplexArray:
-        """Samples [first_sample, first_sample + length) of the history, zeros where it has none."""
-        out = np.zeros(length, dtype=np.complex64)
-        for ep in eps:
-            a = max(first_sample, ep.sample_start)
-            b = min(first_sample + length, ep.sample_start + ep.samples.shape[0])
-            if b > a:
-                out[a - first_sample : b - first_sample] = ep.samples[a - ep.sample_start : b - ep.sample_start]
-        return out
-
     def _gather(self, eps: list[_Epoch], starts: npt.NDArray[np.int64], width: int,
                 out: ComplexArray | None = None) -> ComplexArray:
         """Samples [start, start + width) for every start, (k, width), zeros outside the history
         (written into ``out``, whose first ``width`` columns it fills, when given)."""
         if out is None:
-            out = np.zeros((starts.shape[0], width), dtype=np.complex64)
-        firsts = np.array([ep.sample_start for ep in eps])
-        lengths = np.array([ep.samples.shape[0] for ep in eps])
-        where = np.searchsorted(firsts, starts, side="right") - 1  # the epoch holding each start
-        inside = (where >= 0) & (starts + width <= firsts[np.maximum(where, 0)] + lengths[np.maximum(where, 0)])
-        for e in np.unique(where[inside]):  # windows inside one epoch: one copy of rows of a strided view
-            sel = np.flatnonzero(inside & (where == e))
-            out[sel, :width] = eps[e].windows(width)[starts[sel] - firsts[e]]
-        for i in np.flatnonzero(~inside):  # windows straddling epochs or the history's ends
-            out[i, :width] = self._fetch(eps, int(starts[i]), width)
+            out = np.empty((starts.shape[0], width), dtype=np.complex64)
+        self._gather_into(eps, starts, np.full(starts.shape[0], width, dtype=np.int64), out[:, :width])
         return out
 
-    def _separate_bands(self, comps: _Components) -> _Components:
+    def _gather_into(self, eps: list[_Epoch], starts: IntArray, lengths: IntArray, out: ComplexArray) -> None:
+        """Samples [starts[r], starts[r] + lengths[r]) of the history into ``out[r]``, zeros elsewhere in
+        the row (past ``lengths[r]``, or where the history has none): one compiled pass over the
+        epochs that hold any, instead of a fancy-indexed copy per epoch and a zero-filled array."""
+        starts = np.ascontiguousarray(starts, dtype=np.int64)
+        lengths = np.ascontiguousarray(lengths, dtype=np.int64)
+        if not starts.shape[0]:
+            return
+        a = int(starts.min())
+        b = int((starts + lengths).max())
+        held = [ep for ep in eps if ep.sample_start < b and ep.sample_start + ep.samples.shape[0] > a]
+        if not held:
+            out[...] = 0.0
+        for i, ep in enumerate(held):
+            measure_kernels.gather_windows(ep.samples, ep.sample_start, starts, lengths, out, i == 0)
+
+    def _separate_bands(self, comps: _Components) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Cut components in frequency where whole columns of them are noise.
 
         Box painting joins two signals whose boxes touch: a strong GSM burst lights 720 kHz
@@ -1362,130 +1338,74 @@ class BurstDetector:
         ~8) between two signals each with a column averaging ``_STRONG_EXCESS`` or more,
         the signals on either side become components of their own (a weak wide burst, whose
         columns dip at random, is never cut; weak segments beside them, painted spill-over,
-        are dropped). A component without such a gap is returned unchanged.
+        are dropped). A deep valley between two strong signals separates them too: a 40 dB
+        GSM burst's skirts stay above the noise 300 kHz out, over the gap to a phone 600 kHz
+        away. A segment the image rejection below the component's strongest is that
+        signal's IQ image or spill-over, not a signal of its own: it is not cut off (the
+        rectangle trims it away).
+
+        Returns the boxes to trim as ``(component, col_lo, col_hi, n_cells)``: the components
+        without such a gap whole (in their order, ``n_cells`` theirs), then the signals cut
+        out of the others, each over every row of its component and its active columns
+        ``[col_lo, col_hi)`` (relative to the component's box; narrow quiet runs at its ends
+        go), ``n_cells`` the painted cells there. The cut boxes stay views of the component's
+        cells (:mod:`dsp.split_kernels`): nothing is copied.
         """
-        m = comps.m
-        g = float(self.config.bins_per_cell)
         h = comps.r1 - comps.r0
         w = comps.c1 - comps.c0
-        sizes = h * w
-        owner = np.repeat(np.arange(m), sizes)
-        k = np.arange(comps.z.shape[0]) - comps.offsets[owner]
-        cc = k % w[owner]
-        col_base = np.cumsum(w) - w
-        n_keys = int(w.sum())
-        excess = np.bincount(col_base[owner] + cc, weights=comps.z - g, minlength=n_keys)
-        col_owner = np.repeat(np.arange(m), w)
-        level = excess / h[col_owner]
-        quiet = level < self._QUIET_EXCESS
-        # a deep valley between two strong signals separates them too: a 40 dB GSM burst's
-        # skirts stay above the noise 300 kHz out, over the gap to a phone 600 kHz away
-        for i in np.flatnonzero(w >= 2 * self._QUIET_COLUMNS + 3).tolist():  # room for two signals and a gap
-            a, b = int(col_base[i]), int(col_base[i] + w[i])
-            lv = level[a:b]
-            side = np.minimum(np.maximum.accumulate(lv), np.maximum.accumulate(lv[::-1])[::-1])
-            quiet[a:b] |= (side >= self._VALLEY_MIN_PEAK) & (lv * self._VALLEY_RATIO < side)
-        # runs of quiet columns within each component, and their lengths
-        first_col = np.zeros(n_keys, dtype=bool)
-        first_col[col_base] = True
-        starts = quiet & (first_col | ~np.r_[False, quiet[:-1]])
-        run_id = np.cumsum(starts) - 1
-        run_len = np.bincount(run_id[quiet], minlength=int(starts.sum()))
-        wide_gap = np.zeros(n_keys, dtype=bool)
-        wide_gap[quiet] = run_len[run_id[quiet]] >= self._QUIET_COLUMNS
-        # segments: active columns between wide gaps (narrow gaps are bridged)
-        seg_start = ~wide_gap & (first_col | np.r_[True, wide_gap[:-1]])
-        seg_id = np.cumsum(seg_start) - 1
-        keep_col = ~wide_gap
-        n_seg = np.bincount(col_owner[seg_start], minlength=m)
-        strong = np.bincount(seg_id[keep_col & (level >= self._STRONG_EXCESS)],
-                             minlength=int(seg_start.sum())) > 0
-        seg_owner = col_owner[seg_start]
-        # a segment the image rejection below the component's strongest is that signal's IQ image
-        # or spill-over, not a signal of its own: it is not cut off (the rectangle trims it away)
-        seg_peak = np.full(int(seg_start.sum()), -np.inf)
-        np.maximum.at(seg_peak, seg_id[keep_col], level[keep_col])
-        comp_peak = np.full(m, -np.inf)
-        np.maximum.at(comp_peak, seg_owner, seg_peak)
-        strong &= seg_peak * self._image_ratio >= comp_peak[seg_owner]
-        n_strong = np.bincount(seg_owner[strong], minlength=m)
-        split = np.flatnonzero((n_seg > 1) & (n_strong > 1))
-        if not split.size:
-            return comps
-        # new components: the active segments of the split ones, every row of the box
-        # each segment trimmed to its active columns (narrow quiet runs at its ends go)
-        n_segs = int(seg_start.sum())
-        cols = np.flatnonzero(keep_col & ~quiet)
-        seg_lo = np.full(n_segs, n_keys)
-        seg_hi = np.full(n_segs, -1)
-        np.minimum.at(seg_lo, seg_id[cols], cols)
-        np.maximum.at(seg_hi, seg_id[cols], cols)
-        chosen = np.flatnonzero(strong & np.isin(seg_owner, split))  # weak spill-over between them goes
-        parent = seg_owner[chosen]
-        c0 = comps.c0[parent] + (seg_lo[chosen] - col_base[parent])
-        c1 = comps.c0[parent] + (seg_hi[chosen] - col_base[parent]) + 1
-        new_w = c1 - c0
-        new_sizes = h[parent] * new_w
-        new_owner = np.repeat(np.arange(chosen.size), new_sizes)
-        new_offsets = np.zeros(chosen.size + 1, dtype=np.int64)
-        np.cumsum(new_sizes, out=new_offsets[1:])
-        kk = np.arange(new_offsets[-1]) - new_offsets[new_owner]
-        rr = kk // new_w[new_owner]
-        src_col = (c0 - comps.c0[parent])[new_owner] + kk - rr * new_w[new_owner]
-        z = comps.z[comps.offsets[parent][new_owner] + rr * w[parent][new_owner] + src_col]
-        n_cells = np.bincount(new_owner, weights=z != g, minlength=chosen.size).astype(np.int64)
-        sub = _Components(r0=comps.r0[parent], r1=comps.r1[parent], c0=c0, c1=c1, offsets=new_offsets, z=z,
-                          n_cells=np.maximum(n_cells, 1), floor=comps.floor[parent], truncated=comps.truncated[parent])
-        whole = np.flatnonzero(~np.isin(np.arange(m), split))
-        return _Components.concat([comps.take(whole), sub]) if whole.size else sub
+        cut, seg_parent, seg_lo, seg_hi, seg_cells = split_kernels.band_cuts(
+            self._cells_f64(comps), comps.offsets, h, w, float(self.config.bins_per_cell), self._QUIET_EXCESS,
+            self._QUIET_COLUMNS, self._STRONG_EXCESS, self._VALLEY_RATIO, self._VALLEY_MIN_PEAK, self._image_ratio)
+        if not cut.any():
+            return np.arange(comps.m), np.zeros(comps.m, dtype=np.int64), w, comps.n_cells
+        whole = np.flatnonzero(~cut)
+        return (np.concatenate((whole, seg_parent)), np.concatenate((np.zeros(whole.size, dtype=np.int64), seg_lo)),
+                np.concatenate((w[whole], seg_hi)), np.concatenate((comps.n_cells[whole], seg_cells)))
 
-    def _rectangles(self, comps: _Components) -> _Parts:
-        """Most likely signal rectangle of each component (rows, then columns, twice).
+    @staticmethod
+    def _cells_f64(comps: _Components) -> npt.NDArray[np.float64]:
+        """The components' cells in float64, the precision their sums were always taken in."""
+        return np.ascontiguousarray(comps.z, dtype=np.float64)
+
+    def _rectangles(self, comps: _Components, boxes: tuple[IntArray, IntArray, IntArray, IntArray]) -> _Parts:
+        """Most likely signal rectangle of each box of :meth:`_separate_bands` (rows, then columns, twice).
 
         The painted union of boxes overhangs a strong burst by up to a box on every side;
         the maximum-sum segment of the per-row (then per-column) log-likelihood ratio of
-        the cells keeps the rows and columns that carry the burst. Computed on the flat
-        boxes of all components at once (sums per row and column by ``bincount``).
+        the cells keeps the rows and columns that carry the burst (the sums in
+        :func:`dsp.split_kernels.refine_rectangles`, a pass over each box's cells).
         """
-        m = comps.m
-        g = float(self.config.bins_per_cell)
-        z = comps.z
+        parent, col_lo, col_hi, n_cells = boxes
+        g_int = self.config.bins_per_cell
+        g = float(g_int)
+        z = self._cells_f64(comps)
+        m = parent.shape[0]
+        whole = m == comps.m  # no band cut (a cut component leaves two boxes or more): the boxes are the components
         h = comps.r1 - comps.r0
-        w = comps.c1 - comps.c0
-        sizes = h * w
-        owner = np.repeat(np.arange(m), sizes)
-        k = np.arange(z.shape[0]) - comps.offsets[owner]
-        width = w[owner]
-        rr = k // width
-        cc = k - rr * width
-        row_key = (np.cumsum(h) - h)[owner] + rr
-        col_key = (np.cumsum(w) - w)[owner] + cc
-        n_row_keys = int(h.sum())
-        n_col_keys = int(w.sum())
+        stride = comps.c1 - comps.c0
+        if not whole:
+            h = h[parent]
+            stride = stride[parent]
+        bases = comps.offsets[:-1] + col_lo if whole else comps.offsets[parent] + col_lo
+        w = col_hi - col_lo
         a, b = np.zeros(m, dtype=np.int64), h.copy()
         a2, b2 = np.zeros(m, dtype=np.int64), w.copy()
         snr = np.ones(m)
         for _ in range(2):
-            row_in = (rr >= a[owner]) & (rr < b[owner])
-            col_in = (cc >= a2[owner]) & (cc < b2[owner])
-            core = row_in & col_in
-            n_core = np.bincount(owner, weights=core, minlength=m)
-            snr = np.maximum(np.bincount(owner, weights=np.where(core, z, 0.0), minlength=m)
-                             / np.maximum(n_core, 1) / g - 1.0, 1e-3)
+            snr = split_kernels.core_snr(z, bases, stride, a, b, a2, b2, g)
             weight, off = _llr_weights(snr)
-            llr = weight[owner] * z - (g * off)[owner]
-            row_llr = np.bincount(row_key, weights=np.where(col_in, llr, 0.0), minlength=n_row_keys)
-            a, b = _ragged_best_segments(row_llr, h)
-            row_in = (rr >= a[owner]) & (rr < b[owner])
-            col_llr = np.bincount(col_key, weights=np.where(row_in, llr, 0.0), minlength=n_col_keys)
-            a2, b2 = _ragged_best_segments(col_llr, w)
-        g_int = self.config.bins_per_cell
+            split_kernels.refine_rectangles(z, bases, stride, h, w, weight, g * off, a, b, a2, b2)
+        r0, r1, c0 = comps.r0, comps.r1, comps.c0
+        floor, truncated = comps.floor, comps.truncated
+        if not whole:
+            r0, r1, c0 = r0[parent], r1[parent], c0[parent]
+            floor, truncated = floor[parent], truncated[parent]
         minus = np.full(m, -1, dtype=np.int64)
         margin = np.full(m, 2 * g_int, dtype=np.int64)
-        return _Parts(ra=comps.r0 + a, rb=comps.r0 + b, lo=(comps.c0 + a2) * g_int, hi=(comps.c0 + b2) * g_int,
-                      snr=snr, floor=comps.floor, truncated=comps.truncated, n_cells=comps.n_cells,
+        return _Parts(ra=r0 + a, rb=r0 + b, lo=(c0 + col_lo + a2) * g_int, hi=(c0 + col_lo + b2) * g_int,
+                      snr=snr, floor=floor, truncated=truncated, n_cells=n_cells,
                       t0_fixed=minus, t1_fixed=minus.copy(), margin_lo=margin, margin_hi=margin.copy(),
-                      box_r0=comps.r0, box_r1=comps.r1, split=np.zeros(m, dtype=np.int64),
+                      box_r0=r0, box_r1=r1, split=np.zeros(m, dtype=np.int64),
                       carrier_hz=np.full(m, np.nan))
 
     def _measure(self, comps: _Components, eps: list[_Epoch]) -> list[Burst]:
@@ -1493,7 +1413,7 @@ class BurstDetector:
         cuts of joined GSM bursts (in time, then in frequency) and their pieces measured."""
         if not comps.m:
             return []
-        parts = self._rectangles(self._separate_bands(comps))
+        parts = self._rectangles(comps, self._separate_bands(comps))
         meas = self._measure_parts(parts, eps)
         split = self._split_in_time(parts, meas, eps)
         if split is not None:
@@ -1504,12 +1424,13 @@ class BurstDetector:
             excess_s = new_meas.length / self.sample_rate_hz - _GSM_NORMAL_BURST_S
             proof = ((new_meas.line_ratio >= GMSK_LINE_RATIO) & (new_meas.bandwidth >= self._SPLIT_PROOF_BANDWIDTH_HZ)
                      & (excess_s >= -self._SPLIT_PROOF_SHORTER_S) & (excess_s <= self._SPLIT_PROOF_LONGER_S))
-            cut = np.zeros(parts.m, dtype=bool)
-            cut[parent[proof]] = True
-            pieces = np.flatnonzero(cut[parent])
-            keep = np.flatnonzero(~cut)
-            parts = _Parts.concat([parts.take(keep), new.take(pieces)])
-            meas = _Measured.concat([meas.take(keep), new_meas.take(pieces)])
+            if proof.any():
+                cut = np.zeros(parts.m, dtype=bool)
+                cut[parent[proof]] = True
+                pieces = np.flatnonzero(cut[parent])
+                keep = np.flatnonzero(~cut)
+                parts = _Parts.concat([parts.take(keep), new.take(pieces)])
+                meas = _Measured.concat([meas.take(keep), new_meas.take(pieces)])
         for _ in range(2):  # three neighbouring ARFCNs take two cuts
             split = self._split_in_frequency(parts, meas, eps)
             if split is None:
@@ -1569,13 +1490,17 @@ class BurstDetector:
         # (and, for a single measured slot, only beside a burst that shows GMSK lines: a cut
         # stands only if a piece proves GSM, and a weak neighbour piece seldom can)
         gsm_like = (k >= 2) | (meas.line_ratio >= GMSK_LINE_RATIO)
-        for extra, offset in ((before, -1), (after, None)):
-            probe = np.flatnonzero(eligible & gsm_like & (extra > 0) & (k + before + after >= 2))
-            if probe.size:
-                first = meas.t0[probe] + (-slot if offset == -1 else k[probe] * slot)
-                busy_extra = self._slot_snr(eps, first, slot, parts.lo[probe] // g, parts.hi[probe] // g, hist_first,
-                                            origin) > self._SPLIT_ON_SNR
-                extra[probe[~busy_extra]] = 0
+        # (k ≥ 1: a region with an extra slot always spans two; the slots before and after are
+        # probed in one pass)
+        probe_before = np.flatnonzero(eligible & gsm_like & (before > 0))
+        probe_after = np.flatnonzero(eligible & gsm_like & (after > 0))
+        if probe_before.size or probe_after.size:
+            probe = np.concatenate((probe_before, probe_after))
+            first = np.concatenate((meas.t0[probe_before] + -slot, meas.t0[probe_after] + k[probe_after] * slot))
+            idle = ~(self._slot_snr(eps, first, slot, parts.lo[probe] // g, parts.hi[probe] // g, hist_first,
+                                    origin) > self._SPLIT_ON_SNR)
+            before[probe_before[idle[: probe_before.size]]] = 0
+            after[probe_after[idle[probe_before.size :]]] = 0
         before[~gsm_like] = 0
         after[~gsm_like] = 0
         total = k + before + after
@@ -1590,62 +1515,59 @@ class BurstDetector:
         j = np.arange(owner.size) - first_bound[owner] + 1 - before[candidates][owner]  # slot j starts at t0 + j·slot
         parent = candidates[owner]
         centre = meas.t0[parent] + np.rint(j * slot - guard / 2).astype(np.int64)
-        noise_bin = np.repeat(parts.floor[parent] / np.maximum(self.column_dofs, 1), g, axis=1) / self._window_power
-        usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
-        energy, sigma2 = self._band_energy(eps, centre - half, width, parts.lo[parent], parts.hi[parent],
-                                           noise_bin, usable)
-        prefix = np.zeros((owner.size, width + 1))
-        np.cumsum(energy, axis=1, out=prefix[:, 1:])
-        search = round(self._SPLIT_SEARCH_S * rate)
-        span = self._SPLIT_GAP
-        lows = np.arange(half - search, half + search - span + 1)
-        means = (prefix[:, lows + span] - prefix[:, lows]) / span
-        lowest = np.argmin(means, axis=1)
-        rows_b = np.arange(owner.size)
-        gap = means[rows_b, lowest] - sigma2
-        gap_centre = lows[lowest] + span // 2  # where the gap is, within the window
-        # the flanks, 20 µs each starting 30 µs either side of the gap found (a strong burst's
-        # start, and so the slot grid, can be off by tens of µs)
-        flank = self._SPLIT_FLANK
-        offset = round(self._SPLIT_FLANK_OFFSET_S * rate)
-        left = (prefix[rows_b, gap_centre - offset] - prefix[rows_b, gap_centre - offset - flank]) / flank - sigma2
-        right = (prefix[rows_b, gap_centre + offset + flank] - prefix[rows_b, gap_centre + offset]) / flank - sigma2
         # a slot is busy when the normalized cells of its inner frames, over the region's band,
         # are 3 dB over the noise and within 20 dB of the strongest slot (a 20 µs flank is too
         # noisy to say, and rings after a strong burst)
         n_slots = total[candidates]
+        slot_first = np.cumsum(n_slots) - n_slots
         slot_owner = np.repeat(np.arange(candidates.size), n_slots)
-        s_idx = np.arange(slot_owner.size) - (np.cumsum(n_slots) - n_slots)[slot_owner]
+        s_idx = np.arange(slot_owner.size) - slot_first[slot_owner]
         grid_t0 = meas.t0[candidates] - before[candidates] * slot
         slot_snr = self._slot_snr(eps, grid_t0[slot_owner] + s_idx * slot, slot, parts.lo[candidates][slot_owner] // g,
                                   parts.hi[candidates][slot_owner] // g, hist_first, origin)
-        strongest = np.maximum.reduceat(slot_snr, np.cumsum(n_slots) - n_slots)
+        strongest = np.maximum.reduceat(slot_snr, slot_first)
         slot_on = (slot_snr > self._SPLIT_ON_SNR) & (slot_snr > self._SPLIT_ON_RELATIVE * strongest[slot_owner])
-        slot_first = np.cumsum(n_slots) - n_slots
         on_left = slot_on[slot_first[owner] + j - 1 + before[parent]]
         on_right = slot_on[slot_first[owner] + j + before[parent]]
         busy = on_left & on_right
-        dip = (gap < self._SPLIT_DIP * np.minimum(left, right)) | (gap < self._SPLIT_DEEP_DIP * np.maximum(left, right))
         # the slots beyond the measured part matter only when busy: an idle one there is
         # the painting's overhang, and the measured edge stands
         outer_left = j <= 0
         outer_right = j >= k[parent]
-        cut = (busy & dip) | (on_left & ~on_right & ~outer_right) | (~on_left & on_right & ~outer_left)
+        step = (on_left & ~on_right & ~outer_right) | (~on_left & on_right & ~outer_left)
+        # only a boundary between two busy slots (cut if it dips) or a step between a busy and
+        # an idle slot (cut) is band-filtered: one between two idle slots decides nothing
+        looked = np.flatnonzero(busy | step)
+        if not looked.size:
+            return None
+        lp = parent[looked]
+        noise_bin = np.repeat(parts.floor[lp] / np.maximum(self.column_dofs, 1), g, axis=1) / self._window_power
+        usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
+        l_centre = centre[looked]
+        energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_bin, usable)
+        # the gap: the lowest 10 µs mean within ±80 µs of the boundary; the flanks, 20 µs each
+        # starting 30 µs either side of the gap found (a strong burst's start, and so the slot
+        # grid, can be off by tens of µs)
+        search = round(self._SPLIT_SEARCH_S * rate)
+        gap, gap_centre, left, right = split_kernels.slot_gaps(
+            energy, sigma2, half - search, half + search - self._SPLIT_GAP, self._SPLIT_GAP, self._SPLIT_FLANK,
+            round(self._SPLIT_FLANK_OFFSET_S * rate))
+        dip = np.zeros(owner.size, dtype=bool)
+        dip[looked] = ((gap < self._SPLIT_DIP * np.minimum(left, right))
+                       | (gap < self._SPLIT_DEEP_DIP * np.maximum(left, right)))
+        cut = (busy & dip) | step
         undipped = np.bincount(owner, weights=busy & ~dip, minlength=candidates.size) > 0
         n_cuts = np.bincount(owner, weights=cut, minlength=candidates.size)
         # change points either side of the gap (the left piece's end, the right piece's start);
         # a side without a dip (a step to or from an idle slot) is searched over its half window
-        left_snr = np.maximum(left, 0.0) / sigma2
-        right_snr = np.maximum(right, 0.0) / sigma2
-        w_left, off_left = _llr_weights(left_snr)
-        w_right, off_right = _llr_weights(right_snr)
-        positions = np.arange(width + 1)[None, :]
-        split_at = np.where(busy, gap_centre, half)[:, None]
-        steps = np.zeros((owner.size, width + 1))
-        np.cumsum((w_left / sigma2)[:, None] * energy - off_left[:, None], axis=1, out=steps[:, 1:])
-        left_end = centre - half + np.argmax(np.where(positions <= split_at, steps, -np.inf), axis=1)
-        np.cumsum((w_right / sigma2)[:, None] * energy - off_right[:, None], axis=1, out=steps[:, 1:])
-        right_start = centre - half + np.argmin(np.where(positions >= split_at, steps, np.inf), axis=1)
+        w_left, off_left = _llr_weights(np.maximum(left, 0.0) / sigma2)
+        w_right, off_right = _llr_weights(np.maximum(right, 0.0) / sigma2)
+        ends, starts = split_kernels.change_points(energy, w_left / sigma2, off_left, w_right / sigma2, off_right,
+                                                   np.where(busy[looked], gap_centre, half))
+        left_end = np.zeros(owner.size, dtype=np.int64)
+        right_start = np.zeros(owner.size, dtype=np.int64)
+        left_end[looked] = l_centre - half + ends
+        right_start[looked] = l_centre - half + starts
         # assemble the runs of busy slots between cuts (a loop over split regions, not samples):
         # (parent, start, stop, snr), start/stop -1 where the end piece is measured afresh
         # (parent, start, stop, snr, bounding box at the start, at the stop)
@@ -1731,11 +1653,11 @@ class BurstDetector:
         step_hz = rate / span
         shift = np.rint(0.5 * (lo_hz + hi_hz) / step_hz).astype(np.int64)
         rel = np.fft.fftfreq(span, d=1.0 / span).astype(np.int64)
-        spectrum = spectrum[np.arange(candidates.size)[:, None], (shift[:, None] + rel[None, :]) % span]
+        spectrum = split_kernels.roll_rows(spectrum, shift)
         rel_lo = lo_hz - shift * step_hz
         rel_hi = hi_hz - shift * step_hz
         spectrum *= ((rel[None, :] * step_hz >= rel_lo[:, None]) & (rel[None, :] * step_hz <= rel_hi[:, None])).astype(np.float32)
-        filtered = scipy.fft.ifft(spectrum, axis=1).astype(np.complex64)
+        filtered = scipy.fft.ifft(spectrum, axis=1).astype(np.complex64, copy=False)
         f1, r1, f2, r2 = gmsk_carrier_pair(filtered, rate, rel_lo, rel_hi, _GSM_CHANNEL_SPACING_HZ,
                                            self._FSPLIT_SPACING_TOLERANCE_HZ)
         f1 = f1 + shift * step_hz
@@ -1781,64 +1703,63 @@ class BurstDetector:
         f_b = np.maximum(hist_first + np.floor((slot_start + 0.9 * slot - origin) / n).astype(np.int64), f_a + 1)
         return self._cell_means(eps, f_a, f_b, c_lo, c_hi) / self.config.bins_per_cell - 1.0
 
+    def _frame_sums(self, eps: list[_Epoch], f_a: IntArray, f_b: IntArray) -> npt.NDArray[np.float64]:
+        """Sum of the normalized cells of frames [f_a, f_b) of each row, (k, n_columns), frames
+        added in time order (neutral where the history has no cells): the epochs' cells are
+        read in place, one kernel call per stretch of frames (:func:`dsp.split_kernels.add_frames`)."""
+        g = float(self.config.bins_per_cell)
+        sums = np.zeros((f_a.shape[0], self.n_columns))
+        if not f_a.size:
+            return sums
+        lo = int(f_a.min())
+        hi = int(f_b.max())
+        none = np.zeros((0, self.n_columns), dtype=np.float32)
+        at = lo  # frames before ``at`` are added
+        for ep in eps:
+            if at >= hi:
+                break
+            if ep.end_frame <= at:
+                continue
+            if ep.first_frame > at:  # before the history, or between epochs: neutral
+                split_kernels.add_frames(none, at, ep.first_frame, g, f_a, f_b, sums)
+            split_kernels.add_frames(none if ep.cells is None else ep.cells, ep.first_frame, ep.end_frame, g,
+                                     f_a, f_b, sums)
+            at = ep.end_frame
+        if at < hi:
+            split_kernels.add_frames(none, at, hi, g, f_a, f_b, sums)
+        return sums
+
     def _cell_means(self, eps: list[_Epoch], f_a: IntArray, f_b: IntArray, c_lo: IntArray, c_hi: IntArray,
                     ) -> npt.NDArray[np.float64]:
         """Mean normalized cell over frames [f_a, f_b) and columns [c_lo, c_hi) of each row (neutral
         where the history has no cells)."""
-        g = float(self.config.bins_per_cell)
-        counts = f_b - f_a
-        owner = np.repeat(np.arange(f_a.shape[0]), counts)
-        frames = f_a[owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        cells = np.full((frames.shape[0], self.n_columns), g, dtype=np.float32)
-        for ep in eps:
-            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
-            if idx.size and ep.cells is not None:
-                cells[idx] = ep.cells[frames[idx] - ep.first_frame]
-        sums = np.zeros((f_a.shape[0], self.n_columns + 1))
-        np.cumsum(np.add.reduceat(cells.astype(np.float64), np.cumsum(counts) - counts, axis=0), axis=1,
-                  out=sums[:, 1:])
-        rows = np.arange(f_a.shape[0])
-        return (sums[rows, c_hi] - sums[rows, c_lo]) / np.maximum((c_hi - c_lo) * counts, 1)
+        return split_kernels.band_means(self._frame_sums(eps, f_a, f_b), c_lo, c_hi, f_b - f_a)
 
     def _piece_bands(self, parts: _Parts, eps: list[_Epoch]) -> tuple[IntArray, IntArray]:
         """The columns of each part's band that its own frames fill: the maximum-sum segment of
         the per-column log-likelihood ratio of the normalized cells over frames [ra, rb), inside
         [lo, hi). A piece of a split region keeps only its own ARFCN, not its neighbours'."""
         g = self.config.bins_per_cell
-        n_cols = self.n_columns
         counts = parts.rb - parts.ra
-        owner = np.repeat(np.arange(parts.m), counts)
-        frames = parts.ra[owner] + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        cells = np.full((frames.shape[0], n_cols), float(g), dtype=np.float32)
-        for ep in eps:
-            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
-            if idx.size and ep.cells is not None:
-                cells[idx] = ep.cells[frames[idx] - ep.first_frame]
-        sums = np.add.reduceat(cells.astype(np.float64), np.cumsum(counts) - counts, axis=0)
         c0 = parts.lo // g
-        widths = parts.hi // g - c0
-        col_owner = np.repeat(np.arange(parts.m), widths)
-        col = c0[col_owner] + np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths, widths)
         weight, off = _llr_weights(parts.snr)
-        llr = weight[col_owner] * sums[col_owner, col] - (counts * g * off)[col_owner]
-        a, b = _ragged_best_segments(llr, widths)
+        a, b = split_kernels.column_segments(self._frame_sums(eps, parts.ra, parts.rb), c0, parts.hi // g, weight,
+                                             counts * g * off)
         return (c0 + a) * g, (c0 + b) * g
 
     def _frame_power(self, eps: list[_Epoch], frames: IntArray) -> tuple[FloatArray, FloatArray]:
-        """|X_k|² (shifted order) and the largest |I| or |Q| of the given absolute frames, (k, fft_size) and (k,)."""
+        """|X_k|² (shifted order) and the largest |I| or |Q| of the given absolute frames, (k, fft_size) and (k,).
+
+        The peaks were taken once per frame by :meth:`_power_cells`, which reads every sample anyway."""
         n = self.config.fft_size
-        half = n // 2
         power = np.empty((frames.shape[0], n), dtype=np.float32)
         peaks = np.empty(frames.shape[0], dtype=np.float32)
         for ep in eps:
             idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
             if idx.size:
                 local = frames[idx] - ep.first_frame
-                rows = ep.power[local]
-                power[idx, :half] = rows[:, half:]
-                power[idx, half:] = rows[:, :half]
-                parts = ep.samples.reshape(-1, n)[local].view(np.float32)
-                peaks[idx] = np.maximum(parts.max(axis=1), -parts.min(axis=1))
+                fastgrid.shifted_rows(ep.power, local, power, idx)
+                peaks[idx] = ep.peak[local]
         return power, peaks
 
     def _measure_parts(self, parts: _Parts, eps: list[_Epoch]) -> _Measured:
@@ -1864,41 +1785,16 @@ class BurstDetector:
         hi_m = hi + parts.margin_hi  # inside it must not depend on the data a frame carries
         lo_w = np.maximum(lo_m, 0)
         hi_w = np.minimum(hi_m, n)
-        rows_m = np.arange(m)
-        # every frame from ra-1 to rb of every burst, gathered once: (n_total, fft_size)
         n_rows = rb - ra
-        counts = n_rows + 2
-        owner = np.repeat(rows_m, counts)
-        rel = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) - 1  # -1 .. n_rows
-        frames = ra[owner] + rel
-        present = (frames >= hist_first) & (frames < hist_end)
-        owner, rel, frames = owner[present], rel[present], frames[present]
-        power, peaks = self._frame_power(eps, frames)
-        # band sums of every frame: one reduceat over the flat rows ([lo_w, hi_w) of each row)
-        bounds = (np.arange(frames.shape[0]) * n)[:, None] + np.stack((lo_w[owner], hi_w[owner]), axis=1)
-        flat_power = np.concatenate((power.ravel(), np.zeros(1, np.float32)))
-        band_energy = (np.add.reduceat(flat_power, bounds.ravel(), dtype=np.float64)[0::2] if bounds.size
-                       else np.zeros(0))
-        noise_cum = np.zeros((m, n + 1))
-        np.cumsum(noise_bin, axis=1, out=noise_cum[:, 1:])
-        wide_noise = noise_cum[rows_m, hi_w] - noise_cum[rows_m, lo_w]
-        noise_band = noise_cum[rows_m, hi] - noise_cum[rows_m, lo]
-        edge_energy = np.repeat(wide_noise[:, None], 4, axis=1)  # frames ra-1, ra, rb-1, rb
-        for j, target in enumerate((np.full(m, -1), np.zeros(m, np.int64), n_rows - 1, n_rows)):
-            sel = rel == target[owner]
-            edge_energy[owner[sel], j] = band_energy[sel]
-        inner = (rel >= 1) & (rel <= n_rows[owner] - 2)
-        inner_count = np.bincount(owner[inner], minlength=m)
-        interior = np.bincount(owner[inner], weights=band_energy[inner], minlength=m) / np.maximum(inner_count, 1)
-        body = (rel >= 0) & (rel < n_rows[owner])
-        body_owner = owner[body]  # sorted: each burst's frames are contiguous
-        body_first = np.flatnonzero(np.r_[True, body_owner[1:] != body_owner[:-1]])
-        spectra = np.zeros((m, n))
-        if body_owner.size:  # (a part whose frames have all left the history has no spectrum: no power)
-            spectra[body_owner[body_first]] = np.add.reduceat(power[body], body_first, axis=0)
-        spectra /= np.maximum(np.bincount(body_owner, minlength=m), 1)[:, None]
-        clip_peak = np.zeros(m)
-        np.maximum.at(clip_peak, owner, peaks)
+        # every frame from ra-1 to rb of every burst that the history holds, gathered once
+        first = np.clip(ra - 1, hist_first, hist_end)
+        n_present = np.clip(rb + 1, hist_first, hist_end) - first
+        power, peaks = self._frame_power(eps, measure_kernels.ragged_range(first, n_present))
+        row0 = np.cumsum(n_present) - n_present
+        # per burst in one pass: band energy of the edge frames (ra-1, ra, rb-1, rb; the band's
+        # noise where the history has none) and mean of the inner ones, mean spectrum, I/Q peak
+        edge_energy, interior, inner_count, spectra, clip_peak, wide_noise, noise_band = measure_kernels.frame_sums(
+            power, peaks, row0, n_present, first - ra, n_rows, lo_w, hi_w, lo, hi, noise_bin)
         # the history is contiguous (a gap resets it): frame f starts at this sample
         frame_start = eps[0].sample_start + (ra - hist_first) * n
         t0 = frame_start.copy()
@@ -1927,30 +1823,11 @@ class BurstDetector:
         t0 = np.where(fixed0, parts.t0_fixed, t0)
         t1 = np.where(fixed1, parts.t1_fixed, t1)
         length = t1 - t0
-        excess = np.where(usable[None, :], spectra - noise_bin, 0.0)
-        if self._guard_fill is not None:  # bridge the DC guard so a burst across DC keeps its power
-            below, above, inside = self._guard_fill
-            excess[:, inside] = 0.5 * (excess[:, below].mean(axis=1) + excess[:, above].mean(axis=1))[:, None]
-        bins = np.arange(n)
-        in_band = (bins[None, :] >= lo_m[:, None]) & (bins[None, :] < hi_m[:, None])
-        band = np.where(in_band, excess, 0.0)
-        total = band.sum(axis=1)
-        positive = np.maximum(band, 0.0)
-        weight = np.maximum(positive.sum(axis=1), 1e-300)
-        centroid = (positive * self._bin_freqs_hz[None, :]).sum(axis=1) / weight
-        safe_total = np.where(total > 0, total, 1.0)
-        cum_band = np.cumsum(band, axis=1) / safe_total[:, None]
-        k_lo = np.argmax(cum_band >= 0.005, axis=1)
-        k_hi = np.maximum(np.argmax(cum_band >= 0.995, axis=1), k_lo)
+        below, above, inside = self._guard_fill if self._guard_fill is not None else (_NO_BINS,) * 3
+        positive = np.empty((m, n))
+        total, centroid, k_lo, k_hi, flatness = measure_kernels.spectrum_stats(
+            spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz, positive)
         bandwidth = (k_hi - k_lo + 1) * self.bin_hz
-        smooth = positive.copy()
-        smooth[:, 1:-1] = (positive[:, :-2] + positive[:, 1:-1] + positive[:, 2:]) / 3.0
-        trim = (k_hi - k_lo) // 10
-        inner_bins = (bins[None, :] >= (k_lo + trim)[:, None]) & (bins[None, :] <= (k_hi - trim)[:, None])
-        inner_smooth = np.where(inner_bins, smooth, 0.0)
-        inner_max = inner_smooth.max(axis=1)
-        inner_mean = inner_smooth.sum(axis=1) / np.maximum(inner_bins.sum(axis=1), 1)
-        flatness = np.where(inner_max > 0, inner_mean / np.where(inner_max > 0, inner_max, 1.0), 0.0)
         to_power = 1.0 / (n * n * self._window_power)  # |X_k|² of a windowed frame -> FS² per sample
         # burst power: the mean spectrum is over whole rectangle frames; rescale by the
         # fraction of those frames the burst fills
@@ -1993,9 +1870,15 @@ class BurstDetector:
         narrow = ~dead & (bandwidth < cfg.min_bandwidth_hz)
         self.stats.rejected["no_power"] += int(dead.sum())
         self.stats.rejected["narrowband"] += int(narrow.sum())
-        for i in np.flatnonzero(narrow):
-            cols = slice(int(lo[i]) // g, max(int(hi[i]) // g, int(lo[i]) // g + 1))
-            self._carrier_occupancy[cols] += length[i] / self.sample_rate_hz / cfg.carrier_window_s
+        carriers = np.flatnonzero(narrow)
+        if carriers.size:  # each adds its share of the window to its columns (at least one), in order
+            c_lo = lo[carriers] // g
+            c_hi = np.minimum(np.maximum(hi[carriers] // g, c_lo + 1), self.n_columns)
+            n_cols = np.maximum(c_hi - c_lo, 0)
+            first = np.cumsum(n_cols) - n_cols
+            cols = np.repeat(c_lo - first, n_cols) + np.arange(int(n_cols.sum()))
+            share = length[carriers] / self.sample_rate_hz / cfg.carrier_window_s
+            np.add.at(self._carrier_occupancy, cols, np.repeat(share, n_cols))
         keep = np.flatnonzero(~dead & ~narrow)
         if not keep.size:
             return []
@@ -2029,9 +1912,9 @@ class BurstDetector:
         span = self._GMSK_SPAN
         g = self.config.bins_per_cell
         take = np.minimum(span, length)
-        chunk = self._gather(eps, t0 + (length - take) // 2, span)
-        chunk[np.arange(span)[None, :] >= take[:, None]] = 0.0
-        spectrum = scipy.fft.fft(chunk, axis=1)
+        chunk = np.empty((t0.shape[0], span), dtype=np.complex64)
+        self._gather_into(eps, t0 + (length - take) // 2, take, chunk)  # zero past ``take``
+        spectrum = scipy.fft.fft(chunk, axis=1, overwrite_x=True)
         # keep the band (± one column), centred on its middle, in a span/4-point spectrum;
         # squaring doubles offsets from that centre, so a burst far from the middle of a wide
         # band (a piece of a split region) is centred on its own guess instead: its lines
@@ -2044,14 +1927,11 @@ class BurstDetector:
         step_hz = self.sample_rate_hz / span
         offset_bins = np.round(shift_hz / step_hz).astype(np.int64)
         rel = np.fft.fftfreq(n_out, d=1.0 / n_out).astype(np.int64)  # -n_out/2 .. n_out/2-1
-        take_bins = (offset_bins[:, None] + rel[None, :]) % span
-        rows = np.arange(t0.shape[0])[:, None]
-        narrow = spectrum[rows, take_bins]
-        rel_hz = rel * step_hz
         half_band = ((hi - lo) / 2 + g) * self.bin_hz
         band_rel_hz = np.where(off_centre, band_mid_hz - offset_bins * step_hz, 0.0)
-        narrow = np.where(np.abs(rel_hz[None, :] - band_rel_hz[:, None]) <= half_band[:, None], narrow, 0.0)
-        filtered = scipy.fft.ifft(narrow, axis=1).astype(np.complex64)
+        narrow = np.empty((t0.shape[0], n_out), dtype=np.complex64)
+        measure_kernels.gmsk_band(spectrum, offset_bins, rel, rel * step_hz, band_rel_hz, half_band, narrow)
+        filtered = scipy.fft.ifft(narrow, axis=1, overwrite_x=True)
         offsets, ratios = gmsk_line_frequencies(filtered, self.sample_rate_hz / 4.0,
                                                 guesses - offset_bins * step_hz)
         return offsets + offset_bins * step_hz, ratios
@@ -2061,28 +1941,46 @@ class BurstDetector:
         """Sample power of windows ``[first, first + width)`` band-filtered to grid bins ``[lo, hi)``,
         (k, width), and the noise power σ² per sample in that band, (k,).
 
-        Zero-padded FFT (a linear, not circular, filter) keeping the FFT bins that fall in
-        the band's usable grid bins. ``noise_bin``: E|X_k|² of noise for a rectangular
-        frame, (k, fft_size), shifted order.
+        ``noise_bin``: E|X_k|² of noise for a rectangular frame, (k, fft_size), shifted order.
         """
-        n = self.config.fft_size
+        filtered = self._band_filtered(eps, firsts, width, lo, hi, usable)[:, :width]
+        energy = np.square(filtered.real) + np.square(filtered.imag)
+        return energy, self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
+
+    def _band_filtered(self, eps: list[_Epoch], firsts: IntArray, width: int, lo: IntArray, hi: IntArray,
+                       usable: BoolArray) -> ComplexArray:
+        """Windows ``[first, first + width)`` band-filtered to grid bins ``[lo, hi)`` (row r to part
+        ``r % len(lo)``), (k, 2·width): the first ``width`` samples of each row are the filtered window.
+
+        Zero-padded FFT (a linear, not circular, filter) keeping the FFT bins that fall in
+        the band's usable grid bins (the others are zeroed in place, not multiplied by a mask).
+        """
         n_fft = 2 * width
+        padded = np.empty((firsts.shape[0], n_fft), dtype=np.complex64)
+        self._gather_into(eps, firsts, np.full(firsts.shape[0], width, dtype=np.int64), padded)
+        spectrum = scipy.fft.fft(padded, axis=1, overwrite_x=True)
+        measure_kernels.keep_band_bins(spectrum, self._fft_grid_bins(n_fft), np.ascontiguousarray(lo, dtype=np.int64),
+                                       np.ascontiguousarray(hi, dtype=np.int64), usable)
+        return scipy.fft.ifft(spectrum, axis=1, overwrite_x=True)
+
+    def _fft_grid_bins(self, n_fft: int) -> IntArray:
+        """Shifted grid bin of each natural-order bin of an ``n_fft``-point FFT (cached, with their counts)."""
         k = self._edge_bins.get(n_fft)
         if k is None:
             k = self._grid_bins(n_fft)
             self._edge_bins[n_fft] = k
-            self._edge_counts[n_fft] = np.bincount(k, minlength=n)
-        padded = self._gather(eps, firsts, width, out=np.zeros((firsts.shape[0], n_fft), dtype=np.complex64))
-        spectrum = scipy.fft.fft(padded, axis=1, overwrite_x=True)
-        in_band = (self._grid[None, :] >= lo[:, None]) & (self._grid[None, :] < hi[:, None])
-        keep = in_band & usable[None, :]  # per grid bin, then per FFT bin
-        spectrum *= keep[:, k].astype(np.float32)
-        filtered = scipy.fft.ifft(spectrum, axis=1, overwrite_x=True)[:, :width]
-        energy = np.square(filtered.real) + np.square(filtered.imag)
-        # noise in the kept band: each grid bin's noise times the FFT bins that map to it
-        per_grid = self._edge_counts[n_fft] * usable
-        sigma2 = np.maximum((noise_bin * per_grid[None, :] * in_band).sum(axis=1) / (n * n_fft), 1e-30)
-        return energy, sigma2
+            self._edge_counts[n_fft] = np.bincount(k, minlength=self.config.fft_size)
+        return k
+
+    def _band_sigma2(self, noise_bin: npt.NDArray[np.float64], lo: IntArray, hi: IntArray, usable: BoolArray,
+                     n_fft: int) -> npt.NDArray[np.float64]:
+        """Noise power σ² per sample of :meth:`_band_filtered` rows: each kept grid bin's noise
+        (``noise_bin``, E|X_k|² of a rectangular frame) times the FFT bins that map to it."""
+        self._fft_grid_bins(n_fft)
+        per_grid = (self._edge_counts[n_fft] * usable).astype(np.float64)
+        return measure_kernels.band_noise(np.ascontiguousarray(noise_bin, dtype=np.float64), per_grid,
+                                          np.ascontiguousarray(lo, dtype=np.int64),
+                                          np.ascontiguousarray(hi, dtype=np.int64), float(self.config.fft_size * n_fft))
 
     def _refine_edges(self, eps: list[_Epoch], s0: npt.NDArray[np.int64], s1: npt.NDArray[np.int64], width: int,
                       lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], noise_bin: npt.NDArray[np.float64],
@@ -2091,32 +1989,24 @@ class BurstDetector:
         """Start and stop samples by the change-point rule on the band-filtered power.
 
         Around each estimated edge (``s0`` starts, ``s1`` stops) a window of ``width``
-        samples is band-filtered to the burst's columns (zero-padded FFT: a linear, not
-        circular, filter); the maximum-sum segment of the per-sample log-likelihood ratio
-        of exponential power — noise σ² from the floor, burst-to-noise ratio ``snr`` —
-        gives the edge at sample resolution. ``one_sided``: the bursts are longer than the
-        windows (each window holds one edge). ``noise_bin``: E|X_k|² of noise for a
-        rectangular frame, (m, fft_size), shifted order (:meth:`_band_energy`).
+        samples is band-filtered to the burst's columns (:meth:`_band_filtered`); the
+        maximum-sum segment of the per-sample log-likelihood ratio of exponential power —
+        noise σ² from the floor, burst-to-noise ratio ``snr`` — gives the edge at sample
+        resolution. ``one_sided``: the bursts are longer than the windows (each window holds
+        one edge): the best start minimises the LLR prefix, the best stop maximises it.
+        ``noise_bin``: E|X_k|² of noise for a rectangular frame, (m, fft_size), shifted order.
+        The power, the LLR and its prefix sums are formed in one compiled pass per window
+        (:func:`dsp.measure_kernels.edge_change_points`), never stored.
         """
         m = s0.shape[0]
         firsts = np.concatenate((s0 - width // 2, s1 - width // 2))
-        energy, sigma2 = self._band_energy(eps, firsts, width, np.concatenate((lo, lo)), np.concatenate((hi, hi)),
-                                           np.concatenate((noise_bin, noise_bin)), usable)
-        w, off = _llr_weights(np.concatenate((snr, snr)))
-        llr = ((w / sigma2)[:, None] * energy - off[:, None]).astype(np.float32)
-        if one_sided:
-            # the burst runs on past the start window and began before the stop window:
-            # the best start minimises the LLR prefix, the best stop maximises it
-            prefix = np.zeros((2 * m, width + 1), dtype=np.float32)
-            np.cumsum(llr, axis=1, out=prefix[:, 1:])
-            t0 = firsts[:m] + np.argmin(prefix[:m], axis=1)
-            t1 = firsts[m:] + np.argmax(prefix[m:], axis=1)
-        else:
-            a, b = _best_segments(llr)
-            t0 = firsts[:m] + a[:m]
-            t1 = firsts[m:] + b[m:]
+        filtered = self._band_filtered(eps, firsts, width, lo, hi, usable)  # rows r, r + m: part r
+        sigma2 = self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
+        w, off = _llr_weights(snr)
+        a, b = measure_kernels.edge_change_points(filtered, width, np.tile(w / sigma2, 2), np.tile(off, 2), one_sided)
+        t0 = firsts[:m] + a[:m]
+        t1 = firsts[m:] + b[m:]
         bad = t1 - t0 < 4
         t0 = np.where(bad, s0, t0)
         t1 = np.where(bad, s1, t1)
         return t0.astype(np.int64), t1.astype(np.int64)
-

@@ -31,8 +31,9 @@ receiver announces starts the estimate afresh (:meth:`NoiseFloorTracker.restart`
 the noise follows the tuner gain is not known here (at low and medium gain an RTL-SDR's
 floor is mostly ADC noise, which no tuner gain moves), so scaling the old floor by the
 nominal ratio would leave it up to ~10 dB low after a step down. The estimate
-updates every ``update_frames`` frames, so its cost (one partial sort of a
-``(n_columns, n_groups)`` array) is paid a few times a second, not per frame.
+updates every ``update_frames`` frames, so its cost (one selection per column over the
+ring of group estimates, :func:`dsp.fastgrid.row_quantiles`) is paid a few times a
+second, not per frame.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
+
+from dsp import fastgrid
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -125,6 +128,7 @@ class NoiseFloorTracker:
         """
         if cells.shape[0] == 0:
             return
+        cells = np.asarray(cells, dtype=np.float32)  # the sums and minima are float32 (no copy if already)
         if busy is None:
             busy = np.zeros(cells.shape, dtype=bool)
         if self._carry.shape[0]:
@@ -138,22 +142,11 @@ class NoiseFloorTracker:
         self._carry_busy = flags[used:].copy()
         if n_groups == 0:
             return
-        sums = data[0:used:self.n_sum].copy() if self.n_sum > 1 else data[:used].copy()
-        for j in range(1, self.n_sum):
-            sums += data[j:used:self.n_sum]
-        sums = sums.reshape(n_groups, self.n_min, self.n_columns)
-        columns = np.arange(self.n_columns)
-        raw = (sums.min(axis=1) * self._bias[self.n_min, columns]).astype(np.float32)
-        if flags[:used].any():
-            taken = flags[0:used:self.n_sum].copy() if self.n_sum > 1 else flags[:used].copy()
-            for j in range(1, self.n_sum):
-                taken |= flags[j:used:self.n_sum]
-            taken = taken.reshape(n_groups, self.n_min, self.n_columns)
-            n_free = self.n_min - np.count_nonzero(taken, axis=1)
-            free_minima = np.where(taken, np.inf, sums).min(axis=1)  # inf: no free sum
-            clean = (free_minima * self._bias[n_free, columns]).astype(np.float32)
-        else:
-            clean = raw
+        # sums, minima over all sums (raw) and over the unpainted ones (clean), bias factors:
+        # one fused pass over the frames (dsp.fastgrid), the float32 values numpy gave
+        raw = np.empty((n_groups, self.n_columns), dtype=np.float32)
+        clean = np.empty((n_groups, self.n_columns), dtype=np.float32)
+        fastgrid.group_minima(data[:used], flags[:used], self.n_sum, self.n_min, self._bias, raw, clean)
         # Write group by group in order, updating the estimate at the same group indices
         # whatever the batching (groups are few: a loop over them is cheap).
         start = 0
@@ -195,9 +188,14 @@ class NoiseFloorTracker:
 
     def _write(self, clean: FloatArray, raw: FloatArray) -> None:
         n = clean.shape[0]
-        idx = (self._next + np.arange(n)) % self.n_groups
-        self._clean[:, idx] = clean.T
-        self._raw[:, idx] = raw.T
+        # at most two slices of the ring (it wraps once: n <= update or warm-up groups < ring)
+        done = 0
+        while done < n:
+            at = (self._next + done) % self.n_groups
+            take = min(n - done, self.n_groups - at)
+            self._clean[:, at : at + take] = clean[done : done + take].T
+            self._raw[:, at : at + take] = raw[done : done + take].T
+            done += take
         self._next = int((self._next + n) % self.n_groups)
         self._n_filled = min(self.n_groups, self._n_filled + n)
 
@@ -205,15 +203,12 @@ class NoiseFloorTracker:
         """Quantile of the clean estimates; where painting left too few (a level change
         paints everything), the quantile of the plain ones, and the clean ring restarts."""
         n = self._n_filled
-        clean = self._clean[:, :n] if n < self.n_groups else self._clean
-        n_finite = np.isfinite(clean).sum(axis=1)
-        if np.all(n_finite == n):  # nothing painted in the window: one partial sort
-            k0 = min(n - 1, int(self.quantile * n))
-            value = np.partition(clean, k0, axis=1)[:, k0].astype(np.float64)
-        else:
-            ordered = np.sort(clean, axis=1)  # inf (no free sum) last
-            k = np.minimum((self.quantile * n_finite).astype(np.int64), np.maximum(n_finite - 1, 0))
-            value = np.take_along_axis(ordered, k[:, None], axis=1)[:, 0].astype(np.float64)
+        # the quantile of each column's finite clean estimates (inf: no free sum); the last
+        # floor brackets it, which spares a partition of the whole ring (dsp.fastgrid)
+        guess = self.floor if self.floor is not None else np.full(self.n_columns, np.nan)
+        value = np.empty(self.n_columns, dtype=np.float64)
+        n_finite = np.empty(self.n_columns, dtype=np.int64)
+        fastgrid.row_quantiles(self._clean, n, self.quantile, guess, value, n_finite)
         starved = n_finite < self.MIN_CLEAN_FRACTION * n
         if starved.any():
             raw = self._raw[:, :n] if n < self.n_groups else self._raw

@@ -65,6 +65,7 @@ after an announced gain step, which starts the floor afresh.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
@@ -73,9 +74,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.fft
-from scipy import ndimage, signal, stats
+from scipy import signal, stats
 
-from dsp import fastgrid, measure_kernels, split_kernels
+from dsp import fastgrid, labelling, measure_kernels, split_kernels
 from dsp.errors import InputError
 from dsp.iq import ComplexArray
 from dsp.noise import NoiseFloorTracker
@@ -363,6 +364,8 @@ class _Doubling:
     ``sums(width)[i] = sum(a[i + d*step] for d < width)``; the levels a, a+a[step:], ...
     are built once and every width is the sum of at most log2(width) of them, so the
     templates' widths (5, 10, 14, 29 ...) cost a handful of contiguous additions in all.
+    The box tests now run compiled (:func:`dsp.labelling.box_tests`, the same float32
+    additions in the same order); this is their numpy meaning, which the tests check them against.
     """
 
     def __init__(self, a: FloatArray, step: int, ws: _Workspace, name: str) -> None:
@@ -410,7 +413,8 @@ def _box_dilate(hits: BoolArray, n_rows: int, n_cols: int) -> BoolArray:
     """Cells covered by boxes of n_rows × n_cols whose top-left corners are ``hits``.
 
     Doubling OR over the flattened array (contiguous operands, like :class:`_Doubling`);
-    the output is wide enough that no shift wraps into the next row.
+    the output is wide enough that no shift wraps into the next row. The numpy meaning of
+    the painting in :func:`dsp.labelling.box_tests`, kept for its tests.
     """
     rows, cols = hits.shape
     width = cols + n_cols - 1
@@ -424,6 +428,15 @@ def _box_dilate(hits: BoolArray, n_rows: int, n_cols: int) -> BoolArray:
             flat[shift:] |= flat[:-shift].copy()
             covered += shift // step
     return grid
+
+
+@functools.cache
+def _box_arrays(tests: tuple[BoxTest, ...]) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+    """The templates as the arrays :func:`dsp.labelling.box_tests` takes: frames, columns,
+    strides and float32 thresholds (the box sums are float32)."""
+    return (np.array([t.n_frames for t in tests], dtype=np.int64), np.array([t.n_columns for t in tests], dtype=np.int64),
+            np.array([t.stride for t in tests], dtype=np.int64),
+            np.array([np.float32(t.threshold) for t in tests], dtype=np.float32))
 
 
 def _best_segments(values: npt.NDArray[np.floating[Any]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -1036,7 +1049,9 @@ class BurstDetector:
         """Every template at every position whose box ends in this epoch; paint the hits.
 
         Templates run smallest first and the cells they explain are made neutral for
-        the larger ones (a strong GSM burst must not also light up a 2 MHz box).
+        the larger ones (a strong GSM burst must not also light up a 2 MHz box). The work is
+        one compiled call (:func:`dsp.labelling.box_tests`): in numpy it was ~60 calls per
+        epoch over 130 kB arrays, at memory speed, plus the painting.
         """
         assert epoch.cells is not None
         earlier = [ep for ep in self._history if ep.end_frame <= epoch.first_frame]
@@ -1048,60 +1063,14 @@ class BurstDetector:
         if n_carry:
             flat[: n_carry * n_cols] = carry.ravel()
         flat[n_carry * n_cols :] = epoch.cells.ravel()
-        painted: BoolArray | None = None
-        freq: dict[int, _Doubling] = {}
-        time: dict[tuple[int, int], tuple[_Doubling, int]] = {}
-        for test in self.box_tests:
-            if n_rows < test.n_frames:
-                continue
-            stride = test.stride
-            cols = n_cols // stride
-            width = test.n_columns // stride
-            valid = cols - width + 1  # positions of the box in a row
-            if stride not in freq:
-                if stride == 1:
-                    grid = flat
-                else:
-                    pairs = ws.get("pairs", n_rows * cols)
-                    np.add(flat[0::2], flat[1::2], out=pairs)
-                    grid = pairs
-                freq[stride] = _Doubling(grid, 1, ws, f"f{stride}")
-            key = (stride, width)
-            if key not in time:
-                sums = freq[stride].sums(width)
-                if 2 * valid <= cols:
-                    # a wide box has few positions: keep only those rows' worth before summing
-                    # over time (the same additions, on a fraction of the columns)
-                    step = sums.strides[0]
-                    rows = np.lib.stride_tricks.as_strided(sums, shape=(n_rows, valid), strides=(cols * step, step))
-                    compact = ws.get(f"c{stride}.{width}", n_rows * valid)
-                    compact.reshape(n_rows, valid)[:] = rows
-                    time[key] = (_Doubling(compact, valid, ws, f"t{stride}.{width}"), valid)
-                else:
-                    time[key] = (_Doubling(sums, cols, ws, f"t{stride}.{width}"), cols)
-            doubling, row_len = time[key]
-            first = max(0, n_carry - test.n_frames + 1)  # boxes ending in this epoch only
-            box = doubling.sums(test.n_frames)[first * row_len :]
-            n_box_rows = (box.shape[0] + width - 1) // row_len if row_len == cols else box.shape[0] // row_len
-            if n_box_rows == 0:
-                continue
-            # with whole rows, the missing tail of the last row is garbage (wrapped sums) anyway
-            hits_flat = ws.get("hits", n_box_rows * row_len, np.bool_)
-            hits_flat[box.shape[0] :] = False
-            np.greater(box, np.float32(test.threshold), out=hits_flat[: box.shape[0]])
-            if not hits_flat.any():
-                continue
-            hits = hits_flat.reshape(n_box_rows, row_len)[:, :valid]
-            if painted is None:
-                painted = np.zeros((n_rows, n_cols), dtype=bool)
-            cover = _box_dilate(hits, test.n_frames, width)
-            if stride > 1:
-                cover = np.repeat(cover, stride, axis=1)
-            painted[first : first + cover.shape[0], : cover.shape[1]] |= cover
-            flat[painted.ravel()] = np.float32(self.config.bins_per_cell)
-            freq.clear()
-            time.clear()
-        if painted is None:
+        grid = flat.reshape(n_rows, n_cols)
+        painted = ws.get("painted", n_rows * n_cols, np.bool_).reshape(n_rows, n_cols)
+        n_frames, n_columns, strides, thresholds = _box_arrays(self.box_tests)
+        level_shape, cover_shape = labelling.scratch_shapes(n_frames, n_columns, n_rows, n_cols)
+        levels = ws.get("levels", math.prod(level_shape)).reshape(level_shape)
+        cover = ws.get("cover", math.prod(cover_shape), np.bool_).reshape(cover_shape)
+        if not labelling.box_tests(grid, n_carry, n_frames, n_columns, strides, thresholds,
+                                   np.float32(self.config.bins_per_cell), painted, levels, cover):
             return
         epoch.mask |= painted[n_carry:]
         idx = n_carry  # paint back into earlier epochs' rows
@@ -1127,9 +1096,9 @@ class BurstDetector:
             self._open_from = max(settled, start)
             return self._measure_pending(final, end_frame)
         sub = np.concatenate(masks)
-        labels, n_labels = ndimage.label(sub)
-        bounds = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(labels)],
-                          dtype=np.int64).reshape(n_labels, 4)
+        labels = self._ws.get("labels", sub.size, np.int32).reshape(sub.shape)
+        bounds = labelling.label_regions(sub, labels)
+        n_labels = bounds.shape[0]
         r0 = bounds[:, 0] + start
         r1 = bounds[:, 1] + start
         max_rows = max(1, round(self.config.max_burst_s / self.frame_s))
@@ -1151,10 +1120,9 @@ class BurstDetector:
             comps = self._components(labels, cells, bounds[done], done + 1, start, truncated[done], eps)
             finished = np.zeros(n_labels + 1, dtype=bool)
             finished[done + 1] = True
-            cleared = finished[labels]
             row = 0
             for m in masks:
-                m &= ~cleared[row : row + m.shape[0]]  # views into the epochs' masks
+                labelling.clear_finished(m, labels[row : row + m.shape[0]], finished)  # views into the epochs' masks
                 row += m.shape[0]
             if comps.m:
                 self._pending.append(comps)
@@ -1165,30 +1133,8 @@ class BurstDetector:
         """The finalized regions ``ids`` of ``labels`` (rows from frame ``start``) as :class:`_Components`,
         receiver artefacts (:meth:`_artefacts`) left out."""
         g = float(self.config.bins_per_cell)
-        n_cols = self.n_columns
         b0, b1, c0, c1 = bounds.T
-        h = b1 - b0
-        w = c1 - c0
-        sizes = h * w
-        m = ids.shape[0]
-        owner = np.repeat(np.arange(m), sizes)
-        offsets = np.zeros(m + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        k = np.arange(offsets[-1]) - offsets[owner]
-        rr = k // w[owner]
-        flat = (b0[owner] + rr) * n_cols + c0[owner] + (k - rr * w[owner])
-        inside = labels.ravel()[flat] == ids[owner]
-        values = cells.ravel()[flat].astype(np.float64)
-        z = np.where(inside, values, g)
-        n_cells = np.bincount(owner, weights=inside, minlength=m).astype(np.int64)
-        # column sums of the region and of all columns over its rows, for the artefact tests
-        cols = flat % n_cols
-        own = np.bincount(owner * n_cols + cols, weights=np.where(inside, values - g, 0.0),
-                          minlength=m * n_cols).reshape(m, n_cols) / h[:, None]
-        padded = np.zeros((cells.shape[0] + 1, n_cols))  # float64 (summed in it); reduceat needs stops < length
-        padded[:-1] = cells
-        rows = np.add.reduceat(padded, np.stack((b0, b1), axis=1).ravel(), axis=0)[0::2]
-        rows = rows / h[:, None] - g
+        own, rows, n_cells = labelling.region_sums(labels, cells, bounds, ids, g)
         artefact = self._artefacts(own, rows, c0, c1)
         self.stats.rejected["image_or_alias"] += int(artefact.sum())
         # the floor of the epoch holding each region's first frame (or the first one known)
@@ -1199,12 +1145,7 @@ class BurstDetector:
         r0 = b0 + start
         floor = stacked[np.searchsorted(firsts, r0, side="right") - 1]
         keep = np.flatnonzero(~artefact)
-        if keep.size < m:
-            kept_sizes = sizes[keep]
-            new_offsets = np.zeros(keep.size + 1, dtype=np.int64)
-            np.cumsum(kept_sizes, out=new_offsets[1:])
-            z = z[np.repeat(offsets[keep], kept_sizes) + np.arange(new_offsets[-1]) - np.repeat(new_offsets[:-1], kept_sizes)]
-            offsets = new_offsets
+        offsets, z = labelling.region_boxes(labels, cells, bounds[keep], ids[keep], g)
         return _Components(r0=r0[keep], r1=b1[keep] + start, c0=c0[keep], c1=c1[keep], offsets=offsets, z=z,
                            n_cells=n_cells[keep], floor=floor[keep], truncated=truncated[keep])
 
@@ -1220,34 +1161,12 @@ class BurstDetector:
         ``own``: (m, n_columns) mean over the component's frames of its cells minus the noise
         mean (zero outside it); ``rows``: the same over all cells of those frames.
         """
-        g = float(self.config.bins_per_cell)
         n = self.n_columns
-        m = own.shape[0]
-        # image: column by column, the mirrored signal (a column of slack either side),
-        # scaled down by the image rejection, must account for the component's energy
-        positive = np.maximum(own, 0.0)
-        padded = np.zeros((m, n + 2))
-        padded[:, 1:-1] = np.maximum(rows, 0.0)
-        mirror = padded[:, ::-1]  # column c of the mirror sits at padded index n - c
-        mirror = np.maximum(np.maximum(mirror[:, :-2], mirror[:, 1:-1]), mirror[:, 2:])
-        total = positive.sum(axis=1)
-        image = (total > 0) & (np.minimum(positive, mirror / self._image_ratio).sum(axis=1) >= 0.8 * total)
-        # alias: only a component confined to one edge's half can be the other edge's alias;
-        # compare the strips along the two edges, column by column over the frames
         edge = self._ALIAS_EDGE_COLUMNS
-        low = (c0 < edge) & (c1 <= n // 2)
-        high = (c1 > n - edge) & (c0 >= n // 2)
-        cols = np.arange(n)[None, :]
-        spanned = (cols >= c0[:, None]) & (cols < c1[:, None])
-        peak = np.where(spanned, own, -np.inf).max(axis=1)
-        strip_low = np.where(spanned & (cols < edge), own, -np.inf).max(axis=1)
-        strip_high = np.where(spanned & (cols >= n - edge), own, -np.inf).max(axis=1)
-        mine = np.where(low, strip_low, strip_high)
-        theirs = np.where(low, rows[:, n - edge :].max(axis=1), rows[:, :edge].max(axis=1))
-        # the component is that strip (not a burst whose painting reaches the edge),
-        # and the other edge carries a real signal well above it
-        alias = (low | high) & (mine >= 0.5 * peak) & (theirs > np.maximum(self._ALIAS_RATIO * mine, 2.0 * g))
-        return image | alias
+        hi_start = slice(n - edge, None).indices(n)[0]  # rows[:, n - edge:] and rows[:, :edge], as numpy slices them
+        lo_stop = slice(None, edge).indices(n)[1]
+        return labelling.artefacts(own, rows, c0, c1, self._image_ratio, edge, hi_start, lo_stop, self._ALIAS_RATIO,
+                                   float(self.config.bins_per_cell))
 
     def _measure_pending(self, final: bool, end_frame: int) -> list[Burst]:
         """Measure the finalized components in batches: numpy's per-call overhead is paid

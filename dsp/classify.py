@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from dsp.detector import Burst
 from dsp.errors import InputError
-from dsp.gsm import TDMA_FRAME_S, arfcn_for_uplink_freq_hz
+from dsp.gsm import TDMA_FRAME_S, uplink_freq_hz
 from dsp.records import Detection
 
 GSM = "gsm"
@@ -89,6 +89,28 @@ class Verdict:
     reason: str
 
 
+# Every verdict classify() can give, made once (a verdict is immutable; classify() runs for
+# every burst). An LTE-or-NR one is a pair: (LTE, NR in a band declared NR-only).
+_UMTS_FILLS_BAND = Verdict(UMTS, "fills the band continuously")
+_GSM_LINES = Verdict(GSM, "GMSK spectral lines")
+_GSM_FREQUENCY_SPLIT = Verdict(GSM, "cut from a region with GMSK line pairs on neighbouring ARFCNs")
+_GSM_ON_GRID = Verdict(GSM, "on a GSM session's TDMA frame grid")
+_GSM_BELL_SHAPED = Verdict(GSM, "GSM-sized, bell-shaped spectrum")
+_UNKNOWN_TOO_SHORT = Verdict(UNKNOWN, "too short and narrow for any uplink burst")
+_UNKNOWN_NO_FORMAT = Verdict(UNKNOWN, "matches no uplink burst format")
+
+
+def _lte_and_nr(reason: str) -> tuple[Verdict, Verdict]:
+    return Verdict(LTE, reason), Verdict(NR, reason + " in a band declared NR-only")
+
+
+_NO_LINES = _lte_and_nr("GSM-sized but no GMSK lines at this SNR")
+_PUCCH_SLOT = _lte_and_nr("one 0.5 ms slot (PUCCH), not a 546 µs GSM burst")
+_FLAT_TOP = _lte_and_nr(_FLAT_TOPPED)
+_SRS_SYMBOL = _lte_and_nr("one wide SC-FDMA symbol (SRS)")
+_ALLOCATION = _lte_and_nr("slot/subframe-sized allocation")
+
+
 def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = ClassifierConfig(),
              *, on_gsm_grid: bool = False) -> Verdict:
     """Technology of one burst from its measurements (module docstring).
@@ -97,46 +119,57 @@ def classify(burst: Burst, sample_rate_hz: float, config: ClassifierConfig = Cla
     on its channel (:class:`SessionTracker` knows). ``sample_rate_hz`` is the
     receiver's, to tell a band-filling UMTS carrier.
     """
-    cfg = config
-    umts_band = cfg.umts_band_fraction * min(sample_rate_hz, 3.84e6)
-    if burst.bandwidth_hz >= umts_band and burst.duration_s >= cfg.umts_min_duration_s:
-        return Verdict(UMTS, "fills the band continuously")
+    return _classify(burst, _umts_band_hz(sample_rate_hz, config), config, on_gsm_grid)
+
+
+def _umts_band_hz(sample_rate_hz: float, cfg: ClassifierConfig) -> float:
+    """Occupied bandwidth from which a long burst is a band-filling UMTS carrier."""
+    return cfg.umts_band_fraction * min(sample_rate_hz, 3.84e6)
+
+
+def _classify(burst: Burst, umts_band_hz: float, cfg: ClassifierConfig, on_gsm_grid: bool) -> Verdict:
+    """:func:`classify` with the receiver's UMTS band worked out (the tracker does it once)."""
+    bandwidth_hz = burst.bandwidth_hz
+    duration_s = burst.duration_s
+    if bandwidth_hz >= umts_band_hz and duration_s >= cfg.umts_min_duration_s:
+        return _UMTS_FILLS_BAND
     ratio = burst.gmsk_line_ratio  # None: not looked for
     if ratio is not None and ratio >= cfg.gmsk_line_ratio:
-        return Verdict(GSM, "GMSK spectral lines")
+        return _GSM_LINES
     if burst.split == "frequency":
-        return Verdict(GSM, "cut from a region with GMSK line pairs on neighbouring ARFCNs")
+        return _GSM_FREQUENCY_SPLIT
     lo_bw, hi_bw = cfg.gsm_bandwidth_hz
     lo_t, hi_t = cfg.gsm_duration_s
-    gsm_sized = lo_bw <= burst.bandwidth_hz <= hi_bw and lo_t <= burst.duration_s <= hi_t
-    gsm_sized |= on_gsm_grid and burst.bandwidth_hz <= cfg.gsm_grid_max_bandwidth_hz and (
-        lo_t <= burst.duration_s <= cfg.gsm_grid_max_duration_s)
-    lines_expected = ratio is not None and burst.snr_db >= cfg.gmsk_visible_snr_db and burst.duration_s >= 0.25e-3
+    gsm_sized = lo_bw <= bandwidth_hz <= hi_bw and lo_t <= duration_s <= hi_t
+    gsm_sized |= on_gsm_grid and bandwidth_hz <= cfg.gsm_grid_max_bandwidth_hz and (
+        lo_t <= duration_s <= cfg.gsm_grid_max_duration_s)
+    snr_db = burst.snr_db
+    lines_expected = ratio is not None and snr_db >= cfg.gmsk_visible_snr_db and duration_s >= 0.25e-3
     if gsm_sized:
         if lines_expected and ratio is not None and ratio < cfg.gmsk_absent_ratio:
-            return _lte_or_nr(burst, cfg, "GSM-sized but no GMSK lines at this SNR")
+            return _lte_or_nr(burst, cfg, _NO_LINES)
         if on_gsm_grid:
-            return Verdict(GSM, "on a GSM session's TDMA frame grid")
+            return _GSM_ON_GRID
         lo_slot, hi_slot = cfg.slot_duration_s
-        if burst.snr_db >= cfg.slot_timing_snr_db and lo_slot <= burst.duration_s <= hi_slot:
-            return _lte_or_nr(burst, cfg, "one 0.5 ms slot (PUCCH), not a 546 µs GSM burst")
+        if snr_db >= cfg.slot_timing_snr_db and lo_slot <= duration_s <= hi_slot:
+            return _lte_or_nr(burst, cfg, _PUCCH_SLOT)
         if burst.flatness <= cfg.gsm_max_flatness:
-            return Verdict(GSM, "GSM-sized, bell-shaped spectrum")
-        return _lte_or_nr(burst, cfg, _FLAT_TOPPED)
-    if burst.duration_s <= cfg.srs_max_duration_s:
-        if burst.bandwidth_hz >= cfg.srs_min_bandwidth_hz:
-            return _lte_or_nr(burst, cfg, "one wide SC-FDMA symbol (SRS)")
-        return Verdict(UNKNOWN, "too short and narrow for any uplink burst")
-    if burst.bandwidth_hz >= cfg.lte_min_bandwidth_hz and burst.duration_s >= cfg.lte_min_duration_s:
-        return _lte_or_nr(burst, cfg, "slot/subframe-sized allocation")
-    return Verdict(UNKNOWN, "matches no uplink burst format")
+            return _GSM_BELL_SHAPED
+        return _lte_or_nr(burst, cfg, _FLAT_TOP)
+    if duration_s <= cfg.srs_max_duration_s:
+        if bandwidth_hz >= cfg.srs_min_bandwidth_hz:
+            return _lte_or_nr(burst, cfg, _SRS_SYMBOL)
+        return _UNKNOWN_TOO_SHORT
+    if bandwidth_hz >= cfg.lte_min_bandwidth_hz and duration_s >= cfg.lte_min_duration_s:
+        return _lte_or_nr(burst, cfg, _ALLOCATION)
+    return _UNKNOWN_NO_FORMAT
 
 
-def _lte_or_nr(burst: Burst, cfg: ClassifierConfig, reason: str) -> Verdict:
+def _lte_or_nr(burst: Burst, cfg: ClassifierConfig, verdicts: tuple[Verdict, Verdict]) -> Verdict:
     for low, high in cfg.nr_ranges_hz:
         if low <= burst.freq_hz <= high:
-            return Verdict(NR, reason + " in a band declared NR-only")
-    return Verdict(LTE, reason)
+            return verdicts[1]
+    return verdicts[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +187,7 @@ class LabelledBurst:
                                        rssi_dbm=rssi_dbm, channel=self.channel)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Session:
     session_id: str
     tech: str
@@ -181,6 +214,11 @@ class SessionConfig:
     max_sessions: int = 256  # oldest expire first beyond this
 
 
+_HALF_FRAME_S = 0.5 * TDMA_FRAME_S
+_PHASE_STEP_S = TDMA_FRAME_S / 8.0  # one of the 8 timeslot phases of a TDMA frame
+_ARFCN_TOLERANCE_HZ = 60e3  # a GSM burst's measured centre is good to a few kHz; ARFCNs are 200 kHz apart
+
+
 class SessionTracker:
     """Streaming classification and session grouping of a detector's bursts.
 
@@ -188,6 +226,10 @@ class SessionTracker:
     completion is fine: GSM bursts of a call arrive in time order). State is bounded:
     sessions idle for their expiry time, or beyond ``max_sessions``, are forgotten.
     Session ids are ``"<prefix><n>"``, unique for the tracker's life.
+
+    Every burst passes through :meth:`_label`, so it is written for speed (a busy band
+    brings ~300 bursts a second): the active sessions are also kept by technology, so a
+    burst is compared with the sessions it may join only.
     """
 
     def __init__(self, sample_rate_hz: float, classifier: ClassifierConfig = ClassifierConfig(),
@@ -196,9 +238,12 @@ class SessionTracker:
         self.classifier = classifier
         self.config = config
         self.prefix = prefix
-        self._sessions: list[_Session] = []
+        self._sessions: list[_Session] = []  # in the order ties between sessions are decided by
+        self._by_tech: dict[str, list[_Session]] = {}  # the same sessions by technology, in the same order
         self._next_expiry_s = math.inf  # no session can expire before this (see _expire)
         self._ids = itertools.count(1)
+        self._umts_band_hz = _umts_band_hz(self.sample_rate_hz, classifier)
+        self._channel_names: dict[tuple[int, int], str] = {}  # "arfcn N slot-phase K", made once each
 
     @property
     def n_active(self) -> int:
@@ -206,98 +251,130 @@ class SessionTracker:
 
     def update(self, bursts: Iterable[Burst]) -> list[LabelledBurst]:
         out = []
+        label = self._label
         for burst in bursts:
-            out.append(self._label(burst))
+            verdict, session_id, channel = label(burst)
+            out.append(LabelledBurst(burst, verdict.tech, verdict.reason, session_id, channel))
         return out
 
-    def _label(self, burst: Burst) -> LabelledBurst:
-        self._expire(burst.t_start_s)
-        arfcn = arfcn_for_uplink_freq_hz(burst.freq_hz, tolerance_hz=60e3)
-        grid, hop = self._gsm_grid_match(burst, arfcn)
+    def detections(self, bursts: Iterable[Burst], sensor_id: str) -> list[Detection]:
+        """``[x.to_detection(sensor_id) for x in self.update(bursts)]`` without the labelled
+        bursts in between (the pipeline's path: it wants the records only)."""
+        out = []
+        label = self._label
+        for burst in bursts:
+            verdict, session_id, channel = label(burst)
+            out.append(burst.to_detection(sensor_id, verdict.tech, session_id=session_id, channel=channel))
+        return out
+
+    def _label(self, burst: Burst) -> tuple[Verdict, str, str | None]:
+        """The burst's verdict, session id and channel; updates (or starts) its session."""
+        t_start_s = burst.t_start_s
+        if not t_start_s <= self._next_expiry_s:  # _expire's own test, saving the call
+            self._expire(t_start_s)
+        cfg = self.classifier
+        arfcn = _arfcn_near(burst.freq_hz)
+        grid: _Session | None = None
+        hop = False
+        if GSM in self._by_tech:
+            grid, hop = self._gsm_grid_match(burst, arfcn)
         if hop:
             # another channel's frame grid is weak evidence in a busy band (some GSM phone's
             # phase is always near): a hopping call keeps a burst unless it is too weak to be
             # timed, or its duration or missing lines say LTE (a spectrum's flatness alone is
             # too noisy to overrule it)
-            verdict = classify(burst, self.sample_rate_hz, self.classifier)
-            timed = burst.snr_db >= self.classifier.slot_timing_snr_db  # a weak burst's edges say little
+            verdict = _classify(burst, self._umts_band_hz, cfg, False)
+            timed = burst.snr_db >= cfg.slot_timing_snr_db  # a weak burst's edges say little
             if timed and (verdict.tech == GSM or verdict.reason == _FLAT_TOPPED):
-                verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=True)
+                verdict = _classify(burst, self._umts_band_hz, cfg, True)
             else:
                 grid = None
         else:
-            verdict = classify(burst, self.sample_rate_hz, self.classifier, on_gsm_grid=grid is not None)
+            verdict = _classify(burst, self._umts_band_hz, cfg, grid is not None)
         channel: str | None = None
-        if verdict.tech == GSM:
+        tech = verdict.tech
+        if tech == GSM:
             session = grid or self._new(GSM, burst)
             session.channels.add(arfcn)
-            lag_frames = round((burst.t_start_s - session.last_start_s) / TDMA_FRAME_S)
-            lines = burst.gmsk_line_ratio is not None and burst.gmsk_line_ratio >= self.classifier.gmsk_line_ratio
+            lag_frames = round((t_start_s - session.last_start_s) / TDMA_FRAME_S)
+            ratio = burst.gmsk_line_ratio
+            lines = ratio is not None and ratio >= cfg.gmsk_line_ratio
             if lines or (grid is not None and lag_frames <= 3):
                 session.confirmed = True
             # follow slow timing-advance drift; edges of weak bursts are noisy, hence 1/4
             weight = 1.0 if session.n_bursts == 0 else 0.25
-            session.phase_s = (session.phase_s + weight * _wrap(burst.t_start_s % TDMA_FRAME_S - session.phase_s)) % TDMA_FRAME_S
+            phase_s = t_start_s % TDMA_FRAME_S
+            session.phase_s = (session.phase_s + weight * _wrap(phase_s - session.phase_s)) % TDMA_FRAME_S
             if arfcn is not None:
-                slot = self._timeslot(burst.t_start_s)
-                channel = f"arfcn {arfcn} slot-phase {slot}"
+                # the phase's index 0..7 in the TDMA frame: relative (the BTS's frame start is
+                # unknown), so it names a phase, not the network's timeslot number
+                key = (arfcn, int(phase_s / _PHASE_STEP_S) % 8)
+                channel = self._channel_names.get(key)
+                if channel is None:
+                    channel = self._channel_names[key] = f"arfcn {key[0]} slot-phase {key[1]}"
         else:
-            session = self._match_other(burst, verdict.tech) or self._new(verdict.tech, burst)
-        session.last_start_s = burst.t_start_s
-        session.last_end_s = max(session.last_end_s, burst.t_end_s)
-        half = 0.5 * burst.bandwidth_hz
-        if verdict.tech != GSM:
-            session.freq_lo_hz = min(session.freq_lo_hz, burst.freq_hz - half)
-            session.freq_hi_hz = max(session.freq_hi_hz, burst.freq_hz + half)
+            session = self._match_other(burst, tech) or self._new(tech, burst)
+        session.last_start_s = t_start_s
+        t_end_s = t_start_s + burst.duration_s  # burst.t_end_s
+        if t_end_s > session.last_end_s:
+            session.last_end_s = t_end_s
+        if tech != GSM:
+            half = 0.5 * burst.bandwidth_hz
+            freq_lo_hz = burst.freq_hz - half
+            if freq_lo_hz < session.freq_lo_hz:
+                session.freq_lo_hz = freq_lo_hz
+            freq_hi_hz = burst.freq_hz + half
+            if freq_hi_hz > session.freq_hi_hz:
+                session.freq_hi_hz = freq_hi_hz
         session.n_bursts += 1
-        return LabelledBurst(burst, verdict.tech, verdict.reason, session.session_id, channel)
-
-    @staticmethod
-    def _timeslot(t_s: float) -> int:
-        """Index 0..7 of the burst's phase in the TDMA frame (relative: the BTS's frame
-        start is unknown, so it names a phase, not the network's timeslot number)."""
-        return int((t_s % TDMA_FRAME_S) / (TDMA_FRAME_S / 8.0)) % 8
+        return verdict, session.session_id, channel
 
     def _gsm_grid_match(self, burst: Burst, arfcn: int | None) -> tuple[_Session | None, bool]:
         """The GSM session whose frame grid this burst falls on, on its channel or (second
         item True) as the next hop of a frequency-hopping call."""
         tol = self.config.gsm_phase_tolerance_s
-        same_channel: list[_Session] = []
-        hopping: list[_Session] = []
-        phase = burst.t_start_s % TDMA_FRAME_S
-        for s in self._sessions:
-            if s.tech != GSM:
+        hop_window_s = self.config.gsm_hop_window_s
+        t_start_s = burst.t_start_s
+        freq_hz = burst.freq_hz
+        phase = t_start_s % TDMA_FRAME_S
+        same_channel: _Session | None = None  # the latest one
+        hopping: _Session | None = None  # the first one ...
+        n_hopping = 0  # ... of these
+        for s in self._by_tech.get(GSM, ()):
+            lag = t_start_s - s.last_start_s
+            if lag <= _HALF_FRAME_S:
                 continue
-            lag = burst.t_start_s - s.last_start_s
-            if lag <= 0.5 * TDMA_FRAME_S:
-                continue
-            if abs(_wrap(phase - s.phase_s)) > tol:
+            if abs((phase - s.phase_s + _HALF_FRAME_S) % TDMA_FRAME_S - _HALF_FRAME_S) > tol:  # _wrap inlined
                 continue
             frames = round(lag / TDMA_FRAME_S)
             if frames % 13 == 0 and not s.confirmed:
                 # 13 TDMA frames are exactly 60 ms: anything on a 1 ms (LTE) or 10 ms grid
                 # lands on the GSM frame grid at these lags, so they prove nothing alone
                 continue
-            if (arfcn is not None and arfcn in s.channels) or abs(burst.freq_hz - s.freq_lo_hz) < 60e3:
-                same_channel.append(s)
-            elif lag <= self.config.gsm_hop_window_s:
-                hopping.append(s)
-        if same_channel:
-            return max(same_channel, key=lambda s: s.last_start_s), False
-        if len(hopping) == 1:
-            return hopping[0], True
+            if (arfcn is not None and arfcn in s.channels) or abs(freq_hz - s.freq_lo_hz) < _ARFCN_TOLERANCE_HZ:
+                if same_channel is None or s.last_start_s > same_channel.last_start_s:
+                    same_channel = s
+            elif lag <= hop_window_s:
+                if hopping is None:
+                    hopping = s
+                n_hopping += 1
+        if same_channel is not None:
+            return same_channel, False
+        if n_hopping == 1:
+            return hopping, True
         return None, False
 
     def _match_other(self, burst: Burst, tech: str) -> _Session | None:
         gap = self.config.lte_gap_s if tech in (LTE, NR) else self.config.other_gap_s
         tol = self.config.lte_freq_tolerance_hz
-        lo = burst.freq_hz - 0.5 * burst.bandwidth_hz
-        hi = burst.freq_hz + 0.5 * burst.bandwidth_hz
+        t_start_s = burst.t_start_s
+        lo = burst.freq_hz - 0.5 * burst.bandwidth_hz - tol
+        hi = burst.freq_hz + 0.5 * burst.bandwidth_hz + tol
         best: _Session | None = None
-        for s in self._sessions:
-            if s.tech != tech or burst.t_start_s - s.last_end_s > gap:
+        for s in self._by_tech.get(tech, ()):
+            if t_start_s - s.last_end_s > gap:
                 continue
-            if lo - tol <= s.freq_hi_hz and hi + tol >= s.freq_lo_hz:
+            if lo <= s.freq_hi_hz and hi >= s.freq_lo_hz:
                 if best is None or s.last_end_s > best.last_end_s:
                     best = s
         return best
@@ -312,11 +389,20 @@ class SessionTracker:
             last_end_s=burst.t_end_s,
         )
         self._sessions.append(session)
+        self._by_tech.setdefault(tech, []).append(session)
         self._next_expiry_s = min(self._next_expiry_s, session.last_end_s + self._limit(session))
         if len(self._sessions) > self.config.max_sessions:
             self._sessions.sort(key=lambda s: s.last_end_s)
             del self._sessions[: len(self._sessions) - self.config.max_sessions]
+            self._index()
         return session
+
+    def _index(self) -> None:
+        """Sort the sessions by technology again, each group in the order of ``_sessions``."""
+        by_tech: dict[str, list[_Session]] = {}
+        for s in self._sessions:
+            by_tech.setdefault(s.tech, []).append(s)
+        self._by_tech = by_tech
 
     def _limit(self, s: _Session) -> float:
         cfg = self.config
@@ -332,13 +418,45 @@ class SessionTracker:
         for s in self._sessions:
             if now_s - s.last_end_s <= self._limit(s) or math.isnan(now_s):
                 keep.append(s)
-        self._sessions = keep
+        if len(keep) != len(self._sessions):
+            self._sessions = keep
+            self._index()
         self._next_expiry_s = min((s.last_end_s + self._limit(s) for s in keep), default=math.inf)
 
 
 def _wrap(dt_s: float) -> float:
     """A phase difference folded into (-T/2, T/2] of a TDMA frame."""
-    return (dt_s + 0.5 * TDMA_FRAME_S) % TDMA_FRAME_S - 0.5 * TDMA_FRAME_S
+    return (dt_s + _HALF_FRAME_S) % TDMA_FRAME_S - _HALF_FRAME_S
+
+
+def _uplink_carriers_hz() -> dict[int, int]:
+    """Uplink carrier of every valid ARFCN (:func:`dsp.gsm.uplink_freq_hz`)."""
+    carriers = {}
+    for arfcn in range(1024):
+        try:
+            carriers[arfcn] = uplink_freq_hz(arfcn)
+        except InputError:
+            continue  # not a GSM-900 or DCS-1800 channel
+    return carriers
+
+
+_UPLINK_CARRIERS_HZ = _uplink_carriers_hz()
+
+
+def _arfcn_near(freq_hz: float) -> int | None:
+    """``arfcn_for_uplink_freq_hz(freq_hz, tolerance_hz=_ARFCN_TOLERANCE_HZ)`` for every burst:
+    the same arithmetic, with the carriers looked up instead of checked and recomputed."""
+    if 876.1e6 <= freq_hz <= 914.9e6:
+        n = round((freq_hz - 890e6) / 200e3)
+        arfcn = n if n >= 0 else n + 1024
+    elif 1710.1e6 <= freq_hz <= 1784.9e6:
+        arfcn = round((freq_hz - 1710.2e6) / 200e3) + 512
+    else:
+        return None
+    carrier_hz = _UPLINK_CARRIERS_HZ.get(arfcn)
+    if carrier_hz is None or abs(carrier_hz - freq_hz) > _ARFCN_TOLERANCE_HZ:
+        return None
+    return arfcn
 
 
 def label_bursts(bursts: Sequence[Burst], sample_rate_hz: float) -> list[LabelledBurst]:

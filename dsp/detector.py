@@ -257,28 +257,18 @@ class Burst:
         rssi_dbm: float | None = None,
         channel: str | None = None,
     ) -> Detection:
-        """DESIGN.md's detection record for this burst."""
-        flags = tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated),
-                                      ("split_time", self.split == "time"),
-                                      ("split_frequency", self.split == "frequency")) if on)
+        """DESIGN.md's detection record for this burst, times to 0.1 µs, frequencies to 0.1 Hz,
+        levels to 0.01 dB."""
+        if self.clipped or self.truncated or self.split:
+            flags = tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated),
+                                          ("split_time", self.split == "time"),
+                                          ("split_frequency", self.split == "frequency")) if on)
+        else:
+            flags = ()  # most bursts
         return Detection(
-            sensor_id=sensor_id,
-            t_start_s=round(self.t_start_s, 7),
-            duration_s=round(self.duration_s, 7),
-            freq_hz=round(self.freq_hz, 1),
-            bandwidth_hz=round(self.bandwidth_hz, 1),
-            power_dbfs=round(self.power_dbfs, 2),
-            snr_db=round(self.snr_db, 2),
-            tech=tech,
-            rssi_dbm=rssi_dbm,
-            seq=seq,
-            sample_start=self.sample_start,
-            sample_count=self.sample_count,
-            channel=channel,
-            flags=flags,
-            gain_db=self.gain_db,
-            session_id=session_id,
-        )
+            sensor_id, round(self.t_start_s, 7), round(self.duration_s, 7), round(self.freq_hz, 1),
+            round(self.bandwidth_hz, 1), round(self.power_dbfs, 2), round(self.snr_db, 2), tech, rssi_dbm, seq, self.sample_start,
+            self.sample_count, channel, flags, self.gain_db, session_id)
 
 
 @dataclass(frozen=True, slots=True)

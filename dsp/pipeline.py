@@ -8,10 +8,13 @@ the detections the node would have sent.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from operator import attrgetter
 
 from dsp.classify import SessionTracker
 from dsp.detector import Burst, BurstDetector, DetectorConfig
 from dsp.records import Detection, IQBlock
+
+_start_then_freq = attrgetter("t_start_s", "freq_hz")  # the order bursts are labelled in
 
 
 class DetectionPipeline:
@@ -29,8 +32,7 @@ class DetectionPipeline:
         self.n_detections = 0
 
     def _records(self, bursts: list[Burst]) -> list[Detection]:
-        ordered = sorted(bursts, key=lambda b: (b.t_start_s, b.freq_hz))
-        out = [labelled.to_detection(self.sensor_id) for labelled in self.sessions.update(ordered)]
+        out = self.sessions.detections(sorted(bursts, key=_start_then_freq), self.sensor_id)
         self.n_detections += len(out)
         return out
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -62,11 +63,18 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers on the wire: what a datab
 
 
 def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: bool = False) -> Any:
-    if name not in obj or obj[name] is None:
+    value = obj.get(name)
+    if value is None:
         if optional:
             return None
         raise InputError(None, name, "missing")
-    value = obj[name]
+    kind = type(value)
+    if kind in kinds:  # what JSON gives (str, float, int): the checks below that apply, in short
+        if kind is float and not math.isfinite(value):
+            raise InputError(None, name, "must be finite")
+        if kind is int and not INT64_MIN <= value <= INT64_MAX:
+            raise InputError(None, name, "integer out of range (64-bit)")
+        return value
     if isinstance(value, bool) and bool not in kinds:
         raise InputError(None, name, f"expected {kinds[0].__name__}, got bool")
     if not isinstance(value, kinds):
@@ -78,7 +86,7 @@ def _require(obj: dict[str, Any], name: str, kinds: tuple[type, ...], optional: 
     return value
 
 
-def _check_keys(obj: dict[str, Any], allowed: set[str], kind: str) -> None:
+def _check_keys(obj: dict[str, Any], allowed: set[str] | frozenset[str], kind: str) -> None:
     unknown = sorted(set(obj) - allowed - {"v"})
     if unknown:
         raise InputError(None, unknown[0], f"unknown field in {kind}")
@@ -88,6 +96,7 @@ def _check_keys(obj: dict[str, Any], allowed: set[str], kind: str) -> None:
 
 
 _NUM = (int, float)
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def _float_or(value: Any, default: float) -> float:
@@ -119,26 +128,26 @@ class Detection:
     def to_dict(self) -> dict[str, Any]:
         """The wire form: DESIGN.md's fields, optional ones only when set, plus ``v``."""
         out: dict[str, Any] = {"v": WIRE_VERSION}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "rssi_dbm":
-                out[f.name] = value  # part of the contract even when null
-            elif f.name == "flags":
+        for name, value in zip(_DETECTION_FIELDS, _detection_values(self), strict=True):
+            if value is None:
+                if name == "rssi_dbm":
+                    out[name] = None  # part of the contract even when null
+            elif name == "flags":
                 if value:
-                    out[f.name] = list(value)
-            elif value is not None:
-                out[f.name] = value
+                    out[name] = list(value)
+            else:
+                out[name] = value
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _COMPACT_JSON.encode(self.to_dict())  # json.dumps(..., separators=(",", ":")), its encoder made once
 
     @classmethod
     def from_dict(cls, obj: Any) -> Detection:
         """Validate a wire-form object; raises InputError naming the first bad field."""
         if not isinstance(obj, dict):
             raise InputError(None, None, f"detection must be a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, {f.name for f in fields(cls)}, "detection")
+        _check_keys(obj, _DETECTION_FIELD_SET, "detection")
         sensor_id = _require(obj, "sensor_id", (str,))
         if not sensor_id:
             raise InputError(None, "sensor_id", "must not be empty")
@@ -182,6 +191,12 @@ class Detection:
         except (ValueError, UnicodeDecodeError) as exc:
             raise InputError(None, None, f"not valid JSON ({exc})") from None
         return cls.from_dict(obj)
+
+
+# a node checks and serializes every detection it sends (to_dict, from_dict): the field list once
+_DETECTION_FIELDS = tuple(f.name for f in fields(Detection))
+_DETECTION_FIELD_SET = frozenset(_DETECTION_FIELDS)
+_detection_values = attrgetter(*_DETECTION_FIELDS)  # all of a detection's values, in field order
 
 
 @dataclass(frozen=True, slots=True)

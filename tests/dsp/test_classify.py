@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from dsp import gsm, lte, umts
-from dsp.classify import ClassifierConfig, SessionConfig, SessionTracker, classify, label_bursts
+from dsp.classify import (
+    ClassifierConfig,
+    SessionConfig,
+    SessionTracker,
+    _arfcn_near,
+    classify,
+    label_bursts,
+)
 from dsp.detector import Burst, BurstDetector, DetectorConfig
 from dsp.iq import cu8_to_complex64
 from dsp.records import IQBlock
@@ -97,6 +104,30 @@ def test_sessions_expire_and_state_is_bounded() -> None:
     assert tracker.n_active == 1  # everything older than its expiry is gone
     ids = [x.session_id for x in tracker.update([burst(t_s=100.01, duration_s=1e-3, bandwidth_hz=180e3, flatness=0.8)])]
     assert ids == ["s201"]
+
+
+def test_detections_are_the_labelled_bursts_records() -> None:
+    """The pipeline's shortcut gives what labelling and then making records gives."""
+    rng = np.random.default_rng(9)
+    bursts = gsm_call_as_bursts(50, 2, seed=5, duration_s=1.0) + gsm_call_as_bursts(
+        60, 4, seed=6, duration_s=1.0, hopping_arfcns=[60, 63, 66, 69], hsn=0)
+    bursts += [burst(t_s=float(t), duration_s=1e-3, bandwidth_hz=float(rng.choice([180e3, 540e3, 1.08e6])),
+                     freq_hz=float(rng.uniform(880e6, 915e6)), flatness=0.8, line=float(rng.uniform(0, 12)))
+               for t in rng.uniform(0.0, 1.0, 300)]
+    bursts.sort(key=lambda b: b.t_start_s)
+    labelled = SessionTracker(FS, prefix="A1:").update(bursts)
+    assert {x.tech for x in labelled} >= {"gsm", "lte"}
+    assert SessionTracker(FS, prefix="A1:").detections(bursts, "A1") == [x.to_detection("A1") for x in labelled]
+
+
+def test_arfcn_lookup_agrees_with_the_gsm_module() -> None:
+    """The tracker's ARFCN lookup is gsm.arfcn_for_uplink_freq_hz with a 60 kHz tolerance."""
+    rng = np.random.default_rng(3)
+    freqs_hz = np.concatenate([np.arange(870e6, 920e6, 7e3), np.arange(1705e6, 1790e6, 7e3),
+                               rng.uniform(860e6, 1800e6, 20_000), [876.1e6, 914.9e6, 1710.1e6, 1784.9e6]])
+    for f in freqs_hz.tolist():
+        assert _arfcn_near(f) == gsm.arfcn_for_uplink_freq_hz(f, tolerance_hz=60e3), f
+    assert _arfcn_near(math.nan) is None
 
 
 # -- end to end on the simulator's waveforms ------------------------------------------------------

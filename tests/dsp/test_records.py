@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dsp.detector import Burst
 from dsp.errors import InputError
 from dsp.records import BandHealth, Detection, Heartbeat
 
@@ -21,6 +22,38 @@ def test_detection_round_trips_through_its_wire_form(t, f, p, snr, tech, rssi, s
     assert "rssi_dbm" in d.to_dict()  # part of the contract even when null
 
 
+def test_wire_form_is_pinned() -> None:
+    """Field order, nulls and flags of the JSON every sensor sends (DESIGN.md "Detection")."""
+    d = Detection("A1", 1.5, 5e-4, 9e8, 2e5, -30.0, 12.0, "gsm", seq=3, flags=("clipped",), session_id="A1:1")
+    assert d.to_json() == ('{"v":1,"sensor_id":"A1","t_start_s":1.5,"duration_s":0.0005,"freq_hz":900000000.0,'
+                           '"bandwidth_hz":200000.0,"power_dbfs":-30.0,"snr_db":12.0,"tech":"gsm","rssi_dbm":null,'
+                           '"seq":3,"flags":["clipped"],"session_id":"A1:1"}')
+    assert Detection.from_json(d.to_json()) == d
+
+
+def _burst(**changes: object) -> Burst:
+    fields = dict(t_start_s=1_700_000_000.123456789, duration_s=5.46123456e-4, freq_hz=900_212_345.678,
+                  bandwidth_hz=251_234.567, power_dbfs=-31.23456, snr_db=12.34567, noise_dbfs_hz=-100.0,
+                  sample_start=100, sample_count=1311, clipped=False, n_frames=6, n_cells=30, flatness=0.45,
+                  gmsk_line_ratio=20.0, center_freq_hz=900_000_000, gain_db=28.0)
+    return Burst(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("changes", "flags"), [
+    ({}, ()),
+    ({"clipped": True, "truncated": True}, ("clipped", "truncated")),
+    ({"split": "time"}, ("split_time",)),
+    ({"split": "frequency", "clipped": True}, ("clipped", "split_frequency")),
+])
+def test_a_burst_record_is_rounded_and_flagged(changes: dict, flags: tuple[str, ...]) -> None:
+    b = _burst(**changes)
+    d = b.to_detection("A1-S1", "gsm", session_id="s1", seq=4, rssi_dbm=-60.0, channel="arfcn 1 slot-phase 0")
+    assert d == Detection("A1-S1", round(b.t_start_s, 7), round(b.duration_s, 7), round(b.freq_hz, 1),
+                          round(b.bandwidth_hz, 1), round(b.power_dbfs, 2), round(b.snr_db, 2), "gsm", -60.0, 4,
+                          100, 1311, "arfcn 1 slot-phase 0", flags, 28.0, "s1")
+    assert d.duration_s == 5.461e-4 and d.freq_hz == 900_212_345.7 and d.snr_db == 12.35
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"sensor_id": ""}, "sensor_id"),
     ({"tech": "wifi"}, "tech"),
@@ -30,6 +63,9 @@ def test_detection_round_trips_through_its_wire_form(t, f, p, snr, tech, rssi, s
     ({"colour": "red"}, "colour"),
     ({"v": 99}, "v"),
     ({"flags": "clipped"}, "flags"),
+    ({"snr_db": float("nan")}, "snr_db"),
+    ({"seq": 2**63}, "seq"),
+    ({"sample_count": 12.0}, "sample_count"),
 ])
 def test_a_bad_field_is_named(change: dict, field: str) -> None:
     good = Detection("A1-S1", 1.0, 5e-4, 9e8, 2e5, -30.0, 12.0, "gsm").to_dict()

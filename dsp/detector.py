@@ -73,7 +73,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 from scipy import signal, stats
 
 from dsp import fastgrid, labelling, measure_kernels, split_kernels
@@ -81,6 +80,7 @@ from dsp.errors import InputError
 from dsp.iq import ComplexArray
 from dsp.noise import NoiseFloorTracker
 from dsp.records import Detection, IQBlock
+from dsp.transforms import RowFFT
 
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -448,14 +448,14 @@ def _llr_weights(snr: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64],
     return s / (1.0 + s), np.log1p(s)
 
 
-def _gmsk_line_scores(filtered: ComplexArray, sample_rate_hz: float) -> tuple[
+def _gmsk_line_scores(filtered: ComplexArray, sample_rate_hz: float, rows_fft: RowFFT) -> tuple[
         npt.NDArray[np.float64], npt.NDArray[np.float64], float]:
     """The spectrum of the squared bursts scored for GMSK's line pair: ``(score, centres_hz, step_hz)``,
     ``score[:, j]`` the weaker of the two lines R_b/2 either side of ``centres_hz[j]`` (twice the
     carrier offset), on a grid of ``step_hz``."""
     square = np.square(filtered)
     n_fft = 2 * square.shape[1]
-    power = np.fft.fftshift(np.abs(scipy.fft.fft(square, n_fft, axis=1)) ** 2, axes=1)
+    power = np.fft.fftshift(np.abs(rows_fft.fft(square, n_fft)) ** 2, axes=1)
     step_hz = sample_rate_hz / n_fft
     freqs = (np.arange(n_fft) - n_fft // 2) * step_hz
     half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
@@ -464,7 +464,7 @@ def _gmsk_line_scores(filtered: ComplexArray, sample_rate_hz: float) -> tuple[
 
 
 def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses_hz: npt.ArrayLike,
-                          search_hz: float = 25e3) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+                          rows_fft: RowFFT, search_hz: float = 25e3) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Carrier offsets of (G)MSK bursts from the spectral lines of their square, and line strengths.
 
     ``filtered``: (m, n) band-filtered bursts (zero padded). Squaring MSK doubles its phase
@@ -478,9 +478,11 @@ def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses
     """
     guesses = np.asarray(guesses_hz, dtype=np.float64)
     n_fft = 2 * filtered.shape[1]
-    square = np.zeros((filtered.shape[0], n_fft), dtype=np.result_type(filtered.dtype, np.complex64))
-    np.square(filtered, out=square[:, : filtered.shape[1]])  # zero padded in place, as fft(x, n_fft) pads
-    magnitude = np.abs(scipy.fft.fft(square, axis=1, overwrite_x=True))
+    m, n = filtered.shape
+    square = rows_fft.rows(m, n_fft)
+    np.square(filtered, out=square[:, :n])
+    square[:, n:] = 0.0  # zero padded to twice the length
+    magnitude = np.abs(rows_fft.forward(m, n_fft))
     step_hz = sample_rate_hz / n_fft
     half = round(0.5 * GMSK_BIT_RATE_HZ / step_hz)
     centres = ((np.arange(n_fft) - n_fft // 2) * step_hz)[half : n_fft - half]
@@ -496,7 +498,7 @@ def gmsk_line_frequencies(filtered: ComplexArray, sample_rate_hz: float, guesses
 
 
 def gmsk_carrier_pair(filtered: ComplexArray, sample_rate_hz: float, lo_hz: npt.ArrayLike, hi_hz: npt.ArrayLike,
-                      spacing_hz: float, tolerance_hz: float, search_hz: float = 25e3,
+                      spacing_hz: float, tolerance_hz: float, rows_fft: RowFFT, search_hz: float = 25e3,
                       ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """The strongest GMSK carrier between ``lo_hz`` and ``hi_hz``, and the strongest one ``spacing_hz``
     (± ``tolerance_hz``) from it.
@@ -509,7 +511,7 @@ def gmsk_carrier_pair(filtered: ComplexArray, sample_rate_hz: float, lo_hz: npt.
     """
     lo = np.asarray(lo_hz, dtype=np.float64)
     hi = np.asarray(hi_hz, dtype=np.float64)
-    score, line_centres_hz, step_hz = _gmsk_line_scores(filtered, sample_rate_hz)
+    score, line_centres_hz, step_hz = _gmsk_line_scores(filtered, sample_rate_hz, rows_fft)
     carriers = 0.5 * line_centres_hz  # the carrier each score belongs to
     reach = max(1, round(2.0 * search_hz / step_hz))  # ± search_hz of carrier is ± 2·search_hz of line
     prefix = np.zeros((score.shape[0], score.shape[1] + 1))
@@ -711,6 +713,7 @@ class BurstDetector:
         nat_freqs = np.fft.fftfreq(n, d=1.0 / self.sample_rate_hz)
         self._guard_bins = np.flatnonzero(np.abs(nat_freqs) <= config.dc_guard_hz)
         self._ws = _Workspace()
+        self._fft = RowFFT()  # planned FFTW transforms of this detector's rows
         self._free: dict[str, list[npt.NDArray[Any]]] = {}  # arrays of trimmed epochs, reused
         shifted_freqs = np.fft.fftshift(nat_freqs)
         self._bin_freqs_hz = shifted_freqs  # frequency of shifted bin k
@@ -942,10 +945,10 @@ class BurstDetector:
         n = self.config.fft_size
         n_frames = samples.shape[0] // n
         ws = self._ws
-        windowed = ws.get("windowed", n_frames * n, np.complex64).reshape(n_frames, n)
+        windowed = self._fft.rows(n_frames, n, exact=True)
         peak = np.empty(n_frames, dtype=np.float32)
         fastgrid.window_frames(samples.view(np.float32), self._window_iq, windowed.view(np.float32).ravel(), peak)
-        spectra = scipy.fft.fft(windowed, axis=1, overwrite_x=True)  # in place: no fresh 1 MB array
+        spectra = self._fft.forward(n_frames, n, exact=True)  # planned, in place on the rows just written
         power = self._take("power", (n_frames, n), np.float32)
         cells = ws.get("raw_cells", n_frames * self.n_columns).reshape(n_frames, self.n_columns)
         fastgrid.power_cells(spectra.view(np.float32), self._guard_bins, self.config.bins_per_cell, power, cells)
@@ -1555,7 +1558,7 @@ class BurstDetector:
         take = np.minimum(span, length)
         chunk = self._gather(eps, meas.t0[candidates] + (length - take) // 2, span)
         chunk[np.arange(span)[None, :] >= take[:, None]] = 0.0
-        spectrum = scipy.fft.fft(chunk, axis=1)
+        spectrum = self._fft.fft(chunk)
         lo_hz = self._bin_freqs_hz[parts.lo[candidates]] - g * self.bin_hz
         hi_hz = self._bin_freqs_hz[parts.hi[candidates] - 1] + g * self.bin_hz
         # the band moved to 0 Hz (its square then stays inside ± rate / 2) and filtered
@@ -1566,9 +1569,9 @@ class BurstDetector:
         rel_lo = lo_hz - shift * step_hz
         rel_hi = hi_hz - shift * step_hz
         spectrum *= ((rel[None, :] * step_hz >= rel_lo[:, None]) & (rel[None, :] * step_hz <= rel_hi[:, None])).astype(np.float32)
-        filtered = scipy.fft.ifft(spectrum, axis=1).astype(np.complex64, copy=False)
+        filtered = self._fft.ifft(spectrum)
         f1, r1, f2, r2 = gmsk_carrier_pair(filtered, rate, rel_lo, rel_hi, _GSM_CHANNEL_SPACING_HZ,
-                                           self._FSPLIT_SPACING_TOLERANCE_HZ)
+                                           self._FSPLIT_SPACING_TOLERANCE_HZ, self._fft)
         f1 = f1 + shift * step_hz
         f2 = f2 + shift * step_hz
         two = (np.maximum(r1, r2) >= self._FSPLIT_FIRST_RATIO) & (np.minimum(r1, r2) >= self._FSPLIT_SECOND_RATIO)
@@ -1821,9 +1824,9 @@ class BurstDetector:
         span = self._GMSK_SPAN
         g = self.config.bins_per_cell
         take = np.minimum(span, length)
-        chunk = np.empty((t0.shape[0], span), dtype=np.complex64)
-        self._gather_into(eps, t0 + (length - take) // 2, take, chunk)  # zero past ``take``
-        spectrum = scipy.fft.fft(chunk, axis=1, overwrite_x=True)
+        m = t0.shape[0]
+        self._gather_into(eps, t0 + (length - take) // 2, take, self._fft.rows(m, span))  # zero past ``take``
+        spectrum = self._fft.forward(m, span)
         # keep the band (± one column), centred on its middle, in a span/4-point spectrum;
         # squaring doubles offsets from that centre, so a burst far from the middle of a wide
         # band (a piece of a split region) is centred on its own guess instead: its lines
@@ -1838,11 +1841,11 @@ class BurstDetector:
         rel = np.fft.fftfreq(n_out, d=1.0 / n_out).astype(np.int64)  # -n_out/2 .. n_out/2-1
         half_band = ((hi - lo) / 2 + g) * self.bin_hz
         band_rel_hz = np.where(off_centre, band_mid_hz - offset_bins * step_hz, 0.0)
-        narrow = np.empty((t0.shape[0], n_out), dtype=np.complex64)
+        narrow = self._fft.spectra(m, n_out)
         measure_kernels.gmsk_band(spectrum, offset_bins, rel, rel * step_hz, band_rel_hz, half_band, narrow)
-        filtered = scipy.fft.ifft(narrow, axis=1, overwrite_x=True)
+        filtered = self._fft.inverse(m, n_out)
         offsets, ratios = gmsk_line_frequencies(filtered, self.sample_rate_hz / 4.0,
-                                                guesses - offset_bins * step_hz)
+                                                guesses - offset_bins * step_hz, self._fft)
         return offsets + offset_bins * step_hz, ratios
 
     def _band_energy(self, eps: list[_Epoch], firsts: IntArray, width: int, lo: IntArray, hi: IntArray,
@@ -1865,12 +1868,13 @@ class BurstDetector:
         the band's usable grid bins (the others are zeroed in place, not multiplied by a mask).
         """
         n_fft = 2 * width
-        padded = np.empty((firsts.shape[0], n_fft), dtype=np.complex64)
-        self._gather_into(eps, firsts, np.full(firsts.shape[0], width, dtype=np.int64), padded)
-        spectrum = scipy.fft.fft(padded, axis=1, overwrite_x=True)
+        k = firsts.shape[0]
+        padded = self._fft.rows(k, n_fft)  # filtered in place: valid until the next filter of this size
+        self._gather_into(eps, firsts, np.full(k, width, dtype=np.int64), padded)
+        spectrum = self._fft.forward(k, n_fft)
         measure_kernels.keep_band_bins(spectrum, self._fft_grid_bins(n_fft), np.ascontiguousarray(lo, dtype=np.int64),
                                        np.ascontiguousarray(hi, dtype=np.int64), usable)
-        return scipy.fft.ifft(spectrum, axis=1, overwrite_x=True)
+        return self._fft.inverse(k, n_fft)
 
     def _fft_grid_bins(self, n_fft: int) -> IntArray:
         """Shifted grid bin of each natural-order bin of an ``n_fft``-point FFT (cached, with their counts)."""

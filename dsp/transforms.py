@@ -1,0 +1,115 @@
+"""Complex FFTs along the rows of 2-D arrays: planned, in-place FFTW transforms (pyfftw).
+
+The detector's transforms are batches of rows of 256 to 2048 points: the grid (an epoch
+of 512 frames of 256 samples) and the per-burst band filters and GMSK line spectra.
+FFTW ran them 2-2.7x faster than scipy's pocketfft on this machine, and the FFTs were
+the largest single cost of the pipeline once the rest was compiled
+(``bench/detect_throughput.py``).
+
+Copies cost as much as the transforms at these sizes (a band filter is 0.5-1 MB of
+rows), so each shape has two aligned buffers the caller works in: :meth:`RowFFT.rows`
+(signals) and :meth:`RowFFT.spectra`; :meth:`RowFFT.forward` transforms the first into
+the second and :meth:`RowFFT.inverse` back (a forward, an edit of the spectrum and an
+inverse move nothing). Not in place: FFTW's in-place plans made with ``FFTW_ESTIMATE``
+ran 2.5x slower here, and measured ones take 50-150 ms to plan per shape. A plan
+is made once per (rows, points, direction) with ``FFTW_ESTIMATE`` (~0.2 ms; no timing
+runs, so results do not depend on the machine's load at start-up). Batch sizes vary from
+call to call, so rows are rounded up to a bucket (the extra rows are transformed too, and
+ignored) and a bounded number of buffers is kept. Each :class:`RowFFT` owns its plans and
+buffers: one per detector, never shared between threads.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pyfftw
+
+ComplexArray = npt.NDArray[np.complex64]
+
+
+def _bucket(n_rows: int) -> int:
+    """Rows of the buffer that serves ``n_rows``: multiples of 16 up to 256, of 64 beyond."""
+    step = 16 if n_rows <= 256 else 64
+    return max(step, -(-n_rows // step) * step)
+
+
+@dataclass(slots=True)
+class _Buffer:
+    rows: ComplexArray  # aligned (bucket, n_points): signals
+    spectra: ComplexArray  # aligned (bucket, n_points): their FFTs
+    forward: pyfftw.FFTW | None = None  # rows -> spectra, planned on first use
+    inverse: pyfftw.FFTW | None = None  # spectra -> rows
+
+
+class RowFFT:
+    """Forward and inverse complex64 FFTs of rows between two buffers per shape (numpy's
+    scaling: the inverse is divided by the length). A view returned by any method but
+    :meth:`fft` and :meth:`ifft` is valid until the next call for the same shape."""
+
+    def __init__(self, max_buffers: int = 24) -> None:
+        self.max_buffers = max_buffers
+        self._buffers: OrderedDict[tuple[int, int], _Buffer] = OrderedDict()
+
+    def _buffer(self, n_rows: int, n_points: int, exact: bool = False) -> _Buffer:
+        key = (n_rows if exact else _bucket(n_rows), n_points)
+        buf = self._buffers.get(key)
+        if buf is not None:
+            self._buffers.move_to_end(key)
+            return buf
+        buf = _Buffer(pyfftw.empty_aligned(key, dtype=np.complex64), pyfftw.empty_aligned(key, dtype=np.complex64))
+        buf.rows[:] = 0.0  # the rows past a caller's are transformed too: keep them finite
+        buf.spectra[:] = 0.0
+        self._buffers[key] = buf
+        if len(self._buffers) > self.max_buffers:
+            self._buffers.popitem(last=False)
+        return buf
+
+    def rows(self, n_rows: int, n_points: int, exact: bool = False) -> ComplexArray:
+        """The aligned (n_rows, n_points) signal rows to fill before :meth:`forward`
+        (``exact``: a buffer of exactly ``n_rows``, for a large batch of fixed size)."""
+        return self._buffer(n_rows, n_points, exact).rows[:n_rows]
+
+    def spectra(self, n_rows: int, n_points: int) -> ComplexArray:
+        """The aligned (n_rows, n_points) spectrum rows to fill before :meth:`inverse`."""
+        return self._buffer(n_rows, n_points).spectra[:n_rows]
+
+    def forward(self, n_rows: int, n_points: int, exact: bool = False) -> ComplexArray:
+        """FFT of :meth:`rows` into :meth:`spectra`; returns the spectra."""
+        buf = self._buffer(n_rows, n_points, exact)
+        if buf.forward is None:
+            buf.forward = _plan(buf.rows, buf.spectra, "FFTW_FORWARD")
+        buf.forward()
+        return buf.spectra[:n_rows]
+
+    def inverse(self, n_rows: int, n_points: int) -> ComplexArray:
+        """Inverse FFT of :meth:`spectra` into :meth:`rows`; returns the signals."""
+        buf = self._buffer(n_rows, n_points)
+        if buf.inverse is None:
+            buf.inverse = _plan(buf.spectra, buf.rows, "FFTW_BACKWARD")
+        buf.inverse()  # normalise_idft: scaled by 1/n, as numpy's and scipy's ifft
+        return buf.rows[:n_rows]
+
+    def fft(self, x: npt.NDArray[np.complexfloating], n_points: int | None = None) -> ComplexArray:
+        """FFT of each row of ``x`` zero padded to ``n_points``: a new array (for occasional use)."""
+        n_rows, width = x.shape
+        n = width if n_points is None else n_points
+        if n < width:
+            raise ValueError(f"n_points {n} is shorter than the rows ({width})")
+        rows = self.rows(n_rows, n)
+        rows[:, :width] = x
+        rows[:, width:] = 0.0
+        return self.forward(n_rows, n).copy()
+
+    def ifft(self, x: npt.NDArray[np.complexfloating]) -> ComplexArray:
+        """Inverse FFT of each row of ``x``: a new array (for occasional use)."""
+        n_rows, n = x.shape
+        self.spectra(n_rows, n)[:] = x
+        return self.inverse(n_rows, n).copy()
+
+
+def _plan(src: ComplexArray, dst: ComplexArray, direction: str) -> pyfftw.FFTW:
+    return pyfftw.FFTW(src, dst, axes=(1,), direction=direction, flags=("FFTW_ESTIMATE",), threads=1)

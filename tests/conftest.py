@@ -27,6 +27,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _detector_compiled() -> None:
+    """The detector's numba kernels compiled into their disk cache before any test starts node
+    or CLI processes (a fresh clone would otherwise compile them in every process at once)."""
+    from dsp.warmup import compile_kernels
+
+    compile_kernels()
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

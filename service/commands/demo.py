@@ -115,9 +115,20 @@ def demo_scenario_path() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    _compile_detector()
     if args.offline:
         return run_offline(args)
     return run_live(args)
+
+
+def _compile_detector() -> None:
+    """Compile the detector's kernels here, once, before the nodes or workers start: on a
+    fresh install each of them would otherwise compile the same ~50 kernels at once."""
+    from dsp.warmup import compile_kernels
+
+    seconds = compile_kernels()
+    if seconds > 2.0:
+        _say(f"detector compiled in {seconds:.0f} s (once: later runs load it from the cache)")
 
 
 # ---------------------------------------------------------------------------------------------

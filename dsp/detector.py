@@ -747,6 +747,12 @@ class BurstDetector:
         self._image_ratio = 10.0 ** (config.image_rejection_db / 10.0)
         self.box_tests = self._make_box_tests()
         self._max_box_frames = max(t.n_frames for t in self.box_tests)
+        # the kernel's template arrays, made once (hashing the templates for the cache cost 20 µs an epoch)
+        self._box_kernel_args = _box_arrays(self.box_tests)
+        self._scratch_shapes: dict[int, tuple[tuple[int, int], tuple[int, int, int]]] = {}  # by grid rows
+        self._norm_key: tuple[Any, ...] | None = None  # (floor, carrier_mask) the constants below are for
+        self._norm_scale = np.zeros(0, dtype=np.float32)
+        self._norm_offset = np.zeros(0, dtype=np.float32)
         energy = self._window.astype(np.float64) ** 2
         two = np.concatenate((energy, energy)) / energy.sum()
         self._prefix2 = np.concatenate(([0.0], np.cumsum(two)))  # window energy of [0, t), in frames
@@ -991,14 +997,21 @@ class BurstDetector:
         return bursts
 
     def _normalize(self, epoch: _Epoch, raw: FloatArray, floor: npt.NDArray[np.float64]) -> None:
-        """Cells divided by the floor (mean ``bins_per_cell`` under noise); masked columns neutral."""
-        g = self.config.bins_per_cell
-        usable = (self.column_dofs > 0) & ~self.carrier_mask
-        dofs = np.where(usable, self.column_dofs, 0)
-        scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
-        offset = (g - dofs).astype(np.float32)
+        """Cells divided by the floor (mean ``bins_per_cell`` under noise); masked columns neutral.
+
+        The per-column scale and offset change only with a new floor estimate (a few a
+        second) or carrier mask: they are remade then, not for every epoch.
+        """
+        if (self._norm_key is None or self._norm_key[0] is not floor
+                or not np.array_equal(self._norm_key[1], self.carrier_mask)):
+            g = self.config.bins_per_cell
+            usable = (self.column_dofs > 0) & ~self.carrier_mask
+            dofs = np.where(usable, self.column_dofs, 0)
+            self._norm_scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
+            self._norm_offset = (g - dofs).astype(np.float32)
+            self._norm_key = (floor, self.carrier_mask.copy())
         cells = self._take("cells", (epoch.n_frames, self.n_columns), np.float32)
-        fastgrid.scale_cells(raw, scale, offset, cells)  # one pass for numpy's multiply and add
+        fastgrid.scale_cells(raw, self._norm_scale, self._norm_offset, cells)  # one pass for numpy's multiply and add
         epoch.cells = cells
         epoch.floor = floor.copy()
 
@@ -1022,8 +1035,9 @@ class BurstDetector:
             self._normalize(ep, raw, floor)
             self._box_tests(ep)
 
-    def _recent_cells(self, earlier: list[_Epoch], first_frame: int, n_rows: int) -> tuple[FloatArray, int]:
-        """The last ``n_rows`` normalized rows of ``earlier`` epochs that end contiguously at ``first_frame``."""
+    def _recent_cells(self, earlier: list[_Epoch], first_frame: int, n_rows: int) -> list[FloatArray]:
+        """The last ``n_rows`` (at most) normalized rows of ``earlier`` epochs that end contiguously at
+        ``first_frame``, as views of the epochs' cells, latest first."""
         rows: list[FloatArray] = []
         have = 0
         expected_end = first_frame
@@ -1034,9 +1048,7 @@ class BurstDetector:
             rows.append(ep.cells[ep.n_frames - take :])
             have += take
             expected_end = ep.first_frame
-        if not rows:
-            return np.zeros((0, self.n_columns), dtype=np.float32), 0
-        return np.concatenate(rows[::-1]), have
+        return rows
 
     def _box_tests(self, epoch: _Epoch) -> None:
         """Every template at every position whose box ends in this epoch; paint the hits.
@@ -1048,18 +1060,23 @@ class BurstDetector:
         """
         assert epoch.cells is not None
         earlier = [ep for ep in self._history if ep.end_frame <= epoch.first_frame]
-        carry, n_carry = self._recent_cells(earlier, epoch.first_frame, self._max_box_frames - 1)
+        carried = self._recent_cells(earlier, epoch.first_frame, self._max_box_frames - 1)
+        n_carry = sum(rows.shape[0] for rows in carried)
         n_cols = self.n_columns
         n_rows = n_carry + epoch.n_frames
         ws = self._ws
-        flat = ws.get("grid", n_rows * n_cols)
-        if n_carry:
-            flat[: n_carry * n_cols] = carry.ravel()
-        flat[n_carry * n_cols :] = epoch.cells.ravel()
-        grid = flat.reshape(n_rows, n_cols)
+        grid = ws.get("grid", n_rows * n_cols).reshape(n_rows, n_cols)
+        end = n_carry
+        for rows in carried:  # latest first: filled from the bottom of the carried part up
+            grid[end - rows.shape[0] : end] = rows
+            end -= rows.shape[0]
+        grid[n_carry:] = epoch.cells
         painted = ws.get("painted", n_rows * n_cols, np.bool_).reshape(n_rows, n_cols)
-        n_frames, n_columns, strides, thresholds = _box_arrays(self.box_tests)
-        level_shape, cover_shape = labelling.scratch_shapes(n_frames, n_columns, n_rows, n_cols)
+        n_frames, n_columns, strides, thresholds = self._box_kernel_args
+        shapes = self._scratch_shapes.get(n_rows)
+        if shapes is None:
+            shapes = self._scratch_shapes[n_rows] = labelling.scratch_shapes(n_frames, n_columns, n_rows, n_cols)
+        level_shape, cover_shape = shapes
         levels = ws.get("levels", math.prod(level_shape)).reshape(level_shape)
         cover = ws.get("cover", math.prod(cover_shape), np.bool_).reshape(cover_shape)
         if not labelling.box_tests(grid, n_carry, n_frames, n_columns, strides, thresholds,

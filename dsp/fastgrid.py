@@ -63,27 +63,37 @@ def power_cells(spectra: FloatArray, guard_bins: IntArray, bins_per_cell: int,
     ``spectra``: (n_frames, 2 * fft_size) interleaved re, im; ``power``: (n_frames,
     fft_size); ``cells``: (n_frames, fft_size // bins_per_cell), natural column ``c`` at
     ``(c + n_columns / 2) % n_columns``. ``re*re + im*im`` and the left-to-right cell sum
-    are the numpy expressions' operations, rounding for rounding.
+    are the numpy expressions' operations, rounding for rounding. Each cell sum reads its
+    bins contiguously and writes its shifted column directly (two half-row loops); with
+    four bins a cell (the default) the sum is spelled out, a fixed stride LLVM vectorizes
+    where the generic inner loop does not (3x faster than strided gathers into a scratch row).
     """
     n_frames, n = power.shape
     n_columns = cells.shape[1]
     half = n_columns // 2
-    natural = np.empty(n_columns, np.float32)
+    g = bins_per_cell
     for f in range(n_frames):
+        src = spectra[f]
+        row = power[f]
         for k in range(n):
-            re = spectra[f, 2 * k]
-            im = spectra[f, 2 * k + 1]
-            power[f, k] = re * re + im * im
+            re = src[2 * k]
+            im = src[2 * k + 1]
+            row[k] = re * re + im * im
         for k in guard_bins:
-            power[f, k] = np.float32(0.0)
-        for c in range(n_columns):
-            natural[c] = power[f, c * bins_per_cell]
-        for j in range(1, bins_per_cell):
-            for c in range(n_columns):
-                natural[c] += power[f, c * bins_per_cell + j]
-        for c in range(half):
-            cells[f, c + half] = natural[c]
-            cells[f, c] = natural[c + half]
+            row[k] = np.float32(0.0)
+        out = cells[f]
+        for part in range(2):  # natural columns [0, half) go to [half, n), [half, n) to [0, half)
+            bins = row[part * half * g : (part + 1) * half * g]
+            dst = out[(1 - part) * half : (2 - part) * half]
+            if g == 4:
+                for c in range(half):
+                    dst[c] = ((bins[4 * c] + bins[4 * c + 1]) + bins[4 * c + 2]) + bins[4 * c + 3]
+            else:
+                for c in range(half):
+                    total = bins[c * g]
+                    for j in range(1, g):
+                        total += bins[c * g + j]
+                    dst[c] = total
 
 
 @numba.njit(cache=True, nogil=True)

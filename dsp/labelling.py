@@ -99,7 +99,55 @@ def tree_sums(a: FloatArray, width: int, step: int) -> FloatArray:
     return out
 
 
+SMALL_WIDTH = 8  # narrower boxes sum their columns in one pass (:func:`_small_tree`)
+
+
+@numba.njit(cache=True, nogil=True)
+def _small_tree(a: FloatArray, width: int, out: FloatArray, n_out: int) -> None:
+    """``out[c]`` = doubling-tree sum of ``a[c : c + width]`` for ``width <= 8``, c < n_out, in one pass.
+
+    The same additions in the same order as :func:`_tree_at` over the levels of ``a``
+    (``L2 = a0 + a1``, ``L4 = L2 + L2'``, then the largest level plus the smaller ones of
+    ``width``'s digits), spelled out and kept in registers: the levels' copy, build and
+    tree passes over the block (five for the 5-column GSM boxes) become one.
+    """
+    a0 = a[0:n_out]  # shifted slices: see _shift_add
+    a1 = a[1 : 1 + n_out] if width > 1 else a0
+    a2 = a[2 : 2 + n_out] if width > 2 else a0
+    a3 = a[3 : 3 + n_out] if width > 3 else a0
+    a4 = a[4 : 4 + n_out] if width > 4 else a0
+    a5 = a[5 : 5 + n_out] if width > 5 else a0
+    a6 = a[6 : 6 + n_out] if width > 6 else a0
+    a7 = a[7 : 7 + n_out] if width > 7 else a0
+    dst = out[0:n_out]
+    if width == 1:
+        for c in range(n_out):
+            dst[c] = a0[c]
+    elif width == 2:
+        for c in range(n_out):
+            dst[c] = a0[c] + a1[c]
+    elif width == 3:
+        for c in range(n_out):
+            dst[c] = (a0[c] + a1[c]) + a2[c]
+    elif width == 4:
+        for c in range(n_out):
+            dst[c] = (a0[c] + a1[c]) + (a2[c] + a3[c])
+    elif width == 5:
+        for c in range(n_out):
+            dst[c] = ((a0[c] + a1[c]) + (a2[c] + a3[c])) + a4[c]
+    elif width == 6:
+        for c in range(n_out):
+            dst[c] = ((a0[c] + a1[c]) + (a2[c] + a3[c])) + (a4[c] + a5[c])
+    elif width == 7:
+        for c in range(n_out):
+            dst[c] = (((a0[c] + a1[c]) + (a2[c] + a3[c])) + (a4[c] + a5[c])) + a6[c]
+    else:
+        for c in range(n_out):
+            dst[c] = ((a0[c] + a1[c]) + (a2[c] + a3[c])) + ((a4[c] + a5[c]) + (a6[c] + a7[c]))
+
+
 BLOCK_ROWS = 64  # box top rows tested together: their levels stay in the core's cache
+SUB_ROWS = 8  # a block with a hit is searched this many top rows at a time: a burst lights a few
 
 
 def scratch_shapes(n_frames: IntArray, n_columns: IntArray, n_rows: int, n_cols: int) -> tuple[tuple[int, int], tuple[int, int, int]]:
@@ -131,21 +179,24 @@ def _block_hits(grid: FloatArray, top: int, n_block: int, stride: int, width: in
         k_max = max(k_max, n_frames[t])
     n_in = min(n_block + k_max - 1, n_rows - top)  # rows the block's boxes reach
     n = n_in * cols
-    base = levels[0]
-    if stride == 1:
-        src = flat[top * n_cols : top * n_cols + n]
-        for i in range(n):
-            base[i] = src[i]
-    else:
-        two = flat[top * n_cols : top * n_cols + 2 * n].reshape(n, 2)  # column pairs
-        for i in range(n):
-            base[i] = two[i, 0] + two[i, 1]
-    _extend_levels(levels, 0, 1, _n_levels(width), 1, n)
     # frequency sums at every position of the block (those at columns >= valid straddle two
     # rows and are never used), then the time levels over them
     n_sums = n - (width - 1)
     sums = levels[n_freq]
-    _tree_at(levels, 0, width, 1, 0, sums, 0, n_sums)
+    if stride == 1 and width <= SMALL_WIDTH:
+        _small_tree(flat[top * n_cols : top * n_cols + n], width, sums, n_sums)
+    else:
+        base = levels[0]
+        if stride == 1:
+            src = flat[top * n_cols : top * n_cols + n]
+            for i in range(n):
+                base[i] = src[i]
+        else:
+            two = flat[top * n_cols : top * n_cols + 2 * n].reshape(n, 2)  # column pairs
+            for i in range(n):
+                base[i] = two[i, 0] + two[i, 1]
+        _extend_levels(levels, 0, 1, _n_levels(width), 1, n)
+        _tree_at(levels, 0, width, 1, 0, sums, 0, n_sums)
     row_len = cols
     if 2 * valid <= cols:
         # a wide box has few positions: keep only those before summing over time
@@ -176,23 +227,28 @@ def _block_hits(grid: FloatArray, top: int, n_block: int, stride: int, width: in
             n_over += tested[i] > threshold
         if n_over == 0:
             continue
-        for r in range(lo, hi):
-            row = box[r * row_len : r * row_len + valid]
-            n_over = 0  # the same count, row by row: only rows with hits are looked at closely
-            for c in range(valid):
-                n_over += row[c] > threshold
+        # a burst lights a few top rows: count again SUB_ROWS rows at a time and search only
+        # those with a hit row by row (searching every row, each a short loop, cost ~7 % more)
+        for s0 in range(lo, hi, SUB_ROWS):
+            a = s0 * row_len
+            sub = box[a : min((s0 + SUB_ROWS) * row_len, n_box)]
+            n_over = 0
+            for i in range(sub.shape[0]):
+                n_over += sub[i] > threshold
             if n_over == 0:
                 continue
-            # columns covered by this row's hits: a running count of box starts and ends
-            row_hit = False
-            for c in range(valid):
-                if row[c] > threshold:
-                    if not row_hit:
-                        cover_row[:] = 0
-                        row_hit = True
-                    cover_row[c * stride] += 1
-                    cover_row[(c + width) * stride] -= 1
-            if row_hit:
+            for r in range(s0, min(s0 + SUB_ROWS, hi)):
+                row = box[r * row_len : r * row_len + valid]
+                n_over = 0  # the same count, row by row: only rows with hits are looked at closely
+                for c in range(valid):
+                    n_over += row[c] > threshold
+                if n_over == 0:
+                    continue
+                cover_row[:] = 0
+                for c in range(valid):
+                    if row[c] > threshold:
+                        cover_row[c * stride] += 1
+                        cover_row[(c + width) * stride] -= 1
                 hit_rows[t, top + r] = True
                 running = 0
                 for j in range(n_cols):

@@ -19,6 +19,7 @@ from dsp.detector import (
     _best_segments,
     _box_dilate,
     _Doubling,
+    _Epoch,
     _Workspace,
 )
 from dsp.errors import InputError
@@ -485,3 +486,34 @@ def test_announced_gain_steps_down_give_no_false_alarm_and_bursts_after_them_are
             for b in truth:
                 (got,) = matching(out, b)
                 assert abs(got.t_start_s - T0 - b.t_start_s) < 20e-6
+
+
+def test_normalize_follows_floor_and_carrier_mask() -> None:
+    """The per-column constants are cached between epochs: a new floor estimate or carrier
+    mask must still reach the cells (cell = raw · dof / floor + (G - dof), masked columns G)."""
+    det = BurstDetector(DetectorConfig(), FS, FC)
+    g = det.config.bins_per_cell
+    raw = np.random.default_rng(7).gamma(4.0, 1.0, (16, det.n_columns)).astype(np.float32)
+
+    def normalized(floor: np.ndarray) -> np.ndarray:
+        epoch = _Epoch(first_frame=0, sample_start=0, samples=np.zeros(0, np.complex64),
+                       power=np.zeros((16, det.config.fft_size), np.float32), peak=np.zeros(16, np.float32),
+                       cells=None, mask=np.zeros((16, det.n_columns), bool), floor=None)
+        det._normalize(epoch, raw, floor)
+        assert epoch.cells is not None and np.array_equal(epoch.floor, floor)
+        return epoch.cells.copy()
+
+    def expected(floor: np.ndarray) -> np.ndarray:
+        usable = (det.column_dofs > 0) & ~det.carrier_mask
+        dofs = np.where(usable, det.column_dofs, 0)
+        scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
+        return raw * scale + (g - dofs).astype(np.float32)
+
+    floor = np.full(det.n_columns, 2.0)
+    assert np.array_equal(normalized(floor), expected(floor))
+    assert np.array_equal(normalized(floor), expected(floor))  # cached constants, same cells
+    det.carrier_mask[5] = True  # in place: the cache compares contents
+    cells = normalized(floor)
+    assert np.array_equal(cells, expected(floor)) and np.all(cells[:, 5] == g)
+    new_floor = np.linspace(1.0, 3.0, det.n_columns)
+    assert np.array_equal(normalized(new_floor), expected(new_floor))

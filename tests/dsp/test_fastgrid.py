@@ -169,3 +169,18 @@ def test_scale_cells_rounds_as_numpy() -> None:
     want += offset
     assert np.array_equal(out, want)
     assert np.all(out[:, 3] == offset[3])
+
+
+def test_power_cells_full_size_with_dc_guard() -> None:
+    """The default grid: 256 bins, 4 a cell (the unrolled path), guard bins at DC."""
+    rng = np.random.default_rng(4)
+    n, n_frames = 256, 5
+    x = (rng.standard_normal((n_frames, n)) + 1j * rng.standard_normal((n_frames, n))).astype(np.complex64)
+    spectra = scipy.fft.fft(x, axis=1)
+    guard_bins = np.array([0, 1, 255], dtype=np.int64)
+    power = np.empty((n_frames, n), dtype=np.float32)
+    cells = np.empty((n_frames, n // 4), dtype=np.float32)
+    fastgrid.power_cells(spectra.view(np.float32), guard_bins, 4, power, cells)
+    want_power, want_cells = _numpy_power_cells(spectra, guard_bins, 4)
+    assert np.array_equal(power, want_power) and np.array_equal(cells, want_cells)
+    assert np.all(power[:, guard_bins] == 0.0)

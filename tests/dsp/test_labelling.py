@@ -65,6 +65,30 @@ def test_tree_sums_equal_doubling_bit_for_bit(width: int, step: int) -> None:
     assert np.allclose(got, exact, rtol=1e-5)
 
 
+@pytest.mark.parametrize("width", range(1, labelling.SMALL_WIDTH + 1))
+def test_small_tree_equals_doubling_bit_for_bit(width: int) -> None:
+    """The one-pass sums of the narrow boxes are the levels' sums, rounding for rounding."""
+    a = np.random.default_rng(width).gamma(2.0, 3.0, size=300).astype(np.float32) ** 3  # wide range: rounding shows
+    want = _Doubling(a, 1, _Workspace(), "x").sums(width)
+    got = np.full(a.shape[0], np.nan, dtype=np.float32)
+    labelling._small_tree(a, width, got, want.shape[0])
+    assert np.array_equal(got[: want.shape[0]], want) and np.isnan(got[want.shape[0] :]).all()
+
+
+@pytest.mark.parametrize("template_width_hz", [80e3, 190e3, 300e3])
+def test_box_tests_narrow_widths_paint_what_the_numpy_code_painted(template_width_hz: float) -> None:
+    """2, 5 and 8 column boxes (the one-pass frequency sums), several lengths."""
+    from dsp.detector import BurstDetector
+
+    cfg = DetectorConfig(templates=(("a", 0.3e-3, template_width_hz), ("b", 0.55e-3, template_width_hz),
+                                    ("c", 1.0e-3, template_width_hz), ("d", 1.0e-3, 720e3)))
+    det = BurstDetector(cfg, 2.4e6, 900_000_000)
+    grid = _grid_with_bursts(11, 300, det.n_columns)
+    want = _reference_box_tests(grid, 9, det.box_tests, 4.0)
+    anything, got = _run_kernel(grid, 9, det.box_tests, 4.0)
+    assert anything and np.array_equal(got, want)
+
+
 def _grid_with_bursts(seed: int, n_rows: int, n_cols: int) -> np.ndarray:
     """Noise cells (mean 4, as normalized cells) with strong and marginal rectangles."""
     rng = np.random.default_rng(seed)

@@ -56,6 +56,7 @@ from dsp.detector import DetectorConfig
 from dsp.iq import cu8_to_complex64
 from dsp.pipeline import DetectionPipeline
 from dsp.records import IQBlock
+from dsp.warmup import compile_kernels
 from dsp.waveform import TxBurst, render_burst
 from sdr.receiver import ReceiverConfig, RtlSdrModel
 
@@ -257,6 +258,7 @@ def run(out_dir: Path = RESULTS_DIR, quick: bool = False, seed: int = 1, duratio
     duration_s = duration_s or (2.0 if quick else 20.0)
     n_repeats = n_repeats or (2 if quick else 5)
     fft_size = DetectorConfig().fft_size
+    compile_kernels()  # a fresh install compiles the detector once (~25 s): not the pipeline's time
     started = time.perf_counter()
     raw, recording = make_recording(duration_s, seed)
     log.info("throughput recording_s=%.1f generated_in_s=%.1f bursts=%d", recording["duration_s"],

@@ -66,6 +66,7 @@ after an announced gain step, which starts the floor afresh.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
@@ -79,7 +80,7 @@ from dsp import fastgrid, labelling, measure_kernels, split_kernels
 from dsp.errors import InputError
 from dsp.iq import ComplexArray
 from dsp.noise import NoiseFloorTracker
-from dsp.records import Detection, IQBlock
+from dsp.records import Detection, IQBlock, detection_from_values, frozen_builder
 from dsp.transforms import RowFFT
 
 FloatArray = npt.NDArray[np.float32]
@@ -265,10 +266,13 @@ class Burst:
                                           ("split_frequency", self.split == "frequency")) if on)
         else:
             flags = ()  # most bursts
-        return Detection(
+        return detection_from_values((
             sensor_id, round(self.t_start_s, 7), round(self.duration_s, 7), round(self.freq_hz, 1),
             round(self.bandwidth_hz, 1), round(self.power_dbfs, 2), round(self.snr_db, 2), tech, rssi_dbm, seq, self.sample_start,
-            self.sample_count, channel, flags, self.gain_db, session_id)
+            self.sample_count, channel, flags, self.gain_db, session_id))
+
+
+_burst_from_values = frozen_builder(Burst)  # Burst(*values), every field given, in field order
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,12 +761,15 @@ class BurstDetector:
         two = np.concatenate((energy, energy)) / energy.sum()
         self._prefix2 = np.concatenate(([0.0], np.cumsum(two)))  # window energy of [0, t), in frames
         self._suffix2 = self._prefix2[-1] - self._prefix2  # window energy of [t, 2N)
+        self._neg_suffix2 = -self._suffix2  # ascending, for a binary search (split_kernels.edge_estimates)
         self._shift_index = np.fft.fftshift(np.arange(n))
         self._edge_bins: dict[int, npt.NDArray[np.int64]] = {}
         self._edge_counts: dict[int, npt.NDArray[np.int64]] = {}  # FFT bins per grid bin, by FFT length
         self._grid = np.arange(n)
         self._carrier_occupancy = np.zeros(self.n_columns, dtype=np.float64)
         self.carrier_mask = np.zeros(self.n_columns, dtype=bool)
+        self._usable_for = b""  # the carrier mask ``_usable`` was made for (its bytes)
+        self._usable = np.zeros(n, dtype=bool)
         self.stats = DetectorStats()
         self._next_frame = 0
         self._reset_stream()
@@ -1122,12 +1129,19 @@ class BurstDetector:
         self._open_from = int(min(settled, r0[still_open].min())) if still_open.any() else settled
         done = np.flatnonzero(~still_open)
         if done.size:
+            # only the frames of the finished regions' boxes are read: their cells alone are copied
             g = float(self.config.bins_per_cell)
+            box = bounds[done]
+            lo_row = int(box[:, 0].min())
+            hi_row = int(box[:, 1].max())
+            first, end = start + lo_row, start + hi_row
             cells = np.concatenate([
-                (ep.cells if ep.cells is not None else np.full((ep.n_frames, self.n_columns), g, np.float32))[max(0, start - ep.first_frame) :]
-                for ep in eps
+                (ep.cells if ep.cells is not None else np.full((ep.n_frames, self.n_columns), g, np.float32))[
+                    max(0, first - ep.first_frame) : end - ep.first_frame]
+                for ep in eps if ep.first_frame < end and ep.end_frame > first
             ])
-            comps = self._components(labels, cells, bounds[done], done + 1, start, truncated[done], eps)
+            box[:, :2] -= lo_row
+            comps = self._components(labels[lo_row:hi_row], cells, box, done + 1, first, truncated[done], eps)
             finished = np.zeros(n_labels + 1, dtype=bool)
             finished[done + 1] = True
             row = 0
@@ -1403,67 +1417,47 @@ class BurstDetector:
         origin = eps[0].sample_start  # the history is contiguous: frame f starts at origin + (f - hist_first)·n
         rect_start = origin + (parts.ra - hist_first) * n
         rect_end = origin + (parts.rb - hist_first) * n
-        k = np.maximum(np.rint((length + guard) / slot).astype(np.int64), 1)
         # the region may reach beyond the measured edges into a weak neighbour's slot (its rows
         # fell out of the rectangle, scored with the strong burst's SNR): one more slot each side
-        reach = 1.0 - self._SPLIT_LEFTOVER  # a leftover of this share of a slot counts as a slot
-        box_start = origin + (parts.box_r0 - hist_first) * n
-        box_end = origin + (parts.box_r1 - hist_first) * n
-        before = np.clip(np.floor((meas.t0 - box_start) / slot + reach), 0, 1).astype(np.int64)
-        after = np.clip(np.floor((box_end - meas.t0 - length) / slot + reach), 0, 1).astype(np.int64)
-        eligible = ((meas.bandwidth <= self._SPLIT_MAX_BANDWIDTH_HZ) & (meas.total > 0) & ~parts.truncated
-                    & (parts.t0_fixed < 0) & (parts.t1_fixed < 0) & (k + before + after <= self._SPLIT_MAX_SLOTS))
+        # (a leftover of 1 - _SPLIT_LEFTOVER of a slot counts as a slot). An extra slot counts only
+        # when busy (mostly it holds the painting's overhang): the cheap cell test first, so that a
+        # lone burst costs no band filtering (and, for a single measured slot, only beside a burst
+        # that shows GMSK lines: a cut stands only if a piece proves GSM, and a weak neighbour piece
+        # seldom can); the slots before and after are probed in one pass
         g = self.config.bins_per_cell
-        # an extra slot counts only when busy (mostly it holds the painting's overhang): the
-        # cheap cell test first, so that a lone burst costs no band filtering
-        # (and, for a single measured slot, only beside a burst that shows GMSK lines: a cut
-        # stands only if a piece proves GSM, and a weak neighbour piece seldom can)
-        gsm_like = (k >= 2) | (meas.line_ratio >= GMSK_LINE_RATIO)
-        # (k ≥ 1: a region with an extra slot always spans two; the slots before and after are
-        # probed in one pass)
-        probe_before = np.flatnonzero(eligible & gsm_like & (before > 0))
-        probe_after = np.flatnonzero(eligible & gsm_like & (after > 0))
-        if probe_before.size or probe_after.size:
-            probe = np.concatenate((probe_before, probe_after))
-            first = np.concatenate((meas.t0[probe_before] + -slot, meas.t0[probe_after] + k[probe_after] * slot))
-            idle = ~(self._slot_snr(eps, first, slot, parts.lo[probe] // g, parts.hi[probe] // g, hist_first,
-                                    origin) > self._SPLIT_ON_SNR)
-            before[probe_before[idle[: probe_before.size]]] = 0
-            after[probe_after[idle[probe_before.size :]]] = 0
-        before[~gsm_like] = 0
-        after[~gsm_like] = 0
+        k, before, after, eligible, probe, first, probe_lo, probe_hi, n_before = split_kernels.slot_candidates(
+            meas.t0, length, origin + (parts.box_r0 - hist_first) * n, origin + (parts.box_r1 - hist_first) * n,
+            meas.bandwidth, meas.total, parts.truncated, parts.t0_fixed, parts.t1_fixed, meas.line_ratio, slot, guard,
+            1.0 - self._SPLIT_LEFTOVER, self._SPLIT_MAX_BANDWIDTH_HZ, self._SPLIT_MAX_SLOTS, GMSK_LINE_RATIO,
+            parts.lo, parts.hi, g)
+        if probe.size:
+            idle = np.flatnonzero(~(self._slot_snr(eps, first, slot, probe_lo, probe_hi, hist_first, origin)
+                                    > self._SPLIT_ON_SNR))
+            before[probe[idle[idle < n_before]]] = 0
+            after[probe[idle[idle >= n_before]]] = 0
         total = k + before + after
         candidates = np.flatnonzero(eligible & (total >= 2))
         if not candidates.size:
             return None
         width = self._SPLIT_WINDOW
         half = width // 2
-        n_bounds = total[candidates] - 1
-        owner = np.repeat(np.arange(candidates.size), n_bounds)
-        first_bound = np.cumsum(n_bounds) - n_bounds
-        j = np.arange(owner.size) - first_bound[owner] + 1 - before[candidates][owner]  # slot j starts at t0 + j·slot
+        # the slot grid of each candidate (split_kernels.slot_grid): boundary b, between slots
+        # j - 1 and j of region owner[b] (slot j starts at t0 + j·slot), centred on its guard period
+        n_slots = total[candidates]
+        before_c = before[candidates]
+        k_c = k[candidates]
+        owner, j, centre, first_bound, slot_first, slot_start = split_kernels.slot_grid(
+            meas.t0[candidates], k_c, before_c, n_slots, slot, guard / 2)
         parent = candidates[owner]
-        centre = meas.t0[parent] + np.rint(j * slot - guard / 2).astype(np.int64)
+        slot_snr = self._slot_snr(eps, slot_start, slot, np.repeat(parts.lo[candidates] // g, n_slots),
+                                  np.repeat(parts.hi[candidates] // g, n_slots), hist_first, origin)
         # a slot is busy when the normalized cells of its inner frames, over the region's band,
         # are 3 dB over the noise and within 20 dB of the strongest slot (a 20 µs flank is too
-        # noisy to say, and rings after a strong burst)
-        n_slots = total[candidates]
-        slot_first = np.cumsum(n_slots) - n_slots
-        slot_owner = np.repeat(np.arange(candidates.size), n_slots)
-        s_idx = np.arange(slot_owner.size) - slot_first[slot_owner]
-        grid_t0 = meas.t0[candidates] - before[candidates] * slot
-        slot_snr = self._slot_snr(eps, grid_t0[slot_owner] + s_idx * slot, slot, parts.lo[candidates][slot_owner] // g,
-                                  parts.hi[candidates][slot_owner] // g, hist_first, origin)
-        strongest = np.maximum.reduceat(slot_snr, slot_first)
-        slot_on = (slot_snr > self._SPLIT_ON_SNR) & (slot_snr > self._SPLIT_ON_RELATIVE * strongest[slot_owner])
-        on_left = slot_on[slot_first[owner] + j - 1 + before[parent]]
-        on_right = slot_on[slot_first[owner] + j + before[parent]]
-        busy = on_left & on_right
-        # the slots beyond the measured part matter only when busy: an idle one there is
-        # the painting's overhang, and the measured edge stands
-        outer_left = j <= 0
-        outer_right = j >= k[parent]
-        step = (on_left & ~on_right & ~outer_right) | (~on_left & on_right & ~outer_left)
+        # noisy to say, and rings after a strong burst); the slots beyond the measured part
+        # matter only when busy: an idle one there is the painting's overhang, and the measured
+        # edge stands (split_kernels.slot_states)
+        slot_on, on_left, on_right, busy, step = split_kernels.slot_states(
+            slot_snr, slot_first, n_slots, owner, j, before_c, k_c, self._SPLIT_ON_SNR, self._SPLIT_ON_RELATIVE)
         # only a boundary between two busy slots (cut if it dips) or a step between a busy and
         # an idle slot (cut) is band-filtered: one between two idle slots decides nothing
         looked = np.flatnonzero(busy | step)
@@ -1471,7 +1465,7 @@ class BurstDetector:
             return None
         lp = parent[looked]
         noise_bin = np.repeat(parts.floor[lp] / np.maximum(self.column_dofs, 1), g, axis=1) / self._window_power
-        usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
+        usable = self._usable_bins()
         l_centre = centre[looked]
         energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_bin, usable)
         # the gap: the lowest 10 µs mean within ±80 µs of the boundary; the flanks, 20 µs each
@@ -1497,57 +1491,35 @@ class BurstDetector:
         right_start = np.zeros(owner.size, dtype=np.int64)
         left_end[looked] = l_centre - half + ends
         right_start[looked] = l_centre - half + starts
-        # assemble the runs of busy slots between cuts (a loop over split regions, not samples):
-        # (parent, start, stop, snr), start/stop -1 where the end piece is measured afresh
-        # (parent, start, stop, snr, bounding box at the start, at the stop)
-        rows: list[tuple[int, int, int, float, bool, bool]] = []
-        for c in np.flatnonzero(~undipped & (n_cuts > 0)):
-            i = int(candidates[c])
-            b0 = int(first_bound[c])
-            nb = int(n_bounds[c])
-            on = slot_on[slot_first[c] : slot_first[c] + nb + 1].tolist()
-            snrs = slot_snr[slot_first[c] : slot_first[c] + nb + 1].tolist()
-            start = -1
-            run = [0]
-            for q in range(nb):
-                b = b0 + q
-                if cut[b]:
-                    if any(on[s] for s in run):
-                        stop = int(left_end[b]) if on_left[b] else int(centre[b])
-                        rows.append((i, start, stop, max(snrs[s] for s in run), bool(before[i] and on[0]), False))
-                    start = int(right_start[b]) if on_right[b] else int(centre[b])
-                    run = []
-                run.append(q + 1)
-            if any(on[s] for s in run):
-                rows.append((i, start, -1, max(snrs[s] for s in run), bool(start < 0 and before[i] and on[0]),
-                             bool(after[i] and on[-1])))
-        if not rows:
+        # the runs of busy slots between cuts, one piece each (split_kernels.time_pieces): its part,
+        # start and stop (-1 where the end piece is measured afresh), SNR, bounding box at either end
+        idx, t0, t1, piece_snr, box_first, box_last = split_kernels.time_pieces(
+            np.flatnonzero(~undipped & (n_cuts > 0)), candidates, first_bound, slot_first, n_slots, slot_on, slot_snr,
+            cut, on_left, on_right, left_end, right_start, centre, before, after)
+        if not idx.size:
             return None
-        table = np.array([r[:3] for r in rows], dtype=np.int64).reshape(-1, 3)
-        idx, t0, t1 = table.T
-        box_first = np.array([r[4] for r in rows], dtype=bool)
-        box_last = np.array([r[5] for r in rows], dtype=bool)
-        new = parts.take(idx)
         # frames: whole frames inside a cut piece (its neighbour's energy stays out of its
         # spectrum); an end piece keeps the region's rectangle edge there, or its bounding
         # box's when it holds a busy slot beyond the measured part
         ra = np.where(t0 >= 0, hist_first + -((origin - t0) // n), np.where(box_first, parts.box_r0[idx], parts.ra[idx]))
         rb = np.where(t1 >= 0, hist_first + (t1 - origin) // n, np.where(box_last, parts.box_r1[idx], parts.rb[idx]))
         short = rb <= ra
-        new.ra = np.where(short & (t0 >= 0), hist_first + (t0 - origin) // n, ra)
-        new.rb = np.where(short & (t1 >= 0), hist_first + -((origin - t1) // n), rb)
-        new.rb = np.maximum(new.rb, new.ra + 1)
-        new.t0_fixed = t0
-        new.t1_fixed = t1
-        new.split = np.ones_like(t0)
-        new.snr = np.maximum(np.array([r[3] for r in rows]), 1e-3)
+        ra = np.where(short & (t0 >= 0), hist_first + (t0 - origin) // n, ra)
+        rb = np.maximum(np.where(short & (t1 >= 0), hist_first + -((origin - t1) // n), rb), ra + 1)
+        extent = (np.where(t1 >= 0, t1, origin + (rb - hist_first) * n)
+                  - np.where(t0 >= 0, t0, origin + (ra - hist_first) * n))
+        keep = np.flatnonzero(extent >= self._SPLIT_MIN_S * rate)  # shorter pieces are dropped
+        idx = idx[keep]
+        new = parts.take(idx)
+        new.ra = ra[keep]
+        new.rb = rb[keep]
+        new.t0_fixed = t0[keep]
+        new.t1_fixed = t1[keep]
+        new.split = np.ones_like(idx)
+        new.snr = np.maximum(piece_snr[keep], 1e-3)
         new.lo, new.hi = self._piece_bands(new, eps)
-        extent = (np.where(t1 >= 0, t1, origin + (new.rb - hist_first) * n)
-                  - np.where(t0 >= 0, t0, origin + (new.ra - hist_first) * n))
-        keep = extent >= self._SPLIT_MIN_S * rate
-        new = new.take(np.flatnonzero(keep))
-        new.n_cells = np.maximum(1, parts.n_cells[idx[keep]] * extent[keep] // np.maximum(rect_end - rect_start, 1)[idx[keep]])
-        return new, idx[keep]
+        new.n_cells = np.maximum(1, parts.n_cells[idx] * extent[keep] // np.maximum(rect_end - rect_start, 1)[idx])
+        return new, idx
 
     def _split_in_frequency(self, parts: _Parts, meas: _Measured, eps: list[_Epoch]) -> tuple[_Parts, IntArray] | None:
         """Cut simultaneous GSM bursts on neighbouring ARFCNs apart: new parts, and which parts they replace.
@@ -1676,20 +1648,24 @@ class BurstDetector:
                                              counts * g * off)
         return (c0 + a) * g, (c0 + b) * g
 
-    def _frame_power(self, eps: list[_Epoch], frames: IntArray) -> tuple[FloatArray, FloatArray]:
-        """|X_k|² (shifted order) and the largest |I| or |Q| of the given absolute frames, (k, fft_size) and (k,).
+    def _frame_power(self, eps: list[_Epoch], first: IntArray, n_present: IntArray,
+                     ) -> tuple[FloatArray, FloatArray, IntArray]:
+        """|X_k|² (shifted order) and the largest |I| or |Q| of frames ``[first[i], first[i] + n_present[i])``
+        of every part, one part after the other, (k, fft_size) and (k,), and the row where each part's frames begin.
 
-        The peaks were taken once per frame by :meth:`_power_cells`, which reads every sample anyway."""
-        n = self.config.fft_size
-        power = np.empty((frames.shape[0], n), dtype=np.float32)
-        peaks = np.empty(frames.shape[0], dtype=np.float32)
-        for ep in eps:
-            idx = np.flatnonzero((frames >= ep.first_frame) & (frames < ep.end_frame))
-            if idx.size:
-                local = frames[idx] - ep.first_frame
-                fastgrid.shifted_rows(ep.power, local, power, idx)
-                peaks[idx] = ep.peak[local]
-        return power, peaks
+        The peaks were taken once per frame by :meth:`_power_cells`, which reads every sample anyway;
+        one compiled copy per epoch holding any of the frames (:func:`dsp.split_kernels.part_frames`)."""
+        row0 = np.cumsum(n_present) - n_present
+        n_total = int(row0[-1] + n_present[-1]) if row0.size else 0
+        power = np.empty((n_total, self.config.fft_size), dtype=np.float32)
+        peaks = np.empty(n_total, dtype=np.float32)
+        if n_total:
+            lo = int(first.min())
+            hi = int((first + n_present).max())
+            for ep in eps:
+                if ep.first_frame < hi and ep.end_frame > lo:
+                    split_kernels.part_frames(ep.power, ep.peak, ep.first_frame, first, n_present, row0, power, peaks)
+        return power, peaks, row0
 
     def _measure_parts(self, parts: _Parts, eps: list[_Epoch]) -> _Measured:
         """Measure rectangles: edges, spectrum, power; vectorized over the batch.
@@ -1703,11 +1679,10 @@ class BurstDetector:
         """
         cfg = self.config
         n = cfg.fft_size
-        g = cfg.bins_per_cell
         m = parts.m
         ra, rb, lo, hi, snr = parts.ra, parts.rb, parts.lo, parts.hi, parts.snr
-        noise_bin = np.repeat(parts.floor / np.maximum(self.column_dofs, 1), g, axis=1)  # E|X_k|² of noise
-        usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, g)
+        noise_bin = self._noise_bins(parts.floor)  # E|X_k|² of noise
+        usable = self._usable_bins()
         hist_first = eps[0].first_frame
         hist_end = eps[-1].end_frame
         lo_m = lo - parts.margin_lo  # the band with a margin: the share of a burst's energy
@@ -1716,68 +1691,65 @@ class BurstDetector:
         hi_w = np.minimum(hi_m, n)
         n_rows = rb - ra
         # every frame from ra-1 to rb of every burst that the history holds, gathered once
-        first = np.clip(ra - 1, hist_first, hist_end)
-        n_present = np.clip(rb + 1, hist_first, hist_end) - first
-        power, peaks = self._frame_power(eps, measure_kernels.ragged_range(first, n_present))
-        row0 = np.cumsum(n_present) - n_present
+        first = np.minimum(np.maximum(ra - 1, hist_first), hist_end)  # np.clip, without its dispatch cost
+        n_present = np.minimum(np.maximum(rb + 1, hist_first), hist_end) - first
+        power, peaks, row0 = self._frame_power(eps, first, n_present)
         # per burst in one pass: band energy of the edge frames (ra-1, ra, rb-1, rb; the band's
         # noise where the history has none) and mean of the inner ones, mean spectrum, I/Q peak
         edge_energy, interior, inner_count, spectra, clip_peak, wide_noise, noise_band = measure_kernels.frame_sums(
             power, peaks, row0, n_present, first - ra, n_rows, lo_w, hi_w, lo, hi, noise_bin)
         # the history is contiguous (a gap resets it): frame f starts at this sample
         frame_start = eps[0].sample_start + (ra - hist_first) * n
-        t0 = frame_start.copy()
-        t1 = frame_start + n_rows * n
-        long = (n_rows >= 3) & (inner_count > 0)
-        if long.any():
-            plateau = np.maximum(interior - wide_noise, 1e-30)
-            x_start = np.clip((edge_energy[:, 0] + edge_energy[:, 1] - 2 * wide_noise) / plateau, 0.0, 2.0)
-            x_end = np.clip((edge_energy[:, 2] + edge_energy[:, 3] - 2 * wide_noise) / plateau, 0.0, 2.0)
-            # suffix / prefix window energy over two frames, in frames
-            start_off = np.searchsorted(-self._suffix2, -x_start, side="left")
-            end_off = np.searchsorted(self._prefix2, x_end, side="left")
-            t0 = np.where(long, frame_start - n + start_off, t0)
-            t1 = np.where(long, frame_start + (n_rows - 1) * n + end_off, t1)
+        t0, t1, long = split_kernels.edge_estimates(edge_energy, interior, inner_count, wide_noise, n_rows,
+                                                    frame_start, n, self._neg_suffix2, self._prefix2)
         # sample-level change point: around the estimates above for long bursts, around the
         # rectangle's frame edges (± 2 frames) for bursts too short to have a plateau
-        rect_noise = noise_bin / self._window_power
-        fixed0 = parts.t0_fixed >= 0
-        fixed1 = parts.t1_fixed >= 0
+        free = (parts.t0_fixed < 0) | (parts.t1_fixed < 0)
+        rect_noise = None
         for sel, width in ((long, n), (~long, 4 * n)):
-            sel = sel & ~(fixed0 & fixed1)
-            if sel.any():
-                idx = np.flatnonzero(sel)
+            idx = np.flatnonzero(sel & free)
+            if idx.size:
+                if rect_noise is None:
+                    rect_noise = noise_bin / self._window_power
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
                                                       rect_noise[idx], usable, snr[idx], one_sided=width == n)
-        t0 = np.where(fixed0, parts.t0_fixed, t0)
-        t1 = np.where(fixed1, parts.t1_fixed, t1)
-        length = t1 - t0
         below, above, inside = self._guard_fill if self._guard_fill is not None else (_NO_BINS,) * 3
         positive = np.empty((m, n))
         total, centroid, k_lo, k_hi, flatness = measure_kernels.spectrum_stats(
             spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz, positive)
-        bandwidth = (k_hi - k_lo + 1) * self.bin_hz
+        # burst power: the mean spectrum is over whole rectangle frames; rescaled by the
+        # fraction of those frames the burst fills (split_kernels.part_levels)
         to_power = 1.0 / (n * n * self._window_power)  # |X_k|² of a windowed frame -> FS² per sample
-        # burst power: the mean spectrum is over whole rectangle frames; rescale by the
-        # fraction of those frames the burst fills
-        fill = np.clip(length / np.maximum(n_rows * n, 1), 1e-3, None)
-        signal_power = total * to_power / np.minimum(fill, 1.0)
-        noise_density = noise_band / np.maximum(hi - lo, 1) * to_power / self.bin_hz
+        t0, length, bandwidth, signal_power, noise_density, gmsk = split_kernels.part_levels(
+            t0, t1, parts.t0_fixed, parts.t1_fixed, n_rows, n, total, k_lo, k_hi, noise_band, lo, hi, self.bin_hz,
+            to_power, self._GMSK_MAX_BANDWIDTH_HZ, 200e-6 * self.sample_rate_hz)
         line_ratio = np.full(m, np.nan)  # NaN: not looked for
-        gmsk = (bandwidth <= self._GMSK_MAX_BANDWIDTH_HZ) & (length >= 200e-6 * self.sample_rate_hz) & (total > 0)
-        if gmsk.any():
-            idx = np.flatnonzero(gmsk)
+        idx = np.flatnonzero(gmsk)
+        if idx.size:
             offsets, ratios = self._gmsk_lines(eps, t0[idx], length[idx], lo[idx], hi[idx], centroid[idx])
             line_ratio[idx] = ratios
             strong = ratios >= GMSK_LINE_RATIO
             centroid[idx[strong]] = offsets[strong]
         # a piece of a frequency cut whose own lines are blurred by its neighbour's cross term:
         # the carrier the cut found (a centroid would lean towards the cut)
-        found = ~np.isnan(parts.carrier_hz) & ~(line_ratio >= GMSK_LINE_RATIO)
-        centroid[found] = parts.carrier_hz[found]
+        if parts.split.any():
+            found = ~np.isnan(parts.carrier_hz) & ~(line_ratio >= GMSK_LINE_RATIO)
+            centroid[found] = parts.carrier_hz[found]
         return _Measured(t0=t0, length=length, centroid=centroid, bandwidth=bandwidth, signal_power=signal_power,
                          noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
                          total=total, positive=positive)
+
+    def _noise_bins(self, floor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size)."""
+        return np.repeat(floor / np.maximum(self.column_dofs, 1), self.config.bins_per_cell, axis=1)
+
+    def _usable_bins(self) -> BoolArray:
+        """Bins outside the DC guard and the carrier mask (remade only when the mask changes)."""
+        key = self.carrier_mask.tobytes()
+        if key != self._usable_for:
+            self._usable = ~self._guarded_shifted & np.repeat(~self.carrier_mask, self.config.bins_per_cell)
+            self._usable_for = key
+        return self._usable
 
     def _bursts(self, parts: _Parts, meas: _Measured) -> list[Burst]:
         """Burst records of measured parts; narrowband ones feed the carrier mask instead."""
@@ -1821,18 +1793,17 @@ class BurstDetector:
         t_start = (self._anchor_s + starts / rate).tolist()
         ratios = line_ratio[keep]
         lines = [None if math.isnan(r) else r for r in ratios.tolist()]
+        names = ("", "time", "frequency")
+        n_kept = keep.size
+        # the values of every burst in Burst's field order, one column each (constants repeated)
         columns = zip(
             t_start, (length[keep] / rate).tolist(), (self.center_freq_hz + centroid[keep]).tolist(),
             bandwidth[keep].tolist(), power_dbfs.tolist(), snr_db.tolist(), noise_dbfs_hz.tolist(),
             starts.tolist(), length[keep].tolist(), (clip_peak[keep] >= cfg.clip_level).tolist(),
             (parts.rb - parts.ra)[keep].tolist(), parts.n_cells[keep].tolist(), flatness[keep].tolist(), lines,
-            parts.truncated[keep].tolist(), strict=True)
-        fc = self.center_freq_hz
-        gain = self._gain_db
-        names = ("", "time", "frequency")
-        splits = [names[x] for x in parts.split[keep].tolist()]
-        return [Burst(a, b, c, d, e, f, h, i, j, k, l_, n_, o, p, fc, q, gain, r)
-                for (a, b, c, d, e, f, h, i, j, k, l_, n_, o, p, q), r in zip(columns, splits, strict=True)]
+            itertools.repeat(self.center_freq_hz, n_kept), parts.truncated[keep].tolist(),
+            itertools.repeat(self._gain_db, n_kept), [names[x] for x in parts.split[keep].tolist()], strict=True)
+        return list(map(_burst_from_values, columns))
 
     def _gmsk_lines(self, eps: list[_Epoch], t0: npt.NDArray[np.int64], length: npt.NDArray[np.int64],
                     lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64],

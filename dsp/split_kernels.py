@@ -372,3 +372,314 @@ def roll_rows(spectra: npt.NDArray[np.complex64], shifts: IntArray) -> npt.NDArr
         for j in range(n - s, n):
             out[i, j] = spectra[i, j - (n - s)]
     return out
+
+
+# -- the per-batch arithmetic of BurstDetector._measure_parts --------------------------------
+# Each was a dozen numpy calls on arrays of a batch's ~60 parts (µs of dispatch each, twice a
+# batch); one pass per kernel, the same float64 operations in the same order.
+
+
+@numba.njit(cache=True, nogil=True)
+def part_frames(power: npt.NDArray[np.float32], peak: npt.NDArray[np.float32], ep_first: int,
+                first: IntArray, n_present: IntArray, row0: IntArray, out_power: npt.NDArray[np.float32],
+                out_peak: npt.NDArray[np.float32]) -> None:
+    """Copy the frames ``[first[i], first[i] + n_present[i])`` of every part that fall in one
+    epoch (``power``/``peak`` from absolute frame ``ep_first``) to rows ``row0[i]`` on of
+    ``out_power``, fftshifted, and their I/Q peaks to ``out_peak``: the gather of
+    :meth:`dsp.detector.BurstDetector._frame_power` without the frame list."""
+    n_ep, n = power.shape
+    half = n // 2
+    for i in range(first.shape[0]):
+        lo = max(first[i], ep_first)
+        hi = min(first[i] + n_present[i], ep_first + n_ep)
+        for f in range(lo, hi):
+            src = f - ep_first
+            dst = row0[i] + f - first[i]
+            for k in range(half):
+                out_power[dst, k] = power[src, k + half]
+                out_power[dst, k + half] = power[src, k]
+            out_peak[dst] = peak[src]
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_bound(sorted_values: FloatArray, x: float) -> int:
+    """``np.searchsorted(sorted_values, x, side="left")`` (NaN after every number, as numpy sorts it)."""
+    lo = 0
+    hi = sorted_values.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        v = sorted_values[mid]
+        if v < x or (np.isnan(x) and not np.isnan(v)):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _clip_0_2(x: float) -> float:
+    """``np.clip(x, 0.0, 2.0)`` of one value (NaN stays NaN)."""
+    if x < 0.0:
+        return 0.0
+    if x > 2.0:
+        return 2.0
+    return x
+
+
+@numba.njit(cache=True, nogil=True)
+def edge_estimates(edge: FloatArray, interior: FloatArray, inner_count: IntArray, wide_noise: FloatArray,
+                   n_rows: IntArray, frame_start: IntArray, n: int, neg_suffix2: FloatArray,
+                   prefix2: FloatArray) -> tuple[IntArray, IntArray, npt.NDArray[np.bool_]]:
+    """Start and stop of each part from the energy of its edge frames (``BurstDetector._measure_parts``):
+    for a part of 3 frames or more with inner frames (``long``), the share of its plateau that the
+    two frames around each edge hold, inverted through the window's two-frame cumulative energy
+    (``prefix2``, and the suffix negated so that it ascends); the rectangle's frame edges otherwise."""
+    m = frame_start.shape[0]
+    t0 = np.empty(m, dtype=np.int64)
+    t1 = np.empty(m, dtype=np.int64)
+    long = np.empty(m, dtype=np.bool_)
+    for i in range(m):
+        is_long = n_rows[i] >= 3 and inner_count[i] > 0
+        long[i] = is_long
+        if is_long:
+            diff = interior[i] - wide_noise[i]
+            plateau = diff if (diff > 1e-30 or np.isnan(diff)) else 1e-30  # np.maximum keeps NaN
+            two_noise = 2 * wide_noise[i]
+            x_start = _clip_0_2((edge[i, 0] + edge[i, 1] - two_noise) / plateau)
+            x_end = _clip_0_2((edge[i, 2] + edge[i, 3] - two_noise) / plateau)
+            t0[i] = frame_start[i] - n + _lower_bound(neg_suffix2, -x_start)
+            t1[i] = frame_start[i] + (n_rows[i] - 1) * n + _lower_bound(prefix2, x_end)
+        else:
+            t0[i] = frame_start[i]
+            t1[i] = frame_start[i] + n_rows[i] * n
+    return t0, t1, long
+
+
+@numba.njit(cache=True, nogil=True)
+def part_levels(t0: IntArray, t1: IntArray, t0_fixed: IntArray, t1_fixed: IntArray, n_rows: IntArray, n: int,
+                total: FloatArray, k_lo: IntArray, k_hi: IntArray, noise_band: FloatArray, lo: IntArray,
+                hi: IntArray, bin_hz: float, to_power: float, gmsk_max_bandwidth_hz: float, gmsk_min_length: float,
+                ) -> tuple[IntArray, IntArray, FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Per part (``BurstDetector._measure_parts``): the start (a split's fixed one where placed) and
+    length, the 99 % bandwidth, the burst power rescaled from the rectangle's whole frames to the
+    share of them the burst fills, the noise density, and whether to look for GMSK lines."""
+    m = t0.shape[0]
+    start = np.empty(m, dtype=np.int64)
+    length = np.empty(m, dtype=np.int64)
+    bandwidth = np.empty(m)
+    signal_power = np.empty(m)
+    noise_density = np.empty(m)
+    gmsk = np.empty(m, dtype=np.bool_)
+    for i in range(m):
+        a = t0_fixed[i] if t0_fixed[i] >= 0 else t0[i]
+        b = t1_fixed[i] if t1_fixed[i] >= 0 else t1[i]
+        start[i] = a
+        length[i] = b - a
+        bandwidth[i] = (k_hi[i] - k_lo[i] + 1) * bin_hz
+        fill = max(length[i] / float(max(n_rows[i] * n, 1)), 1e-3)
+        signal_power[i] = total[i] * to_power / min(fill, 1.0)
+        noise_density[i] = noise_band[i] / float(max(hi[i] - lo[i], 1)) * to_power / bin_hz
+        gmsk[i] = bandwidth[i] <= gmsk_max_bandwidth_hz and length[i] >= gmsk_min_length and total[i] > 0
+    return start, length, bandwidth, signal_power, noise_density, gmsk
+
+
+# -- the slot grid of BurstDetector._split_in_time ---------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def slot_grid(t0: IntArray, n_measured: IntArray, before: IntArray, n_slots: IntArray, slot: float,
+              half_guard: float) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray, FloatArray]:
+    """The timeslot grid of each candidate region (``BurstDetector._split_in_time``): ``n_slots[c]``
+    slots from ``t0[c] - before[c]·slot``, the measured part's ``n_measured[c]`` among them.
+
+    Returns per boundary between two slots of a region (``n_slots[c] - 1`` of them, regions one
+    after the other) its region ``owner``, its index ``j`` (slot j starts at ``t0 + j·slot``) and
+    the sample at its guard period's centre; the first boundary and first slot of each region;
+    and per slot its start sample (float, as the grid is)."""
+    n_c = t0.shape[0]
+    first_bound = np.empty(n_c, dtype=np.int64)
+    slot_first = np.empty(n_c, dtype=np.int64)
+    n_b = 0
+    n_s = 0
+    for c in range(n_c):
+        first_bound[c] = n_b
+        slot_first[c] = n_s
+        n_b += n_slots[c] - 1
+        n_s += n_slots[c]
+    owner = np.empty(n_b, dtype=np.int64)
+    j = np.empty(n_b, dtype=np.int64)
+    centre = np.empty(n_b, dtype=np.int64)
+    slot_start = np.empty(n_s, dtype=np.float64)
+    for c in range(n_c):
+        for q in range(n_slots[c] - 1):
+            b = first_bound[c] + q
+            owner[b] = c
+            jj = q + 1 - before[c]
+            j[b] = jj
+            centre[b] = t0[c] + np.int64(np.rint(jj * slot - half_guard))
+        grid_t0 = t0[c] - before[c] * slot
+        for q in range(n_slots[c]):
+            slot_start[slot_first[c] + q] = grid_t0 + q * slot
+    return owner, j, centre, first_bound, slot_first, slot_start
+
+
+@numba.njit(cache=True, nogil=True)
+def slot_states(slot_snr: FloatArray, slot_first: IntArray, n_slots: IntArray, owner: IntArray, j: IntArray,
+                before: IntArray, n_measured: IntArray, on_snr: float, on_relative: float,
+                ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_], npt.NDArray[np.bool_],
+                           npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Busy slots and what each boundary is (``BurstDetector._split_in_time``): a slot is on when its
+    SNR exceeds ``on_snr`` and ``on_relative`` of its region's strongest slot; a boundary is ``busy``
+    between two on slots, a ``step`` between an on and an off one unless the off one lies beyond
+    the measured part. Returns slot_on (per slot), on_left, on_right, busy, step (per boundary)."""
+    slot_on = np.empty(slot_snr.shape[0], dtype=np.bool_)
+    for c in range(slot_first.shape[0]):
+        a = slot_first[c]
+        strongest = slot_snr[a]
+        for s in range(a + 1, a + n_slots[c]):  # np.maximum.reduceat (NaN wins)
+            x = slot_snr[s]
+            if np.isnan(strongest) or np.isnan(x):
+                strongest = np.nan
+            elif x > strongest:
+                strongest = x
+        limit = on_relative * strongest
+        for s in range(a, a + n_slots[c]):
+            slot_on[s] = slot_snr[s] > on_snr and slot_snr[s] > limit
+    n_b = owner.shape[0]
+    on_left = np.empty(n_b, dtype=np.bool_)
+    on_right = np.empty(n_b, dtype=np.bool_)
+    busy = np.empty(n_b, dtype=np.bool_)
+    step = np.empty(n_b, dtype=np.bool_)
+    for b in range(n_b):
+        c = owner[b]
+        left = slot_on[slot_first[c] + j[b] - 1 + before[c]]
+        right = slot_on[slot_first[c] + j[b] + before[c]]
+        on_left[b] = left
+        on_right[b] = right
+        busy[b] = left and right
+        step[b] = (left and not right and not j[b] >= n_measured[c]) or (not left and right and not j[b] <= 0)
+    return slot_on, on_left, on_right, busy, step
+
+
+@numba.njit(cache=True, nogil=True)
+def time_pieces(chosen: IntArray, candidates: IntArray, first_bound: IntArray, slot_first: IntArray,
+                n_slots: IntArray, slot_on: npt.NDArray[np.bool_], slot_snr: FloatArray,
+                cut: npt.NDArray[np.bool_], on_left: npt.NDArray[np.bool_], on_right: npt.NDArray[np.bool_],
+                left_end: IntArray, right_start: IntArray, centre: IntArray, before: IntArray, after: IntArray,
+                ) -> tuple[IntArray, IntArray, IntArray, FloatArray, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """The pieces of the regions ``candidates[chosen]`` cut in time (``BurstDetector._split_in_time``):
+    each run of slots between two cuts holding a busy slot is a piece, from the change point after
+    the cut before it (the boundary's centre when its right slot is idle; -1 for the region's
+    start) to the one before the cut after it (-1 for the region's end). Returns per piece its
+    part, start, stop, the largest slot SNR of its run, and whether it starts (stops) at the
+    region's bounding box: a busy slot before (after) the measured part is in it."""
+    n_max = 0
+    for q in range(chosen.shape[0]):
+        n_max += n_slots[chosen[q]]
+    idx = np.empty(n_max, dtype=np.int64)
+    t0 = np.empty(n_max, dtype=np.int64)
+    t1 = np.empty(n_max, dtype=np.int64)
+    snr = np.empty(n_max, dtype=np.float64)
+    box_first = np.empty(n_max, dtype=np.bool_)
+    box_last = np.empty(n_max, dtype=np.bool_)
+    k = 0
+    for q in range(chosen.shape[0]):
+        c = chosen[q]
+        i = candidates[c]
+        s0 = slot_first[c]
+        nb = n_slots[c] - 1
+        first_on = slot_on[s0]
+        start = -1
+        run_lo = 0  # the run holds slots run_lo .. s (relative to the region)
+        for s in range(nb):
+            b = first_bound[c] + s
+            if cut[b]:
+                busy_run = False
+                best = slot_snr[s0 + run_lo]
+                for r in range(run_lo, s + 1):
+                    busy_run = busy_run or slot_on[s0 + r]
+                    if slot_snr[s0 + r] > best:  # Python's max: the first of equals, NaN never replaced
+                        best = slot_snr[s0 + r]
+                if busy_run:
+                    idx[k] = i
+                    t0[k] = start
+                    t1[k] = left_end[b] if on_left[b] else centre[b]
+                    snr[k] = best
+                    box_first[k] = before[i] != 0 and first_on
+                    box_last[k] = False
+                    k += 1
+                start = right_start[b] if on_right[b] else centre[b]
+                run_lo = s + 1
+        busy_run = False
+        best = slot_snr[s0 + run_lo]
+        for r in range(run_lo, nb + 1):
+            busy_run = busy_run or slot_on[s0 + r]
+            if slot_snr[s0 + r] > best:
+                best = slot_snr[s0 + r]
+        if busy_run:
+            idx[k] = i
+            t0[k] = start
+            t1[k] = -1
+            snr[k] = best
+            box_first[k] = start < 0 and before[i] != 0 and first_on
+            box_last[k] = after[i] != 0 and slot_on[s0 + nb]
+            k += 1
+    return idx[:k], t0[:k], t1[:k], snr[:k], box_first[:k], box_last[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def slot_candidates(t0: IntArray, length: IntArray, box_start: IntArray, box_end: IntArray, bandwidth: FloatArray,
+                    total: FloatArray, truncated: npt.NDArray[np.bool_], t0_fixed: IntArray, t1_fixed: IntArray,
+                    line_ratio: FloatArray, slot: float, guard: float, reach: float, max_bandwidth_hz: float,
+                    max_slots: int, gmsk_ratio: float, lo: IntArray, hi: IntArray, bins_per_cell: int,
+                    ) -> tuple[IntArray, IntArray, IntArray, npt.NDArray[np.bool_], IntArray, FloatArray,
+                               IntArray, IntArray, int]:
+    """Which measured parts ``BurstDetector._split_in_time`` looks at, and the extra slots to probe.
+
+    Per part: the timeslots ``k`` its measured length spans (at least 1), whether its bounding box
+    leaves room for one more slot before / after it (a leftover of ``reach`` of a slot counts),
+    and whether it is ``eligible`` (narrow enough, with power, not truncated, not already cut, no
+    more than ``max_slots`` slots with the extra ones). The extra slots count only beside a
+    GSM-like part (two slots or more, or GMSK lines): ``before``/``after`` are zeroed elsewhere.
+    Returns k, before, after, eligible, then the slots to probe — the parts, the slots' start
+    samples and their column bands, those before the parts first (``n_before`` of them)."""
+    m = t0.shape[0]
+    k = np.empty(m, dtype=np.int64)
+    before = np.empty(m, dtype=np.int64)
+    after = np.empty(m, dtype=np.int64)
+    eligible = np.empty(m, dtype=np.bool_)
+    n_before = 0
+    n_after = 0
+    for i in range(m):
+        k[i] = max(np.int64(np.rint((length[i] + guard) / slot)), 1)  # type: ignore[call-overload]
+        b = np.floor((t0[i] - box_start[i]) / slot + reach)
+        a = np.floor((box_end[i] - t0[i] - length[i]) / slot + reach)
+        before[i] = np.int64(min(max(b, 0.0), 1.0))
+        after[i] = np.int64(min(max(a, 0.0), 1.0))
+        eligible[i] = (bandwidth[i] <= max_bandwidth_hz and total[i] > 0 and not truncated[i] and t0_fixed[i] < 0
+                       and t1_fixed[i] < 0 and k[i] + before[i] + after[i] <= max_slots)
+        if not (k[i] >= 2 or line_ratio[i] >= gmsk_ratio):
+            before[i] = 0
+            after[i] = 0
+        if eligible[i]:
+            n_before += before[i]
+            n_after += after[i]
+    probe = np.empty(n_before + n_after, dtype=np.int64)
+    first = np.empty(n_before + n_after, dtype=np.float64)
+    q_b = 0
+    q_a = n_before
+    for i in range(m):
+        if eligible[i] and before[i] > 0:
+            probe[q_b] = i
+            first[q_b] = t0[i] + -slot
+            q_b += 1
+        if eligible[i] and after[i] > 0:
+            probe[q_a] = i
+            first[q_a] = t0[i] + k[i] * slot
+            q_a += 1
+    c_lo = np.empty(probe.shape[0], dtype=np.int64)
+    c_hi = np.empty(probe.shape[0], dtype=np.int64)
+    for q in range(probe.shape[0]):
+        c_lo[q] = lo[probe[q]] // bins_per_cell
+        c_hi[q] = hi[probe[q]] // bins_per_cell
+    return k, before, after, eligible, probe, first, c_lo, c_hi, n_before

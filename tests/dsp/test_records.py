@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from dsp.detector import Burst
 from dsp.errors import InputError
-from dsp.records import BandHealth, Detection, Heartbeat
+from dsp.records import BandHealth, Detection, Heartbeat, detection_from_values, frozen_builder
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 
@@ -91,3 +91,33 @@ def test_heartbeat_round_trip_keeps_zero_values() -> None:
     back = Heartbeat.from_dict(hb.to_dict())
     assert back == hb
     assert back.bands[0].watched_fraction == 0.0  # a band not watched at all is not "100 % watched"
+
+
+def test_frozen_builder_makes_what_the_constructor_makes() -> None:
+    values = ("s1", 1.5, 0.000546, 902.4e6, 250e3, -40.25, 21.5, "gsm", None, 7, 1200, 1310, "arfcn 62 slot-phase 3",
+              ("clipped",), 28.0, "s1:4")
+    built = detection_from_values(values)
+    assert built == Detection(*values)
+    assert built.to_dict() == Detection(*values).to_dict()
+    with pytest.raises(AttributeError):
+        built.snr_db = 0.0  # type: ignore[misc]  # still frozen
+    burst_values = (1.0, 5e-4, 902e6, 2.5e5, -30.0, 20.0, -110.0, 100, 1200, False, 5, 40, 0.5, None, 902_000_000,
+                    True, 28.0, "time")
+    assert frozen_builder(Burst)(burst_values) == Burst(*burst_values)
+    with pytest.raises(ValueError):
+        detection_from_values(values[:-1])  # every field must be given
+
+
+def test_frozen_builder_refuses_a_class_with_post_init() -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        x: float
+
+        def __post_init__(self) -> None:
+            if self.x < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(TypeError):
+        frozen_builder(Checked)

@@ -308,3 +308,214 @@ def test_roll_rows_is_the_cyclic_gather_it_replaces() -> None:
     assert got.dtype == np.complex64
     np.testing.assert_array_equal(got, expected)
     assert got[0, 0] == spectra[0, shifts[0] % 64]  # the shifted bin at 0 Hz
+
+
+# -- the batch arithmetic of _measure_parts and _split_in_time, against the numpy it replaced --
+
+
+def test_part_frames_is_the_shifted_gather_of_every_part_frame() -> None:
+    rng = np.random.default_rng(41)
+    n = 16
+    epochs = [(100, rng.random((30, n), dtype=np.float32), rng.random(30, dtype=np.float32)),
+              (130, rng.random((25, n), dtype=np.float32), rng.random(25, dtype=np.float32))]
+    first = rng.integers(100, 150, 12)
+    n_present = np.minimum(rng.integers(1, 9, 12), 155 - first)
+    row0 = np.cumsum(n_present) - n_present
+    frames = np.repeat(first, n_present) + np.arange(n_present.sum()) - np.repeat(row0, n_present)
+    all_power = np.concatenate([p for _, p, _ in epochs])
+    all_peak = np.concatenate([q for _, _, q in epochs])
+    expected = np.fft.fftshift(all_power[frames - 100], axes=1)
+    power = np.empty((frames.shape[0], n), dtype=np.float32)
+    peaks = np.empty(frames.shape[0], dtype=np.float32)
+    for ep_first, p, q in epochs:
+        split_kernels.part_frames(p, q, ep_first, first, n_present, row0, power, peaks)
+    np.testing.assert_array_equal(power, expected)
+    np.testing.assert_array_equal(peaks, all_peak[frames - 100])
+
+
+def test_edge_estimates_are_the_numpy_edges_they_replace() -> None:
+    rng = np.random.default_rng(43)
+    m, n = 200, 256
+    window = np.hanning(n) ** 2
+    two = np.concatenate((window, window)) / window.sum()
+    prefix2 = np.concatenate(([0.0], np.cumsum(two)))
+    suffix2 = prefix2[-1] - prefix2
+    wide_noise = rng.uniform(1.0, 5.0, m)
+    interior = wide_noise + rng.uniform(-1.0, 50.0, m)  # some plateaus under the noise
+    edge = wide_noise[:, None] + rng.uniform(-0.3, 1.3, (m, 4)) * (interior - wide_noise)[:, None]
+    edge[:3] = np.nan  # NaN sorts last, as numpy's searchsorted puts it
+    inner_count = rng.integers(0, 4, m)
+    n_rows = rng.integers(1, 12, m)
+    frame_start = rng.integers(0, 10**6, m)
+    # the old expressions
+    t0 = frame_start.copy()
+    t1 = frame_start + n_rows * n
+    long = (n_rows >= 3) & (inner_count > 0)
+    plateau = np.maximum(interior - wide_noise, 1e-30)
+    x_start = np.clip((edge[:, 0] + edge[:, 1] - 2 * wide_noise) / plateau, 0.0, 2.0)
+    x_end = np.clip((edge[:, 2] + edge[:, 3] - 2 * wide_noise) / plateau, 0.0, 2.0)
+    t0 = np.where(long, frame_start - n + np.searchsorted(-suffix2, -x_start, side="left"), t0)
+    t1 = np.where(long, frame_start + (n_rows - 1) * n + np.searchsorted(prefix2, x_end, side="left"), t1)
+    got = split_kernels.edge_estimates(edge, interior, inner_count, wide_noise, n_rows, frame_start, n,
+                                       -suffix2, prefix2)
+    for g, e in zip(got, (t0, t1, long), strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert long.sum() > 50 and (x_start[long] == 2.0).any() and (x_end[long] == 0.0).any()
+
+
+def test_part_levels_are_the_numpy_levels_they_replace() -> None:
+    rng = np.random.default_rng(47)
+    m, n, bin_hz = 300, 256, 9375.0
+    t0 = rng.integers(0, 10**6, m)
+    t1 = t0 + rng.integers(-3, 4000, m)
+    t0_fixed = np.where(rng.random(m) < 0.3, t0 + 17, -1)
+    t1_fixed = np.where(rng.random(m) < 0.3, t1 - 5, -1)
+    n_rows = rng.integers(0, 40, m)
+    total = rng.uniform(-1.0, 1e4, m)
+    k_lo = rng.integers(0, 128, m)
+    k_hi = k_lo + rng.integers(-1, 100, m)
+    noise_band = rng.uniform(0.0, 100.0, m)
+    lo = rng.integers(0, 200, m)
+    hi = lo + rng.integers(-1, 56, m)
+    to_power = 1.0 / (n * n * 0.87)
+    a = np.where(t0_fixed >= 0, t0_fixed, t0)
+    length = np.where(t1_fixed >= 0, t1_fixed, t1) - a
+    bandwidth = (k_hi - k_lo + 1) * bin_hz
+    fill = np.clip(length / np.maximum(n_rows * n, 1), 1e-3, None)
+    expected = (a, length, bandwidth, total * to_power / np.minimum(fill, 1.0),
+                noise_band / np.maximum(hi - lo, 1) * to_power / bin_hz,
+                (bandwidth <= 450e3) & (length >= 200e-6 * 2.4e6) & (total > 0))
+    got = split_kernels.part_levels(t0, t1, t0_fixed, t1_fixed, n_rows, n, total, k_lo, k_hi, noise_band, lo, hi,
+                                    bin_hz, to_power, 450e3, 200e-6 * 2.4e6)
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_slot_grid_and_states_are_the_numpy_grid_they_replace() -> None:
+    rng = np.random.default_rng(53)
+    c = 30
+    rate = 2.4e6
+    slot = 0.120 / 26.0 / 8.0 * rate
+    guard = 8.25 / (1625000.0 / 6.0) * rate
+    t0 = rng.integers(0, 10**6, c)
+    k = rng.integers(1, 6, c)
+    before = rng.integers(0, 2, c)
+    total = np.maximum(k + before + rng.integers(0, 2, c), 2)
+    owner, j, centre, first_bound, slot_first, slot_start = split_kernels.slot_grid(t0, k, before, total, slot,
+                                                                                    guard / 2)
+    # the old flat-array grid
+    n_bounds = total - 1
+    e_owner = np.repeat(np.arange(c), n_bounds)
+    e_first_bound = np.cumsum(n_bounds) - n_bounds
+    e_j = np.arange(e_owner.size) - e_first_bound[e_owner] + 1 - before[e_owner]
+    e_centre = t0[e_owner] + np.rint(e_j * slot - guard / 2).astype(np.int64)
+    e_slot_first = np.cumsum(total) - total
+    slot_owner = np.repeat(np.arange(c), total)
+    s_idx = np.arange(slot_owner.size) - e_slot_first[slot_owner]
+    e_slot_start = (t0 - before * slot)[slot_owner] + s_idx * slot
+    for g, e in zip((owner, j, centre, first_bound, slot_first, slot_start),
+                    (e_owner, e_j, e_centre, e_first_bound, e_slot_first, e_slot_start), strict=True):
+        np.testing.assert_array_equal(g, e)
+    slot_snr = rng.choice([0.5, 2.0, 30.0, 300.0, 0.01], slot_owner.size)
+    strongest = np.maximum.reduceat(slot_snr, e_slot_first)
+    slot_on = (slot_snr > 1.0) & (slot_snr > 0.01 * strongest[slot_owner])
+    on_left = slot_on[e_slot_first[e_owner] + e_j - 1 + before[e_owner]]
+    on_right = slot_on[e_slot_first[e_owner] + e_j + before[e_owner]]
+    step = (on_left & ~on_right & ~(e_j >= k[e_owner])) | (~on_left & on_right & ~(e_j <= 0))
+    got = split_kernels.slot_states(slot_snr, slot_first, total, owner, j, before, k, 1.0, 0.01)
+    for g, e in zip(got, (slot_on, on_left, on_right, on_left & on_right, step), strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert step.any() and (on_left & on_right).any()
+
+
+def reference_time_pieces(chosen, candidates, first_bound, slot_first, n_slots, slot_on, slot_snr, cut, on_left,
+                          on_right, left_end, right_start, centre, before, after):
+    """The Python loop of ``_split_in_time`` that assembled the pieces (before time_pieces)."""
+    rows = []
+    for c in chosen:
+        i = int(candidates[c])
+        b0 = int(first_bound[c])
+        nb = int(n_slots[c] - 1)
+        on = slot_on[slot_first[c] : slot_first[c] + nb + 1].tolist()
+        snrs = slot_snr[slot_first[c] : slot_first[c] + nb + 1].tolist()
+        start = -1
+        run = [0]
+        for q in range(nb):
+            b = b0 + q
+            if cut[b]:
+                if any(on[s] for s in run):
+                    stop = int(left_end[b]) if on_left[b] else int(centre[b])
+                    rows.append((i, start, stop, max(snrs[s] for s in run), bool(before[i] and on[0]), False))
+                start = int(right_start[b]) if on_right[b] else int(centre[b])
+                run = []
+            run.append(q + 1)
+        if any(on[s] for s in run):
+            rows.append((i, start, -1, max(snrs[s] for s in run), bool(start < 0 and before[i] and on[0]),
+                         bool(after[i] and on[-1])))
+    return rows
+
+
+def test_time_pieces_are_the_runs_the_python_loop_made() -> None:
+    rng = np.random.default_rng(59)
+    m, c = 50, 25
+    candidates = np.sort(rng.choice(m, c, replace=False))
+    n_slots = rng.integers(2, 7, c)
+    first_bound = np.cumsum(n_slots - 1) - (n_slots - 1)
+    slot_first = np.cumsum(n_slots) - n_slots
+    n_b, n_s = int((n_slots - 1).sum()), int(n_slots.sum())
+    slot_on = rng.random(n_s) < 0.7
+    slot_snr = rng.choice([1.5, 4.0, 40.0], n_s)  # ties: the first of equal maxima
+    cut = rng.random(n_b) < 0.6
+    on_left, on_right = rng.random(n_b) < 0.7, rng.random(n_b) < 0.7
+    centre = rng.integers(10**5, 10**6, n_b)
+    left_end, right_start = centre - rng.integers(0, 50, n_b), centre + rng.integers(0, 50, n_b)
+    before, after = rng.integers(0, 2, m), rng.integers(0, 2, m)
+    chosen = np.flatnonzero(rng.random(c) < 0.8)
+    args = (chosen, candidates, first_bound, slot_first, n_slots, slot_on, slot_snr, cut, on_left, on_right,
+            left_end, right_start, centre, before, after)
+    rows = reference_time_pieces(*args)
+    got = split_kernels.time_pieces(*args)
+    assert len(rows) > 20
+    expected = [np.array([r[q] for r in rows]) for q in (0, 1, 2, 3, 4, 5)]
+    for g, e in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_slot_candidates_are_the_numpy_selection_they_replace() -> None:
+    rng = np.random.default_rng(61)
+    m = 300
+    rate = 2.4e6
+    slot = 0.120 / 26.0 / 8.0 * rate
+    guard = 8.25 / (1625000.0 / 6.0) * rate
+    reach = 0.7
+    t0 = rng.integers(10**5, 10**6, m)
+    length = rng.integers(100, 6 * 1400, m)
+    box_start = t0 - rng.integers(0, 2000, m)
+    box_end = t0 + length + rng.integers(0, 2000, m)
+    bandwidth = rng.uniform(100e3, 1.2e6, m)
+    total = rng.uniform(-1.0, 10.0, m)
+    truncated = rng.random(m) < 0.1
+    t0_fixed = np.where(rng.random(m) < 0.1, t0, -1)
+    t1_fixed = np.where(rng.random(m) < 0.1, t0 + length, -1)
+    line_ratio = np.where(rng.random(m) < 0.3, np.nan, rng.uniform(0.0, 30.0, m))
+    lo = rng.integers(0, 200, m)
+    hi = lo + rng.integers(4, 56, m)
+    # the old numpy selection
+    k = np.maximum(np.rint((length + guard) / slot).astype(np.int64), 1)
+    before = np.clip(np.floor((t0 - box_start) / slot + reach), 0, 1).astype(np.int64)
+    after = np.clip(np.floor((box_end - t0 - length) / slot + reach), 0, 1).astype(np.int64)
+    eligible = ((bandwidth <= 1e6) & (total > 0) & ~truncated & (t0_fixed < 0) & (t1_fixed < 0)
+                & (k + before + after <= 16))
+    gsm_like = (k >= 2) | (line_ratio >= 15.0)
+    probe_before = np.flatnonzero(eligible & gsm_like & (before > 0))
+    probe_after = np.flatnonzero(eligible & gsm_like & (after > 0))
+    probe = np.concatenate((probe_before, probe_after))
+    first = np.concatenate((t0[probe_before] + -slot, t0[probe_after] + k[probe_after] * slot))
+    before[~gsm_like] = 0
+    after[~gsm_like] = 0
+    got = split_kernels.slot_candidates(t0, length, box_start, box_end, bandwidth, total, truncated, t0_fixed,
+                                        t1_fixed, line_ratio, slot, guard, reach, 1e6, 16, 15.0, lo, hi, 4)
+    expected = (k, before, after, eligible, probe, first, lo[probe] // 4, hi[probe] // 4)
+    for g, e in zip(got[:-1], expected, strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert got[-1] == probe_before.size > 0 and probe_after.size > 0

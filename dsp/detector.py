@@ -717,7 +717,7 @@ class BurstDetector:
         nat_freqs = np.fft.fftfreq(n, d=1.0 / self.sample_rate_hz)
         self._guard_bins = np.flatnonzero(np.abs(nat_freqs) <= config.dc_guard_hz)
         self._ws = _Workspace()
-        self._fft = RowFFT()  # planned FFTW transforms of this detector's rows
+        self._fft = RowFFT.for_this_thread()  # planned FFTW transforms, shared by this thread's detectors
         self._free: dict[str, list[npt.NDArray[Any]]] = {}  # arrays of trimmed epochs, reused
         shifted_freqs = np.fft.fftshift(nat_freqs)
         self._bin_freqs_hz = shifted_freqs  # frequency of shifted bin k

@@ -15,12 +15,15 @@ ran 2.5x slower here, and measured ones take 50-150 ms to plan per shape. A plan
 is made once per (rows, points, direction) with ``FFTW_ESTIMATE`` (~0.2 ms; no timing
 runs, so results do not depend on the machine's load at start-up). Batch sizes vary from
 call to call, so rows are rounded up to a bucket (the extra rows are transformed too, and
-ignored) and a bounded number of buffers is kept. Each :class:`RowFFT` owns its plans and
-buffers: one per detector, never shared between threads.
+ignored) and a bounded number of buffers is kept. :meth:`RowFFT.for_this_thread` gives
+the detectors of one thread one set of plans and buffers (a node scanning many channels, a
+command detecting many files); they never run at the same time, and no view outlives the
+measurement that asked for it. Threads never share one.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -49,6 +52,16 @@ class RowFFT:
     """Forward and inverse complex64 FFTs of rows between two buffers per shape (numpy's
     scaling: the inverse is divided by the length). A view returned by any method but
     :meth:`fft` and :meth:`ifft` is valid until the next call for the same shape."""
+
+    _local = threading.local()
+
+    @classmethod
+    def for_this_thread(cls) -> RowFFT:
+        """The calling thread's instance (made on first use)."""
+        fft: RowFFT | None = getattr(cls._local, "fft", None)
+        if fft is None:
+            fft = cls._local.fft = cls()
+        return fft
 
     def __init__(self, max_buffers: int = 24) -> None:
         self.max_buffers = max_buffers

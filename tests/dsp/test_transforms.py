@@ -67,3 +67,15 @@ def test_plans_are_bounded() -> None:
 def test_rejects_a_shorter_transform() -> None:
     with pytest.raises(ValueError, match="shorter"):
         RowFFT().fft(np.zeros((2, 100), np.complex64), 64)
+
+
+def test_each_thread_has_its_own_instance() -> None:
+    import threading
+
+    mine = RowFFT.for_this_thread()
+    assert RowFFT.for_this_thread() is mine
+    seen: list[RowFFT] = []
+    worker = threading.Thread(target=lambda: seen.append(RowFFT.for_this_thread()))
+    worker.start()
+    worker.join()
+    assert seen and seen[0] is not mine

@@ -22,6 +22,8 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from dsp.measure_kernels import pairwise_sum_f64
+
 FloatArray = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -510,40 +512,6 @@ def clear_finished(mask: BoolArray, labels: npt.NDArray[np.int32], finished: Boo
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_sum(a: npt.NDArray[np.float64]) -> float:
-    """``np.sum`` of a contiguous float64 vector, to the bit: numpy's pairwise summation
-    (8 interleaved partial sums per block of up to 128, blocks split in halves above)."""
-    n = a.shape[0]
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[i]
-        return res
-    if n <= 128:
-        r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
-        r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
-        i = 8
-        while i < n - (n % 8):
-            r0 += a[i]
-            r1 += a[i + 1]
-            r2 += a[i + 2]
-            r3 += a[i + 3]
-            r4 += a[i + 4]
-            r5 += a[i + 5]
-            r6 += a[i + 6]
-            r7 += a[i + 7]
-            i += 8
-        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
-            res += a[i]
-            i += 1
-        return res
-    half = n // 2
-    half -= half % 8
-    return _pairwise_sum(a[:half]) + _pairwise_sum(a[half:])
-
-
-@numba.njit(cache=True, nogil=True)
 def artefacts(own: npt.NDArray[np.float64], rows: npt.NDArray[np.float64], c0: IntArray, c1: IntArray,
               image_ratio: float, edge: int, edge_hi_start: int, edge_lo_stop: int, alias_ratio: float,
               neutral: float) -> BoolArray:
@@ -564,8 +532,8 @@ def artefacts(own: npt.NDArray[np.float64], rows: npt.NDArray[np.float64], c0: I
         for c in range(n):
             mirror = max(max(padded[n + 1 - c], padded[n - c]), padded[n - 1 - c])
             explained[c] = min(positive[c], mirror / image_ratio)
-        total = _pairwise_sum(positive)
-        image = total > 0 and _pairwise_sum(explained) >= 0.8 * total
+        total = pairwise_sum_f64(positive, 0, positive.shape[0])
+        image = total > 0 and pairwise_sum_f64(explained, 0, explained.shape[0]) >= 0.8 * total
         # alias: a strip along one edge, well below a signal along the other
         low = c0[i] < edge and c1[i] <= n // 2
         high = c1[i] > n - edge and c0[i] >= n // 2

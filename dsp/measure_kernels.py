@@ -7,7 +7,7 @@ Every one reproduces the float operations of the numpy expression it replaces, i
 same order, so the detections do not change by a rounding step: sums that numpy forms
 pairwise (``np.sum``, ``add.reduce``) use :func:`pairwise_sum_f64` / :func:`pairwise_sum_f32`,
 numpy's own pairwise algorithm (8 accumulators, blocks of 128); cumulative sums are
-sequential, as ``np.cumsum`` is. The FFTs stay with :mod:`scipy.fft` (pocketfft).
+sequential, as ``np.cumsum`` is. The FFTs are :mod:`dsp.transforms`' (FFTW).
 """
 
 from __future__ import annotations
@@ -26,66 +26,67 @@ def _half(n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _leaf_f64(a, start, n):
-    """numpy's pairwise_sum for 1 <= n <= 128: 8 accumulators, then the remainder in order."""
+def _leaf(a, start, n, one):
+    """numpy's pairwise_sum for 1 <= n <= 128: 8 accumulators, then the remainder in order.
+    ``one`` (1.0 of the accumulator's type) sets the precision: ``a[k] * one`` is exact."""
     if n < 8:
-        s = np.float64(a[start])
+        s = a[start] * one
         for i in range(1, n):
-            s += np.float64(a[start + i])
+            s += a[start + i] * one
         return s
-    r0 = np.float64(a[start])
-    r1 = np.float64(a[start + 1])
-    r2 = np.float64(a[start + 2])
-    r3 = np.float64(a[start + 3])
-    r4 = np.float64(a[start + 4])
-    r5 = np.float64(a[start + 5])
-    r6 = np.float64(a[start + 6])
-    r7 = np.float64(a[start + 7])
+    r0 = a[start] * one
+    r1 = a[start + 1] * one
+    r2 = a[start + 2] * one
+    r3 = a[start + 3] * one
+    r4 = a[start + 4] * one
+    r5 = a[start + 5] * one
+    r6 = a[start + 6] * one
+    r7 = a[start + 7] * one
     i = 8
     end = n - n % 8
     while i < end:
         j = start + i
-        r0 += np.float64(a[j])
-        r1 += np.float64(a[j + 1])
-        r2 += np.float64(a[j + 2])
-        r3 += np.float64(a[j + 3])
-        r4 += np.float64(a[j + 4])
-        r5 += np.float64(a[j + 5])
-        r6 += np.float64(a[j + 6])
-        r7 += np.float64(a[j + 7])
+        r0 += a[j] * one
+        r1 += a[j + 1] * one
+        r2 += a[j + 2] * one
+        r3 += a[j + 3] * one
+        r4 += a[j + 4] * one
+        r5 += a[j + 5] * one
+        r6 += a[j + 6] * one
+        r7 += a[j + 7] * one
         i += 8
     s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
     while i < n:
-        s += np.float64(a[start + i])
+        s += a[start + i] * one
         i += 1
     return s
 
 
 @numba.njit(cache=True, nogil=True)
-def _split_1_f64(a, start, n):
+def _split_1(a, start, n, one):
     """Exact for n <= 240: one split into leaves."""
     if n <= _PW_BLOCK:
-        return _leaf_f64(a, start, n)
+        return _leaf(a, start, n, one)
     n2 = _half(n)
-    return _leaf_f64(a, start, n2) + _leaf_f64(a, start + n2, n - n2)
+    return _leaf(a, start, n2, one) + _leaf(a, start + n2, n - n2, one)
 
 
 @numba.njit(cache=True, nogil=True)
-def _split_2_f64(a, start, n):
+def _split_2(a, start, n, one):
     """Exact for n <= 480: two levels of splits."""
     if n <= _PW_BLOCK:
-        return _leaf_f64(a, start, n)
+        return _leaf(a, start, n, one)
     n2 = _half(n)
-    return _split_1_f64(a, start, n2) + _split_1_f64(a, start + n2, n - n2)
+    return _split_1(a, start, n2, one) + _split_1(a, start + n2, n - n2, one)
 
 
 @numba.njit(cache=True, nogil=True)
-def _stacked_f64(a, start, n):
+def _stacked(a, start, n, one):
     """Any n: the recursion of numpy's pairwise_sum on explicit stacks (cached numba code must not recurse)."""
     node_start = np.empty(128, dtype=np.int64)
     node_n = np.empty(128, dtype=np.int64)
     node_done = np.zeros(128, dtype=np.bool_)
-    values = np.empty(128, dtype=np.float64)
+    values = np.full(128, one)
     top = 0
     n_values = 0
     node_start[0] = start
@@ -95,7 +96,7 @@ def _stacked_f64(a, start, n):
         s0 = node_start[top]
         k = node_n[top]
         if k <= 480:
-            values[n_values] = _split_2_f64(a, s0, k)
+            values[n_values] = _split_2(a, s0, k, one)
             n_values += 1
             top -= 1
         elif node_done[top]:
@@ -113,6 +114,13 @@ def _stacked_f64(a, start, n):
             node_done[top + 2] = False
             top += 2
     return values[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a, start, n, one):
+    if n <= 480:
+        return _split_2(a, start, n, one)
+    return _stacked(a, start, n, one)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -120,99 +128,7 @@ def pairwise_sum_f64(a, start, n):
     """``np.sum(a[start:start + n].astype(np.float64))`` exactly: numpy's pairwise summation (8 accumulators, blocks of 128)."""
     if n <= 0:
         return np.float64(0.0)
-    if n <= 480:
-        return _split_2_f64(a, start, n)
-    return _stacked_f64(a, start, n)
-
-
-@numba.njit(cache=True, nogil=True)
-def _leaf_f32(a, start, n):
-    """numpy's pairwise_sum for 1 <= n <= 128: 8 accumulators, then the remainder in order."""
-    if n < 8:
-        s = np.float32(a[start])
-        for i in range(1, n):
-            s += np.float32(a[start + i])
-        return s
-    r0 = np.float32(a[start])
-    r1 = np.float32(a[start + 1])
-    r2 = np.float32(a[start + 2])
-    r3 = np.float32(a[start + 3])
-    r4 = np.float32(a[start + 4])
-    r5 = np.float32(a[start + 5])
-    r6 = np.float32(a[start + 6])
-    r7 = np.float32(a[start + 7])
-    i = 8
-    end = n - n % 8
-    while i < end:
-        j = start + i
-        r0 += np.float32(a[j])
-        r1 += np.float32(a[j + 1])
-        r2 += np.float32(a[j + 2])
-        r3 += np.float32(a[j + 3])
-        r4 += np.float32(a[j + 4])
-        r5 += np.float32(a[j + 5])
-        r6 += np.float32(a[j + 6])
-        r7 += np.float32(a[j + 7])
-        i += 8
-    s = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        s += np.float32(a[start + i])
-        i += 1
-    return s
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_1_f32(a, start, n):
-    """Exact for n <= 240: one split into leaves."""
-    if n <= _PW_BLOCK:
-        return _leaf_f32(a, start, n)
-    n2 = _half(n)
-    return _leaf_f32(a, start, n2) + _leaf_f32(a, start + n2, n - n2)
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_2_f32(a, start, n):
-    """Exact for n <= 480: two levels of splits."""
-    if n <= _PW_BLOCK:
-        return _leaf_f32(a, start, n)
-    n2 = _half(n)
-    return _split_1_f32(a, start, n2) + _split_1_f32(a, start + n2, n - n2)
-
-
-@numba.njit(cache=True, nogil=True)
-def _stacked_f32(a, start, n):
-    """Any n: the recursion of numpy's pairwise_sum on explicit stacks (cached numba code must not recurse)."""
-    node_start = np.empty(128, dtype=np.int64)
-    node_n = np.empty(128, dtype=np.int64)
-    node_done = np.zeros(128, dtype=np.bool_)
-    values = np.empty(128, dtype=np.float32)
-    top = 0
-    n_values = 0
-    node_start[0] = start
-    node_n[0] = n
-    node_done[0] = False
-    while top >= 0:
-        s0 = node_start[top]
-        k = node_n[top]
-        if k <= 480:
-            values[n_values] = _split_2_f32(a, s0, k)
-            n_values += 1
-            top -= 1
-        elif node_done[top]:
-            values[n_values - 2] = values[n_values - 2] + values[n_values - 1]
-            n_values -= 1
-            top -= 1
-        else:
-            k2 = _half(k)
-            node_done[top] = True
-            node_start[top + 1] = s0 + k2  # right half, evaluated second
-            node_n[top + 1] = k - k2
-            node_done[top + 1] = False
-            node_start[top + 2] = s0  # left half, evaluated first
-            node_n[top + 2] = k2
-            node_done[top + 2] = False
-            top += 2
-    return values[0]
+    return _pairwise_sum(a, start, n, np.float64(1.0))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -220,9 +136,7 @@ def pairwise_sum_f32(a, start, n):
     """``np.sum(a[start:start + n])`` of float32 ``a`` exactly: numpy's pairwise summation (8 accumulators, blocks of 128)."""
     if n <= 0:
         return np.float32(0.0)
-    if n <= 480:
-        return _split_2_f32(a, start, n)
-    return _stacked_f32(a, start, n)
+    return _pairwise_sum(a, start, n, np.float32(1.0))
 
 
 @numba.njit(cache=True, nogil=True)

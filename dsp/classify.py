@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from dsp.detector import Burst
 from dsp.errors import InputError
-from dsp.gsm import TDMA_FRAME_S, uplink_freq_hz
+from dsp.gsm import TDMA_FRAME_S, arfcn_for_uplink_freq_hz
 from dsp.records import Detection
 
 GSM = "gsm"
@@ -273,7 +273,7 @@ class SessionTracker:
         if not t_start_s <= self._next_expiry_s:  # _expire's own test, saving the call
             self._expire(t_start_s)
         cfg = self.classifier
-        arfcn = _arfcn_near(burst.freq_hz)
+        arfcn = arfcn_for_uplink_freq_hz(burst.freq_hz, tolerance_hz=_ARFCN_TOLERANCE_HZ)
         grid: _Session | None = None
         hop = False
         if GSM in self._by_tech:
@@ -427,36 +427,6 @@ class SessionTracker:
 def _wrap(dt_s: float) -> float:
     """A phase difference folded into (-T/2, T/2] of a TDMA frame."""
     return (dt_s + _HALF_FRAME_S) % TDMA_FRAME_S - _HALF_FRAME_S
-
-
-def _uplink_carriers_hz() -> dict[int, int]:
-    """Uplink carrier of every valid ARFCN (:func:`dsp.gsm.uplink_freq_hz`)."""
-    carriers = {}
-    for arfcn in range(1024):
-        try:
-            carriers[arfcn] = uplink_freq_hz(arfcn)
-        except InputError:
-            continue  # not a GSM-900 or DCS-1800 channel
-    return carriers
-
-
-_UPLINK_CARRIERS_HZ = _uplink_carriers_hz()
-
-
-def _arfcn_near(freq_hz: float) -> int | None:
-    """``arfcn_for_uplink_freq_hz(freq_hz, tolerance_hz=_ARFCN_TOLERANCE_HZ)`` for every burst:
-    the same arithmetic, with the carriers looked up instead of checked and recomputed."""
-    if 876.1e6 <= freq_hz <= 914.9e6:
-        n = round((freq_hz - 890e6) / 200e3)
-        arfcn = n if n >= 0 else n + 1024
-    elif 1710.1e6 <= freq_hz <= 1784.9e6:
-        arfcn = round((freq_hz - 1710.2e6) / 200e3) + 512
-    else:
-        return None
-    carrier_hz = _UPLINK_CARRIERS_HZ.get(arfcn)
-    if carrier_hz is None or abs(carrier_hz - freq_hz) > _ARFCN_TOLERANCE_HZ:
-        return None
-    return arfcn
 
 
 def label_bursts(bursts: Sequence[Burst], sample_rate_hz: float) -> list[LabelledBurst]:

@@ -16,7 +16,6 @@ from dsp.classify import (
     ClassifierConfig,
     SessionConfig,
     SessionTracker,
-    _arfcn_near,
     classify,
     label_bursts,
 )
@@ -118,16 +117,6 @@ def test_detections_are_the_labelled_bursts_records() -> None:
     labelled = SessionTracker(FS, prefix="A1:").update(bursts)
     assert {x.tech for x in labelled} >= {"gsm", "lte"}
     assert SessionTracker(FS, prefix="A1:").detections(bursts, "A1") == [x.to_detection("A1") for x in labelled]
-
-
-def test_arfcn_lookup_agrees_with_the_gsm_module() -> None:
-    """The tracker's ARFCN lookup is gsm.arfcn_for_uplink_freq_hz with a 60 kHz tolerance."""
-    rng = np.random.default_rng(3)
-    freqs_hz = np.concatenate([np.arange(870e6, 920e6, 7e3), np.arange(1705e6, 1790e6, 7e3),
-                               rng.uniform(860e6, 1800e6, 20_000), [876.1e6, 914.9e6, 1710.1e6, 1784.9e6]])
-    for f in freqs_hz.tolist():
-        assert _arfcn_near(f) == gsm.arfcn_for_uplink_freq_hz(f, tolerance_hz=60e3), f
-    assert _arfcn_near(math.nan) is None
 
 
 # -- end to end on the simulator's waveforms ------------------------------------------------------

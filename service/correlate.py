@@ -87,6 +87,8 @@ _LONGEST_S = 0.02  # detections longer than this are not looked for when checkin
 _CHANNEL_BUCKET_HZ = 100e3  # GSM-like transmissions indexed by carrier (200 kHz raster)
 _WEAK_SNR_DB = 15.0  # below this a sensor's burst edges are uncertain by up to half a burst
 _MIN_SHAPE_RATIO = 0.4  # shorter/longer duration (and narrower/wider band) of two views of one burst
+_LABEL_RELIABLE_SNR_DB = 6.0  # from here a sensor's gsm/lte label counts fully in its group's vote ...
+_WEAK_LABEL_WEIGHT = 0.2  # ... below it, a fifth
 _IMAGE_REACH_HZ = 3.2e6  # an I/Q image lies within an RTL-SDR's widest band of its burst
 
 
@@ -633,13 +635,16 @@ class TransmissionTracker:
     # ------------------------------------------------------------ classification
     def is_gsm_like(self, group: BurstGroup) -> bool:
         """GSM by the detections' own label when they carry one, else by shape (narrow and short)."""
-        n_gsm = n_other = 0
+        n_gsm = n_other = 0.0
         for m in group.members:
             tech = m.detection.tech
+            # a label read near the noise is a guess (a PUCCH slot 0-3 dB up looks GSM-sized):
+            # one clear view outvotes several of them
+            weight = 1.0 if m.snr_db >= _LABEL_RELIABLE_SNR_DB else _WEAK_LABEL_WEIGHT
             if tech == "gsm":
-                n_gsm += 1
+                n_gsm += weight
             elif tech != "unknown":
-                n_other += 1
+                n_other += weight
         if n_gsm or n_other:
             return n_gsm >= n_other
         cfg = self.config
@@ -674,8 +679,9 @@ class TransmissionTracker:
                 agree += 1
             else:
                 disagree += 1
-        if disagree > agree:
-            return None
+        if disagree > agree and tr.gsm_like:
+            return None  # an LTE phone's allocations hop over its carrier: each sensor's classifier
+            # may open a session per place, so for LTE only agreement is evidence
         return 0.5 if agree else 1.0
 
     def offset_and_mismatch(self, tr: Transmission, group: BurstGroup, levels: dict[int, float],

@@ -321,3 +321,41 @@ def test_a_burst_cut_differently_does_not_start_a_rival_of_the_call(demo, loss) 
     call_tr = max(transmissions, key=lambda tr: tr.n_bursts)
     assert call_tr.n_bursts == 60  # 59 whole bursts and the weak sensors' view of frame 10
     assert [tr.n_bursts for tr in transmissions if tr is not call_tr] == [1]  # the merged views
+
+
+def test_an_lte_phone_hopping_over_its_carrier_stays_one_transmission(demo, loss) -> None:
+    """Each sensor's classifier opens a new LTE session when an allocation hops further than
+    its tolerance: session ids that disagree must not split the phone's transmission (they did:
+    fragments of 3-34 bursts with alerts of their own, bench dense_events)."""
+    rng = np.random.default_rng(6)
+    detections = []
+    for k in range(120):
+        t = T0 + k * 1e-3
+        edge = k % 2  # PUCCH-like slots alternating between the carrier's two edges
+        f = 901.74e6 if edge == 0 else 903.0e6 + rng.uniform(-0.5e6, 0.5e6)
+        levels = 5.0 - loss["A-2-10"] + rng.normal(0, 2.0, len(demo.sensors))
+        for s, level in enumerate(levels):
+            if level >= -92.0:
+                sensor = demo.sensors[s].id
+                detections.append(det(sensor, t, float(level), freq_hz=f, duration_s=0.5e-3, bandwidth_hz=180e3,
+                                      tech="lte", session_id=f"{sensor}:{edge + 1}"))
+    chain = Chain(demo)
+    chain.feed(detections)
+    assert [tr.n_bursts for tr in chain.transmissions()] == [120]
+
+
+def test_a_clear_view_outvotes_labels_read_near_the_noise(demo) -> None:
+    """A burst's group is GSM-like by its members' labels; views 0-3 dB above the noise
+    (a PUCCH slot there looks GSM-sized) count a fifth of one read well above it."""
+    chain = Chain(demo)
+    ids = [s.id for s in demo.sensors]
+    members = [det(ids[0], T0, -75.0, snr_db=20.0, tech="lte", duration_s=0.5e-3, bandwidth_hz=180e3)]
+    members += [det(sid, T0, -99.0, snr_db=1.5, tech="gsm", duration_s=0.5e-3, bandwidth_hz=180e3)
+                for sid in ids[1:4]]
+    chain.feed(members)
+    (group,) = chain.bursts()
+    assert not chain.tracker.is_gsm_like(group)
+    chain = Chain(demo)
+    chain.feed([replace(m, snr_db=12.0) if m.tech == "gsm" else m for m in members])  # read well: they count
+    (group,) = chain.bursts()
+    assert chain.tracker.is_gsm_like(group)

@@ -699,6 +699,9 @@ class BurstDetector:
     _FSPLIT_SPACING_TOLERANCE_HZ = 30e3  # ... 200 kHz apart (TS 45.005 §2) to within this
     _FSPLIT_FIRST_RATIO = 12.5  # line ratios of the stronger carrier (SC-FDMA stays below) ...
     _FSPLIT_SECOND_RATIO = 8.0  # ... and of the other (a lone burst shows < 3 that far from its own)
+    _HALF_POWER_MIN_SNR = 20.0  # plateau/noise (13 dB) from which edges are the -3 dB points (half_power_edges)
+    _HALF_POWER_HALF_SAMPLES = 4  # power averaged over 8 samples (3.3 µs) to find them
+    _HALF_POWER_MAX_SHIFT_SAMPLES = 240  # 100 µs: the filter's ringing at 45 dB reaches ~60 µs
     _BANDWIDTH_RELIABLE_SNR = 10.0  # mean cell SNR (10 dB) above which the 99 % bandwidth is trusted (_bursts)
     _RESCUE_MIN_RECT_HZ = 150e3  # ... below it, a rectangle this wide is a signal, not a carrier
     _BATCH = 64  # components measured together ...
@@ -1905,6 +1908,9 @@ class BurstDetector:
         sigma2 = self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
         w, off = _llr_weights(snr)
         a, b = measure_kernels.edge_change_points(filtered, width, np.tile(w / sigma2, 2), np.tile(off, 2), one_sided)
+        a, b = measure_kernels.half_power_edges(filtered, width, a, b, np.tile(sigma2, 2), one_sided,
+                                                self._HALF_POWER_MIN_SNR, self._HALF_POWER_HALF_SAMPLES,
+                                                self._HALF_POWER_MAX_SHIFT_SAMPLES)
         t0 = firsts[:m] + a[:m]
         t1 = firsts[m:] + b[m:]
         bad = t1 - t0 < 4

@@ -676,6 +676,7 @@ class LiveSource(Source):
         self._ready.clear()
         self._tunes.clear()
         self._block_freq_hz = self._center_freq_hz
+        cu8_to_complex64(np.zeros(2, np.uint8))  # load the compiled conversion (~0.5 s) before the radio streams
         with self._device_lock:
             self._connect()
             self._connected = True

@@ -166,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.quiet and args.verbose == 0:
         logging.getLogger().setLevel(logging.INFO)
+    from dsp.warmup import compile_kernels
+
+    log.info("kernels_ready seconds=%.1f", compile_kernels())  # loaded (or compiled once) before any radio streams
     node = Node(setup)
 
     def stop(signum: int, frame: object) -> None:

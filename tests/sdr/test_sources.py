@@ -283,7 +283,7 @@ def test_rtlsdr_tune_retunes_the_running_dongle(fake_librtlsdr: Path, tmp_path: 
     new_freq_hz = 902_400_000
     run = run_fake_rtlsdr(
         fake_librtlsdr, tmp_path, open_recording(recording).info.data_path,
-        options={**LIVE, "settle_s": 0.03}, n_delivered=12 * BUFFER, env={"FAKE_RTLSDR_REALTIME": "1"},
+        options={**LIVE, "settle_s": 0.03}, n_delivered=20 * BUFFER, env={"FAKE_RTLSDR_REALTIME": "1"},
         tune={"after_blocks": 4, "center_freq_hz": new_freq_hz},
     )
     assert [v for name, v in run.calls if name == "set_center_freq"][-1] == new_freq_hz

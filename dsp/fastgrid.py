@@ -211,19 +211,6 @@ def row_quantiles(values: FloatArray, n_used: int, quantile: float, guess: npt.N
 
 
 @numba.njit(cache=True, nogil=True)
-def shifted_rows(src: FloatArray, rows: IntArray, dst: FloatArray, dst_rows: IntArray) -> None:  # pragma: no cover
-    """``dst[dst_rows[i]] = fftshift(src[rows[i]])``: gather and shift in one copy (numpy: two)."""
-    n = src.shape[1]
-    half = n // 2
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        d = dst_rows[i]
-        for k in range(half):
-            dst[d, k] = src[r, k + half]
-            dst[d, k + half] = src[r, k]
-
-
-@numba.njit(cache=True, nogil=True)
 def scale_cells(raw: FloatArray, scale: FloatArray, offset: FloatArray, out: FloatArray) -> None:  # pragma: no cover
     """``out = raw * scale + offset`` per column, rounded after the product as numpy's two passes."""
     n_rows, n_columns = raw.shape

@@ -69,7 +69,7 @@ def _tree_at(levels: FloatArray, lev0: int, width: int, step: int, base: int, ou
              n_out: int) -> None:
     """``out[out_base + c]`` = doubling-tree sum of ``width`` values ``step`` apart from ``base + c``, c < n_out:
     the largest level first, then the smaller ones of ``width``'s binary digits, left to right
-    (the order of :class:`dsp.detector._Doubling`)."""
+    (the order of the doubling sums of ``tests/dsp/box_reference.py``)."""
     top = _n_levels(width) - 1
     dst = out[out_base : out_base + n_out]  # slices: see _shift_add
     src = levels[lev0 + top][base : base + n_out]
@@ -88,7 +88,7 @@ def _tree_at(levels: FloatArray, lev0: int, width: int, step: int, base: int, ou
 @numba.njit(cache=True, nogil=True)
 def tree_sums(a: FloatArray, width: int, step: int) -> FloatArray:
     """``out[i]`` = float32 doubling-tree sum of ``a[i + d·step]``, d < width (the reference
-    meaning of the box sums: :class:`dsp.detector._Doubling` computes the same numbers)."""
+    meaning of the box sums: the doubling sums of ``tests/dsp/box_reference.py`` computes the same numbers)."""
     n = a.shape[0]
     n_out = n - (width - 1) * step
     if n_out <= 0:

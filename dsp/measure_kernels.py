@@ -160,21 +160,6 @@ def gather_windows(samples, sample_start, starts, lengths, out, clear):
 
 
 @numba.njit(cache=True, nogil=True)
-def ragged_range(first, counts):
-    """``concatenate([arange(f, f + c) for f, c in zip(first, counts)])``."""
-    total = 0
-    for i in range(counts.shape[0]):
-        total += max(counts[i], 0)
-    out = np.empty(total, dtype=np.int64)
-    k = 0
-    for i in range(counts.shape[0]):
-        for q in range(counts[i]):
-            out[k] = first[i] + q
-            k += 1
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def _row_sums_f32(a, r0, n_rows, out, lanes):
     """``out[b] = pairwise_sum_f32(a[:, b], r0, n_rows)`` for every column b, a row at a time (the
     8 accumulators of numpy's pairwise sum are 8 rows of ``lanes``); columns one by one past 128 rows."""

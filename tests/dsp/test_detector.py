@@ -17,8 +17,6 @@ from dsp.detector import (
     BurstDetector,
     DetectorConfig,
     _best_segments,
-    _box_dilate,
-    _Doubling,
     _Epoch,
     _Workspace,
 )
@@ -27,6 +25,7 @@ from dsp.gsm import NORMAL_BURST_DURATION_S, TDMA_FRAME_S
 from dsp.noise import NoiseFloorTracker, min_statistics_bias
 from dsp.records import Detection, IQBlock
 from dsp.waveform import TxBurst, render_burst
+from tests.dsp.box_reference import _box_dilate, _Doubling
 
 FS = 2.4e6
 FC = 900_000_000

@@ -148,15 +148,6 @@ def test_row_quantiles_whatever_the_guess() -> None:
     assert np.isinf(want[2]) and want[3] == 2.0
 
 
-def test_shifted_rows_gathers_and_shifts() -> None:
-    src = np.random.default_rng(7).random((6, 16)).astype(np.float32)
-    rows = np.array([4, 0, 4], dtype=np.int64)
-    dst_rows = np.array([2, 0, 1], dtype=np.int64)
-    dst = np.full((3, 16), -1.0, dtype=np.float32)
-    fastgrid.shifted_rows(src, rows, dst, dst_rows)
-    assert np.array_equal(dst, np.fft.fftshift(src[[0, 4, 4]], axes=1))
-
-
 def test_scale_cells_rounds_as_numpy() -> None:
     rng = np.random.default_rng(8)
     raw = rng.gamma(4.0, 1e-6, (9, 12)).astype(np.float32)

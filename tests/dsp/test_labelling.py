@@ -7,8 +7,9 @@ import pytest
 from scipy import ndimage
 
 from dsp import labelling
-from dsp.detector import BoxTest, DetectorConfig, _box_arrays, _box_dilate, _Doubling, _Workspace
+from dsp.detector import BoxTest, DetectorConfig, _box_arrays, _Workspace
 from dsp.measure_kernels import pairwise_sum_f64
+from tests.dsp.box_reference import _box_dilate, _Doubling
 
 
 def _reference_box_tests(grid: np.ndarray, n_carry: int, tests: tuple[BoxTest, ...], neutral: float) -> np.ndarray:

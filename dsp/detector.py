@@ -1644,7 +1644,7 @@ class BurstDetector:
             t0, t1, parts.t0_fixed, parts.t1_fixed, n_rows, n, total, k_lo, k_hi, noise_band, lo, hi, self.bin_hz,
             to_power, self._GMSK_MAX_BANDWIDTH_HZ, 200e-6 * self.sample_rate_hz)
         line_ratio = np.full(m, np.nan)  # NaN: not looked for
-        idx = np.flatnonzero(gmsk)
+        idx = np.flatnonzero(gmsk & ~self._carrier_like(parts, bandwidth, length, total))
         if idx.size:
             offsets, ratios = self._gmsk_lines(eps, t0[idx], length[idx], lo[idx], hi[idx], centroid[idx])
             line_ratio[idx] = ratios
@@ -1658,6 +1658,13 @@ class BurstDetector:
         return _Measured(t0=t0, length=length, centroid=centroid, bandwidth=bandwidth, signal_power=signal_power,
                          noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
                          total=total, positive=positive)
+
+    def _carrier_like(self, parts: _Parts, bandwidth: FloatArray, length: IntArray, total: FloatArray) -> BoolArray:
+        """Parts :meth:`_bursts` will drop (no power, or narrower than a phone's narrowest signal)."""
+        rect_hz = (parts.hi - parts.lo) * self.bin_hz
+        min_bw = self.config.min_bandwidth_hz
+        rescued = (parts.snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ) & (bandwidth < min_bw)
+        return (length < 4) | (total <= 0) | ((bandwidth < min_bw) & ~rescued)
 
     def _noise_bins(self, floor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size)."""

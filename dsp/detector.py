@@ -1622,9 +1622,16 @@ class BurstDetector:
         frame_start = eps[0].sample_start + (ra - hist_first) * n
         t0, t1, long = split_kernels.edge_estimates(edge_energy, interior, inner_count, wide_noise, n_rows,
                                                     frame_start, n, self._neg_suffix2, self._prefix2)
+        below, above, inside = self._guard_fill if self._guard_fill is not None else (_NO_BINS,) * 3
+        positive = np.empty((m, n))
+        total, centroid, k_lo, k_hi, flatness = measure_kernels.spectrum_stats(
+            spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz, positive)
+        # parts _bursts will drop (a third of a busy band's: slivers of signals straddling the
+        # band edge) keep the frame-level edges: their length only feeds the carrier mask
+        dropped = self._dropped(parts.snr, (hi - lo) * self.bin_hz, (k_hi - k_lo + 1) * self.bin_hz, total)
         # sample-level change point: around the estimates above for long bursts, around the
         # rectangle's frame edges (± 2 frames) for bursts too short to have a plateau
-        free = (parts.t0_fixed < 0) | (parts.t1_fixed < 0)
+        free = ((parts.t0_fixed < 0) | (parts.t1_fixed < 0)) & ~dropped
         rect_noise = None
         for sel, width in ((long, n), (~long, 4 * n)):
             idx = np.flatnonzero(sel & free)
@@ -1633,10 +1640,6 @@ class BurstDetector:
                     rect_noise = noise_bin / self._window_power
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
                                                       rect_noise[idx], usable, snr[idx], one_sided=width == n)
-        below, above, inside = self._guard_fill if self._guard_fill is not None else (_NO_BINS,) * 3
-        positive = np.empty((m, n))
-        total, centroid, k_lo, k_hi, flatness = measure_kernels.spectrum_stats(
-            spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz, positive)
         # burst power: the mean spectrum is over whole rectangle frames; rescaled by the
         # fraction of those frames the burst fills (split_kernels.part_levels)
         to_power = 1.0 / (n * n * self._window_power)  # |X_k|² of a windowed frame -> FS² per sample
@@ -1644,7 +1647,7 @@ class BurstDetector:
             t0, t1, parts.t0_fixed, parts.t1_fixed, n_rows, n, total, k_lo, k_hi, noise_band, lo, hi, self.bin_hz,
             to_power, self._GMSK_MAX_BANDWIDTH_HZ, 200e-6 * self.sample_rate_hz)
         line_ratio = np.full(m, np.nan)  # NaN: not looked for
-        idx = np.flatnonzero(gmsk & ~self._carrier_like(parts, bandwidth, length, total))
+        idx = np.flatnonzero(gmsk & ~dropped)
         if idx.size:
             offsets, ratios = self._gmsk_lines(eps, t0[idx], length[idx], lo[idx], hi[idx], centroid[idx])
             line_ratio[idx] = ratios
@@ -1659,12 +1662,21 @@ class BurstDetector:
                          noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
                          total=total, positive=positive)
 
-    def _carrier_like(self, parts: _Parts, bandwidth: FloatArray, length: IntArray, total: FloatArray) -> BoolArray:
-        """Parts :meth:`_bursts` will drop (no power, or narrower than a phone's narrowest signal)."""
-        rect_hz = (parts.hi - parts.lo) * self.bin_hz
-        min_bw = self.config.min_bandwidth_hz
-        rescued = (parts.snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ) & (bandwidth < min_bw)
-        return (length < 4) | (total <= 0) | ((bandwidth < min_bw) & ~rescued)
+    def _dropped(self, snr: FloatArray, rect_hz: FloatArray, bandwidth_hz: FloatArray, total: FloatArray) -> BoolArray:
+        """Parts :meth:`_bursts` drops whatever their edges: no power, or narrower than a phone's
+        narrowest signal (``min_bandwidth_hz``: carriers) and not rescued."""
+        narrow = (bandwidth_hz < self.config.min_bandwidth_hz) & ~self._rescued(snr, rect_hz, bandwidth_hz)
+        return (total <= 0) | narrow
+
+    def _rescued(self, snr: FloatArray, rect_hz: FloatArray, bandwidth_hz: FloatArray) -> BoolArray:
+        """Weak parts narrower than ``min_bandwidth_hz`` that are kept with their rectangle's width.
+
+        The 99 % bandwidth of a weak burst is noise: near DC on an RTL-SDR a 180 kHz LTE
+        allocation measured 47-94 kHz at 4 dB and was dropped as a carrier (Pd stuck at
+        0.93-0.98 there). Under _BANDWIDTH_RELIABLE_SNR a rectangle as wide as a phone's
+        narrowest signal is a signal, not a carrier."""
+        return ((snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ)
+                & (bandwidth_hz < self.config.min_bandwidth_hz))
 
     def _noise_bins(self, floor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size)."""
@@ -1687,14 +1699,8 @@ class BurstDetector:
         signal_power, noise_density, clip_peak = meas.signal_power, meas.noise_density, meas.clip_peak
         flatness, line_ratio, total, lo, hi = meas.flatness, meas.line_ratio, meas.total, parts.lo, parts.hi
         dead = (length < 4) | (total <= 0)
-        # The 99 % bandwidth of a weak burst is noise: near DC on an RTL-SDR a 180 kHz LTE
-        # allocation measured 47-94 kHz at 4 dB and was dropped as a carrier (Pd stuck at
-        # 0.93-0.98 there). Under _BANDWIDTH_RELIABLE_SNR a rectangle as wide as a phone's
-        # narrowest signal is kept, with the rectangle's width.
         rect_hz = (hi - lo) * self.bin_hz
-        rescued = ((parts.snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ)
-                   & (bandwidth < cfg.min_bandwidth_hz))
-        bandwidth = np.where(rescued, rect_hz, bandwidth)
+        bandwidth = np.where(self._rescued(parts.snr, rect_hz, bandwidth), rect_hz, bandwidth)
         narrow = ~dead & (bandwidth < cfg.min_bandwidth_hz)
         self.stats.rejected["no_power"] += int(dead.sum())
         self.stats.rejected["narrowband"] += int(narrow.sum())

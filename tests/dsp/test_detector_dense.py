@@ -224,3 +224,33 @@ def test_cuts_do_not_depend_on_block_sizes() -> None:
     assert sum(b.split != "" for b in results[0]) >= 0.9 * len(truth)
     assert results[1] == results[0]
     assert results[2] == results[0]
+
+
+
+def test_narrowband_parts_are_dropped_without_sample_level_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts narrower than a phone's narrowest signal (tone bursts here; on a busy band, a third
+    of the measured parts: slivers of signals straddling the band edge) are dropped as before,
+    but without the band filtering of edges and GMSK lines that the bursts kept get."""
+    calls: Counter[str] = Counter()
+    for name in ("_refine_edges", "_gmsk_lines"):
+        original = getattr(BurstDetector, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(BurstDetector, name, spy)
+    rng = np.random.default_rng(53)
+    x = render([], 0.6, 54)
+    t_s = np.arange(x.shape[0]) / FS
+    on = ((t_s % gsm.TDMA_FRAME_S) < 577e-6) & (t_s > 0.3)  # a GSM burst's duration, every TDMA frame
+    tone_amplitude = math.sqrt(10 ** 3.0 * SIGMA2 * 200e3 / FS)  # 30 dB in 200 kHz
+    x += (on * tone_amplitude * np.exp(2j * np.pi * 300e3 * t_s)).astype(np.complex64)
+    det = BurstDetector(DetectorConfig(), FS, FC)
+    bursts = det.process(IQBlock(x, FC, FS, T0)) + det.flush()
+    assert bursts == [] and det.stats.rejected["narrowband"] >= 50
+    assert not calls
+    phone = gsm_phones([(51, 2, 30.0)], 0.3, 0.2, rng)  # a phone's bursts are measured in full
+    det = BurstDetector(DetectorConfig(), FS, FC)
+    assert len(det.process(IQBlock(render(phone, 0.55, 55), FC, FS, T0)) + det.flush()) == len(phone)
+    assert calls["_refine_edges"] and calls["_gmsk_lines"]

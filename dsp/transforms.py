@@ -35,9 +35,12 @@ ComplexArray = npt.NDArray[np.complex64]
 
 
 def _bucket(n_rows: int) -> int:
-    """Rows of the buffer that serves ``n_rows``: multiples of 16 up to 256, of 64 beyond."""
+    """Rows of the buffer that serves ``n_rows``: powers of two up to 16 (the few long band
+    filters of short bursts: 2048 points, ~4 rows a call), multiples of 16 up to 256, of 64 beyond."""
+    if n_rows <= 16:
+        return 1 << max(n_rows - 1, 0).bit_length()
     step = 16 if n_rows <= 256 else 64
-    return max(step, -(-n_rows // step) * step)
+    return -(-n_rows // step) * step
 
 
 @dataclass(slots=True)

@@ -14,8 +14,8 @@ SigMF, so anyone can check the detection with their own tools.
   block: it keeps a bounded ring of the most recent :class:`~dsp.records.IQBlock` s
   (references, no copy: ``ring_s`` of samples, ~19 MB a second at 2.4 MS/s) and, for
   the detections the pipeline reports, cuts the samples out of it. The detector reports a
-  burst up to ~0.25 s after it ended (its batching delay) plus one block, so the ring
-  must hold that much (``ring_s`` = 1 s by default).
+  burst up to ~0.5 s after it started (its batching delay) plus an epoch and a block, so
+  the ring must hold that much (``ring_s`` = 1 s by default).
 * :class:`SnippetRateLimiter` — not every burst: a GSM call sends 216 bursts a second
   (TS 45.002 §4.3: one per 4.615 ms TDMA frame), the uplink must stay small. The first
   ``first_per_session`` bursts of each new session, then at most one per session every

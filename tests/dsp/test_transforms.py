@@ -55,11 +55,12 @@ def test_an_edited_spectrum_filters_in_place() -> None:
 
 
 def test_plans_are_bounded() -> None:
-    fft = RowFFT(max_buffers=3)
-    for n in (64, 128, 256, 512, 1024):
+    fft = RowFFT(max_bytes=3 * 8 * 1024 * 8 * 2)  # three (rows, spectra) pairs of 8 rows (5, bucketed) x 1024 points
+    for n in (1024, 1024 + 64, 1024 + 128, 1024 + 192, 1024 + 256):
         fft.rows(5, n)[:] = 1.0
         fft.forward(5, n)
-    assert len(fft._buffers) == 3
+    assert len(fft._buffers) == 2  # the budget holds two of the larger ones
+    assert list(fft._buffers) == [(8, 1024 + 192), (8, 1024 + 256)]  # the least recently used went first
     fft.rows(5, 64)[:] = 1.0  # an evicted shape is planned again
     assert np.allclose(fft.forward(5, 64)[:, 0], 64.0)
 

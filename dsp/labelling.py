@@ -1,6 +1,6 @@
 """Compiled kernels of the detector's grid stage: CFAR box tests and connected regions.
 
-The detector (:mod:`dsp.detector`) runs, for every epoch of ~512 frames × 64 columns,
+The detector (:mod:`dsp.detector`) runs, for every epoch of ~1024 frames × 64 columns,
 seven box templates over the cell grid, paints the hits, labels the painted mask in
 connected regions and gathers each finished region's cells. In numpy that was ~60 calls
 per epoch over 130 kB arrays (memory speed), dilations for the painting, and gathers

@@ -1,7 +1,7 @@
 """Complex FFTs along the rows of 2-D arrays: planned, in-place FFTW transforms (pyfftw).
 
 The detector's transforms are batches of rows of 256 to 2048 points: the grid (an epoch
-of 512 frames of 256 samples) and the per-burst band filters and GMSK line spectra.
+of 1024 frames of 256 samples) and the per-burst band filters and GMSK line spectra.
 FFTW ran them 2-2.7x faster than scipy's pocketfft on this machine, and the FFTs were
 the largest single cost of the pipeline once the rest was compiled
 (``bench/detect_throughput.py``).

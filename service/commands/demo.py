@@ -64,7 +64,7 @@ START_MARGIN_S = 4.0
 START_MARGIN_PER_NODE_CPU_S = 2.5
 STEADY_AFTER_S = 10.0  # CPU is measured from this long after the scenario's start (start-up is over)
 MAX_LAG_S = 5.0  # a node stalled this long by a busy machine skips ahead (catches up below that)
-# 55 ms blocks, one detector epoch (512 frames of 256): 5-10 % less CPU than 27 ms ones
+# 55 ms blocks (half a detector epoch of 1024 frames of 256): 5-10 % less CPU than 27 ms ones
 BLOCK_SAMPLES = 131_072
 # glibc returns every freed block above 128 KiB to the kernel and page-faults it back on the
 # next allocation: about a third of a simulated node's CPU (DESIGN.md, performance facts).

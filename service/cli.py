@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from dsp.allocator import tune_malloc
 from dsp.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_malloc()  # freed arrays stay in the process: no page faults for every batch (dsp.allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)

@@ -66,10 +66,6 @@ STEADY_AFTER_S = 10.0  # CPU is measured from this long after the scenario's sta
 MAX_LAG_S = 5.0  # a node stalled this long by a busy machine skips ahead (catches up below that)
 # 55 ms blocks (half a detector epoch of 1024 frames of 256): 5-10 % less CPU than 27 ms ones
 BLOCK_SAMPLES = 131_072
-# glibc returns every freed block above 128 KiB to the kernel and page-faults it back on the
-# next allocation: about a third of a simulated node's CPU (DESIGN.md, performance facts).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "16777216", "MALLOC_TRIM_THRESHOLD_": "67108864",
-              "MALLOC_TOP_PAD_": "16777216"}
 _SERVE_LINE_RE = re.compile(r"cellwatch serve: (http://\S+) \(ingest (\S+?),")
 _LAG_RE = re.compile(r"sim_lag .*?lag_s_mean=([\d.]+) lag_s_max=([\d.]+) render_cpu=([\d.]+) dropped=(\d+)")
 PR_SET_PDEATHSIG = 1
@@ -235,7 +231,7 @@ def _cellwatch_command() -> list[str]:
 def _spawn(name: str, args: Sequence[str], log_path: Path, *, stdout_pipe: bool = False) -> Child:
     """A child in its own process group (a terminal's Ctrl-C reaches only the demo, which
     stops the children in order), dying with the demo on Linux."""
-    env = {**os.environ, **MALLOC_ENV, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each child raises its malloc thresholds (dsp.allocator)
     with open(log_path, "ab") as log_file:  # the child has its own copy of the descriptor
         proc = subprocess.Popen(
             [*_cellwatch_command(), *args], stdin=subprocess.DEVNULL,

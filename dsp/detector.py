@@ -1598,9 +1598,11 @@ class BurstDetector:
         Edges (bursts of 3 frames or more): the burst's in-band energy in the two frames
         around each edge, minus noise, over its plateau (the mean of the inner frames) is
         the share of those frames' window energy the burst covers; inverting the window's
-        cumulative energy gives the edge to a few samples with no extra FFT. Shorter bursts
-        use the sample-level change point of :meth:`_refine_edges`. Edges a split has
-        placed (``t0_fixed``/``t1_fixed``) are kept.
+        cumulative energy gives the edge to a few samples with no extra FFT; the sample-level
+        change point of :meth:`_refine_edges` then places it within that frame (shorter
+        bursts: within two frames of the rectangle's edges). Edges a split has placed
+        (``t0_fixed``/``t1_fixed``) are kept. Parts :meth:`_bursts` will drop
+        (:meth:`_dropped`) keep the frame-level edges and get no GMSK line search.
         """
         cfg = self.config
         n = cfg.fft_size

@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.INFO)
     from dsp.warmup import compile_kernels
 
-    log.info("kernels_ready seconds=%.1f", compile_kernels())  # loaded (or compiled once) before any radio streams
+    # loaded (or, the first time after an install, compiled: ~25 s) before any radio streams
+    log.info("kernels_loading (the first start after an install compiles them: ~25 s)")
+    log.info("kernels_ready seconds=%.1f", compile_kernels())
     node = Node(setup)
 
     def stop(signum: int, frame: object) -> None:

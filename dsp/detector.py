@@ -1191,10 +1191,15 @@ class BurstDetector:
         a = int(starts.min())
         b = int((starts + lengths).max())
         held = [ep for ep in eps if ep.sample_start < b and ep.sample_start + ep.samples.shape[0] > a]
-        if not held:
-            out[...] = 0.0
-        for i, ep in enumerate(held):
-            measure_kernels.gather_windows(ep.samples, ep.sample_start, starts, lengths, out, i == 0)
+        # each sample written once: zeros only where no epoch will copy (the history is contiguous;
+        # were it not, every row is zeroed first)
+        cover_start = held[0].sample_start if held else 0
+        cover_end = held[-1].sample_start + held[-1].samples.shape[0] if held else 0
+        if cover_end - cover_start != sum(ep.samples.shape[0] for ep in held):
+            cover_end = cover_start
+        measure_kernels.zero_outside(starts, lengths, cover_start, cover_end, out)
+        for ep in held:
+            measure_kernels.gather_windows(ep.samples, ep.sample_start, starts, lengths, out)
 
     def _separate_bands(self, comps: _Components) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Cut components in frequency where whole columns of them are noise.

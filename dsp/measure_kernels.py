@@ -140,21 +140,30 @@ def pairwise_sum_f32(a, start, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def gather_windows(samples, sample_start, starts, lengths, out, clear):
+def zero_outside(starts, lengths, cover_start, cover_end, out):
+    """Zero what :func:`gather_windows` will not write: every row of ``out`` but stream samples
+    ``[starts[r], starts[r] + lengths[r])`` that lie in ``[cover_start, cover_end)`` (the history)."""
+    width = out.shape[1]
+    for r in range(starts.shape[0]):
+        s0 = starts[r]
+        a = min(max(cover_start - s0, 0), width)
+        b = min(max(min(lengths[r], cover_end - s0), a), width)
+        row = out[r]
+        row[:a] = 0.0
+        row[b:] = 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def gather_windows(samples, sample_start, starts, lengths, out):
     """Copy stream samples ``[starts[r], starts[r] + lengths[r])`` that lie in one epoch's ``samples``
-    (stream index ``sample_start`` onwards) to ``out[r, :lengths[r]]``; ``clear`` (the first epoch of a
-    gather) zeroes the rest of every row, so what no epoch holds stays zero."""
+    (stream index ``sample_start`` onwards) to ``out[r]`` (rest of the row untouched: see
+    :func:`zero_outside`). Slice copies (memcpy): 2.5x faster than an element loop over complex64."""
     n = samples.shape[0]
     for r in range(starts.shape[0]):
         s0 = starts[r]
         a = max(s0, sample_start)
         b = max(min(s0 + lengths[r], sample_start + n), a)
-        row = out[r]
-        if clear:  # zeros around what this epoch holds
-            row[: a - s0] = 0.0
-            row[b - s0 :] = 0.0
-        # slice copies (memcpy/memset): 2.5x faster than an element loop over complex64
-        row[a - s0 : b - s0] = samples[a - sample_start : b - sample_start]
+        out[r, a - s0 : b - s0] = samples[a - sample_start : b - sample_start]
 
 
 @numba.njit(cache=True, nogil=True)

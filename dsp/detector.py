@@ -934,14 +934,14 @@ class BurstDetector:
         The per-column scale and offset change only with a new floor estimate (a few a
         second) or carrier mask: they are remade then, not for every epoch.
         """
-        if (self._norm_key is None or self._norm_key[0] is not floor
-                or not np.array_equal(self._norm_key[1], self.carrier_mask)):
+        key = (floor, self.carrier_mask.tobytes())  # the mask's contents, as _usable_bins keys it
+        if self._norm_key is None or self._norm_key[0] is not floor or self._norm_key[1] != key[1]:
             g = self.config.bins_per_cell
             usable = (self.column_dofs > 0) & ~self.carrier_mask
             dofs = np.where(usable, self.column_dofs, 0)
             self._norm_scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
             self._norm_offset = (g - dofs).astype(np.float32)
-            self._norm_key = (floor, self.carrier_mask.copy())
+            self._norm_key = key
         cells = self._take("cells", (epoch.n_frames, self.n_columns), np.float32)
         fastgrid.scale_cells(raw, self._norm_scale, self._norm_offset, cells)  # one pass for numpy's multiply and add
         epoch.cells = cells
@@ -1191,12 +1191,10 @@ class BurstDetector:
         a = int(starts.min())
         b = int((starts + lengths).max())
         held = [ep for ep in eps if ep.sample_start < b and ep.sample_start + ep.samples.shape[0] > a]
-        # each sample written once: zeros only where no epoch will copy (the history is contiguous;
-        # were it not, every row is zeroed first)
+        # each sample written once: zeros only where no epoch will copy (the history is
+        # contiguous: a gap resets it)
         cover_start = held[0].sample_start if held else 0
         cover_end = held[-1].sample_start + held[-1].samples.shape[0] if held else 0
-        if cover_end - cover_start != sum(ep.samples.shape[0] for ep in held):
-            cover_end = cover_start
         measure_kernels.zero_outside(starts, lengths, cover_start, cover_end, out)
         for ep in held:
             measure_kernels.gather_windows(ep.samples, ep.sample_start, starts, lengths, out)
@@ -1394,7 +1392,7 @@ class BurstDetector:
         if not looked.size:
             return None
         lp = parent[looked]
-        noise_bin = np.repeat(parts.floor[lp] / np.maximum(self.column_dofs, 1), g, axis=1) / self._window_power
+        noise_bin = self._noise_bins(parts.floor[lp]) / self._window_power
         usable = self._usable_bins()
         l_centre = centre[looked]
         energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_bin, usable)

@@ -519,15 +519,19 @@ def gmsk_line_peaks(magnitude, half, centres_hz, twice_guess_hz, reach_hz):
 
 
 @numba.njit(cache=True, nogil=True)
-def _smoothed(filtered, r, k, half):
-    """Mean power of ``filtered[r]`` over ``[k - half, k + half)`` (clipped to the row)."""
-    lo = max(k - half, 0)
-    hi = min(k + half, filtered.shape[1])
+def _mean_power(filtered, r, lo, hi):
+    """Mean power of ``filtered[r, lo:hi]`` (0 when empty), summed in order."""
     acc = 0.0
     for t in range(lo, hi):
         x = filtered[r, t]
         acc += x.real * x.real + x.imag * x.imag
     return acc / max(hi - lo, 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _smoothed(filtered, r, k, half):
+    """Mean power of ``filtered[r]`` over ``[k - half, k + half)`` (clipped to the row)."""
+    return _mean_power(filtered, r, max(k - half, 0), min(k + half, filtered.shape[1]))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -554,11 +558,7 @@ def half_power_edges(filtered, width, start, stop, sigma2, one_sided, min_platea
             first = cp + (end - cp) // 4
             if end - first < 2 * half:
                 continue
-            plateau = 0.0
-            for t in range(first, end):
-                x = filtered[r, t]
-                plateau += x.real * x.real + x.imag * x.imag
-            plateau /= end - first
+            plateau = _mean_power(filtered, r, first, end)
             if plateau < min_plateau_snr * sigma2[r]:
                 continue
             for k in range(cp, min(cp + max_shift, end)):
@@ -573,11 +573,7 @@ def half_power_edges(filtered, width, start, stop, sigma2, one_sided, min_platea
             last = cp - (cp - begin) // 4
             if last - begin < 2 * half:
                 continue
-            plateau = 0.0
-            for t in range(begin, last):
-                x = filtered[r, t]
-                plateau += x.real * x.real + x.imag * x.imag
-            plateau /= last - begin
+            plateau = _mean_power(filtered, r, begin, last)
             if plateau < min_plateau_snr * sigma2[r]:
                 continue
             for k in range(cp - 1, max(cp - 1 - max_shift, begin - 1), -1):

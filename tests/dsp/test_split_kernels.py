@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from dsp import split_kernels
-from dsp.detector import _best_segments, _llr_weights
+from dsp.detector import _GSM_GUARD_S, _GSM_TIMESLOT_S, _best_segments, _llr_weights
 
 G = 4.0  # bins per cell: a noise cell has mean 4
+SLOT = _GSM_TIMESLOT_S * 2.4e6  # a GSM timeslot and a normal burst's guard period, in samples at 2.4 MS/s
+GUARD = _GSM_GUARD_S * 2.4e6
 
 
 def ragged_best_segments(values: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -394,9 +396,7 @@ def test_part_levels_are_the_numpy_levels_they_replace() -> None:
 def test_slot_grid_and_states_are_the_numpy_grid_they_replace() -> None:
     rng = np.random.default_rng(53)
     c = 30
-    rate = 2.4e6
-    slot = 0.120 / 26.0 / 8.0 * rate
-    guard = 8.25 / (1625000.0 / 6.0) * rate
+    slot, guard = SLOT, GUARD
     t0 = rng.integers(0, 10**6, c)
     k = rng.integers(1, 6, c)
     before = rng.integers(0, 2, c)
@@ -484,9 +484,7 @@ def test_time_pieces_are_the_runs_the_python_loop_made() -> None:
 def test_slot_candidates_are_the_numpy_selection_they_replace() -> None:
     rng = np.random.default_rng(61)
     m = 300
-    rate = 2.4e6
-    slot = 0.120 / 26.0 / 8.0 * rate
-    guard = 8.25 / (1625000.0 / 6.0) * rate
+    slot, guard = SLOT, GUARD
     reach = 0.7
     t0 = rng.integers(10**5, 10**6, m)
     length = rng.integers(100, 6 * 1400, m)

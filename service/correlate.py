@@ -46,8 +46,10 @@ A sensor's detection threshold (for the bursts it missed) is its noise density,
 learned from its own detections (``rssi_dbm - snr_db - 10·log10(bandwidth_hz)``),
 plus the burst's bandwidth and the detector's half-probability SNR (configured, or
 read off the low edge of the detections' own SNRs). A sensor is listening when it has
-been heard from within ``sensor_alive_s`` (or marked so) and its detections so far
-cover the burst's frequency. A listening sensor that is not in a burst's group but
+been heard from within ``sensor_alive_s`` (or marked so), the burst is not older than its
+first sign of life (a node started later than the others did not miss the bursts sent
+before) nor inside a spell it is known deaf (node offline, radio stopped), and its
+detections so far cover the burst's frequency. A listening sensor that is not in a burst's group but
 detected *something* overlapping it in time and frequency did not miss it: its
 detector cut the signal differently (LTE allocations, bursts run together at a strong
 sensor); it counts as neither heard nor missed for that burst.
@@ -174,6 +176,10 @@ class SensorStates:
         self._n_noise_total = 0
         self.last_seen_s = [-math.inf] * n
         self.listening_until_s = [-math.inf] * n
+        # the sensor's current stretch of life: from its first sign (a detection, a mark) ...
+        self.alive_from_s = [math.inf] * n
+        # ... to when it was known deaf (its node offline, its radio stopped)
+        self.deaf_from_s = [math.inf] * n
         self.freq_lo_hz = [math.inf] * n
         self.freq_hi_hz = [-math.inf] * n
         self.noise_dbm_per_hz = [math.nan] * n
@@ -185,12 +191,30 @@ class SensorStates:
         self._recent: list[list[tuple[float, float, float, float]]] = [[] for _ in range(n)]
         self._longest_s = 0.0
 
-    def mark_listening(self, index: int, until_s: float) -> None:
+    def mark_listening(self, index: int, until_s: float, from_s: float = -math.inf) -> None:
+        """The sensor listened from ``from_s`` (at the latest) to ``until_s``."""
+        self._alive_at(index, from_s)
         self.listening_until_s[index] = max(self.listening_until_s[index], until_s)
+
+    def mark_deaf(self, index: int, from_s: float) -> None:
+        """The sensor heard nothing from ``from_s`` on (node offline, radio stopped) until its
+        next sign of life: bursts it did not detect there were not missed."""
+        if from_s > self.alive_from_s[index]:
+            self.deaf_from_s[index] = min(self.deaf_from_s[index], from_s)
+            self.listening_until_s[index] = min(self.listening_until_s[index], from_s)
+
+    def _alive_at(self, index: int, t_s: float) -> None:
+        if t_s >= self.deaf_from_s[index]:  # back to life after a deaf spell: a new stretch
+            self.alive_from_s[index] = t_s
+            self.deaf_from_s[index] = math.inf
+        elif t_s < self.alive_from_s[index]:
+            self.alive_from_s[index] = t_s
 
     def observe(self, index: int, t_s: float, freq_hz: float, detection: Detection, rssi_dbm: float | None) -> None:
         if t_s > self.last_seen_s[index]:
             self.last_seen_s[index] = t_s
+        if not self.alive_from_s[index] <= t_s < self.deaf_from_s[index]:
+            self._alive_at(index, t_s)
         self._n_snr += 1
         if len(self._snr_sample) < _SNR_SAMPLE_SIZE:
             self._snr_sample.append(detection.snr_db)
@@ -250,13 +274,17 @@ class SensorStates:
         return False
 
     def listening(self, t_s: float, freq_hz: float) -> npt.NDArray[np.bool_]:
-        """Which sensors were listening at ``t_s`` for a burst at ``freq_hz``."""
+        """Which sensors were listening at ``t_s`` for a burst at ``freq_hz``: alive then (not
+        before their first sign of life, e.g. a node that started later than the others, nor
+        while known deaf) and covering the frequency."""
         alive_s = self.config.sensor_alive_s
         margin = self.config.coverage_margin_hz
         return np.array([
-            (seen + alive_s >= t_s or until >= t_s) and (lo == math.inf or lo - margin <= freq_hz <= hi + margin)
-            for seen, until, lo, hi in zip(self.last_seen_s, self.listening_until_s, self.freq_lo_hz,
-                                           self.freq_hi_hz, strict=True)
+            start <= t_s < deaf and (seen + alive_s >= t_s or until >= t_s)
+            and (lo == math.inf or lo - margin <= freq_hz <= hi + margin)
+            for seen, until, start, deaf, lo, hi in zip(self.last_seen_s, self.listening_until_s, self.alive_from_s,
+                                                        self.deaf_from_s, self.freq_lo_hz, self.freq_hi_hz,
+                                                        strict=True)
         ], dtype=bool)
 
     def thresholds_dbm(self, bandwidth_hz: float) -> FloatArray:

@@ -260,14 +260,25 @@ class EventEngine:
         self._last_seen_s = np.full(len(site.sensors), -math.inf)
 
     # ------------------------------------------------------------------ inputs
-    def mark_listening(self, sensor_ids: Iterable[str], until_s: float = math.inf) -> None:
-        """Declare sensors listening up to ``until_s`` even while they detect nothing (their
-        silence then counts against places near them). ``cellwatch locate`` marks every sensor
-        of its input; the service may mark sensors whose heartbeats say they are running."""
+    def mark_listening(self, sensor_ids: Iterable[str], until_s: float = math.inf,
+                       from_s: float = -math.inf) -> None:
+        """Declare sensors listening from ``from_s`` up to ``until_s`` even while they detect
+        nothing (their silence then counts against places near them). ``cellwatch locate``
+        marks every sensor of its input; the service marks sensors whose heartbeats say they
+        are running."""
         for sensor_id in sensor_ids:
             index = self._sensor_of.get(sensor_id)
             if index is not None:
-                self.sensors.mark_listening(index, until_s)
+                self.sensors.mark_listening(index, until_s, from_s)
+
+    def mark_deaf(self, sensor_ids: Iterable[str], from_s: float) -> None:
+        """Declare sensors deaf from ``from_s`` until their next detection or listening mark
+        (the service: a node gone offline, a radio that stopped), so their silence is not
+        taken for a phone far from them."""
+        for sensor_id in sensor_ids:
+            index = self._sensor_of.get(sensor_id)
+            if index is not None:
+                self.sensors.mark_deaf(index, from_s)
 
     def knows_sensor(self, sensor_id: str) -> bool:
         """Whether the site has this sensor (detections of others are counted and ignored)."""

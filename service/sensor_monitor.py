@@ -37,6 +37,7 @@ class SensorMonitor:
         self.hub = hub
         self.offline_after_s = offline_after_s
         self.mark_listening = getattr(engine, "mark_listening", None)
+        self.mark_deaf = getattr(engine, "mark_deaf", None)
 
     def __call__(self) -> None:
         rows = self.store.sensor_health()
@@ -48,7 +49,10 @@ class SensorMonitor:
             if self.mark_listening is not None and view.state == "online" and view.source_state == "running":
                 # A running sensor that hears nothing is evidence too: the phone is not near it.
                 # Until the next heartbeat is due, on the node's clock (the bursts' clock).
-                self.mark_listening([row.sensor_id], row.heartbeat.t_s + self.offline_after_s)
+                self.mark_listening([row.sensor_id], row.heartbeat.t_s + self.offline_after_s, row.heartbeat.t_s)
+            elif self.mark_deaf is not None:
+                # offline, or its radio stopped: its silence from then on says nothing
+                self.mark_deaf([row.sensor_id], row.heartbeat.t_s)
             if view.state == row.state:
                 continue
             age = view.heartbeat_age_s or 0.0

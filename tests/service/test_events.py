@@ -157,6 +157,60 @@ def test_nodes_that_deliver_late_by_different_amounts_still_give_one_event(demo,
     assert engine.group_wait_s > 0.5  # it learned to wait for the slow nodes
 
 
+def _feed_live(engine: EventEngine, detections: list[Detection], chunk_s: float = 0.1) -> dict[str, Event]:
+    """Detections in stream order, a tenth of a second at a time, as the service's worker does."""
+    events: dict[str, Event] = {}
+    t0 = detections[0].t_start_s
+    slots = np.floor((np.array([d.t_start_s for d in detections]) - t0) / chunk_s)
+    for slot in np.unique(slots):
+        events.update({e.event_id: e for e in engine.add([d for d, k in zip(detections, slots) if k == slot])})
+    events.update({e.event_id: e for e in engine.flush()})
+    return events
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_sensors_that_start_late_did_not_miss_the_bursts_sent_before(demo, seed: int) -> None:
+    """The nodes of a wing's first floor start 1.5 s after the others (a slow start, a restart):
+    the bursts before were heard by the floor above only. Counting the floor below as having
+    missed them placed the phone on another floor or wing (seen in the live demo)."""
+    _, detections = simulate(demo, [gsm("a", 57, 3, tx_dbm=15.0, cell="A-1-03")], duration_s=4.0, seed=seed)
+    t0 = detections[0].t_start_s
+    late = {"A1-S1", "A1-S2", "A1-S3"}
+    detections = [d for d in detections if d.sensor_id not in late or d.t_start_s >= t0 + 1.5]
+    engine = EventEngine(demo)
+    engine.mark_listening([s.id for s in demo.sensors if s.id not in late], from_s=t0)  # their heartbeats
+    engine.mark_listening(late, from_s=t0 + 1.5)
+    events = _feed_live(engine, detections)
+    assert len(events) == 1, sorted((e.cell or e.zone, e.n_bursts) for e in events.values())  # was 2: the
+    (event,) = events.values()  # bursts before the late start made a second event, on floor 2 or a staff office
+    assert (event.wing, event.floor, event.priority) == ("A", 1, "alert")
+
+
+def test_a_sensor_gone_deaf_does_not_push_the_phone_away(demo) -> None:
+    """The node nearest the phone stops (unplugged, crashed) half a second into the call: its
+    silence afterwards says nothing about where the phone is."""
+    _, detections = simulate(demo, [gsm("a", 57, 3, tx_dbm=15.0, cell="A-1-03")], duration_s=4.0, seed=1)
+    t0 = detections[0].t_start_s
+    nearest = max({d.sensor_id for d in detections}, key=lambda sid: np.median(
+        [d.rssi_dbm for d in detections if d.sensor_id == sid]))
+    detections = [d for d in detections if d.sensor_id != nearest or d.t_start_s < t0 + 0.5]
+
+    def place(deaf: bool) -> tuple[str | None, float]:
+        engine = EventEngine(demo)
+        engine.mark_listening([s.id for s in demo.sensors], until_s=t0 + 0.6, from_s=t0)
+        engine.mark_listening([s.id for s in demo.sensors if s.id != nearest], from_s=t0)
+        if deaf:  # the service's sensor monitor: no heartbeat since
+            engine.mark_deaf([nearest], t0 + 0.5)
+        events = [e for e in _feed_live(engine, detections).values() if e.priority == "alert"]
+        best = max(events, key=lambda e: e.n_bursts)
+        return best.cell, dict((c["place"], c["p"]) for c in best.candidates).get("A-1-03", 0.0)
+
+    cell, p_true = place(deaf=True)
+    assert cell == "A-1-03" or p_true > 0.1
+    cell_listening, p_listening = place(deaf=False)  # taken for listening: evidence against its own cell
+    assert p_true > p_listening
+
+
 def test_event_record_has_design_fields(demo) -> None:
     _, detections = simulate(demo, [gsm("a", 62, 3, cell="B-1-10")], duration_s=5.0)
     engine = EventEngine(demo)

@@ -464,19 +464,33 @@ def gmsk_band(spectrum, offset_bins, rel, rel_hz, band_rel_hz, half_band_hz, out
 
 
 @numba.njit(cache=True, nogil=True)
-def gmsk_line_peaks(magnitude, half, centres_hz, twice_guess_hz, reach_hz):
+def _magnitude(z):
+    """|z| of a complex64 as numpy's SIMD loop forms it (larger · sqrt(fma(r, r, 1)), r = smaller /
+    larger, float32; the fused multiply-add done in float64, where r·r is exact): bit for bit
+    ``np.abs`` on this machine's AVX-512/FMA path, where numba's own ``abs`` rounds differently."""
+    a = abs(z.real)
+    b = abs(z.imag)
+    larger = max(a, b)
+    if larger == 0.0:
+        return np.float32(0.0)
+    ratio = np.float32(min(a, b) / larger)
+    return np.float32(np.sqrt(np.float32(np.float64(ratio) * np.float64(ratio) + 1.0))) * larger
+
+
+@numba.njit(cache=True, nogil=True)
+def gmsk_line_peaks(spectrum, half, centres_hz, twice_guess_hz, reach_hz):
     """The strongest line pair of each row near its guess (``gmsk_line_frequencies``).
 
-    ``magnitude``: |FFT| of the squared bursts, (k, n_fft) natural order, float32. The score of
+    ``spectrum``: FFT of the squared bursts, (k, n_fft) natural order, complex64. The score of
     line-pair centre j (shifted order) is min(|X|²) of the lines R_b/2 (``half`` bins) either side;
-    scores with |centres_hz[j] - twice_guess_hz[r]| <= reach_hz are searched. Returns the index of the
-    first largest score, the float32 sum of the searched scores (numpy's pairwise order over the
-    row, others counting 0), their count, and the scores at the peak and either side of it.
+    scores with |centres_hz[j] - twice_guess_hz[r]| <= reach_hz are searched (only theirs are
+    formed: a sixth of the row). Returns the index of the first largest score, the float32 sum of
+    the searched scores (numpy's pairwise order over the row, others counting 0), their count,
+    and the scores at the peak and either side of it.
     """
-    k, n_fft = magnitude.shape
+    k, n_fft = spectrum.shape
     width = n_fft - 2 * half
     shift = n_fft // 2
-    score = np.empty(width, dtype=np.float32)
     masked = np.empty(width, dtype=np.float32)
     best = np.empty(k, dtype=np.int64)
     sums = np.empty(k, dtype=np.float32)
@@ -485,37 +499,41 @@ def gmsk_line_peaks(magnitude, half, centres_hz, twice_guess_hz, reach_hz):
     left = np.empty(k, dtype=np.float32)
     right = np.empty(k, dtype=np.float32)
     for r in range(k):
-        for j in range(width):
-            ia = j + shift  # fftshift: shifted bin j is natural bin j + n_fft / 2 (mod n_fft)
-            if ia >= n_fft:
-                ia -= n_fft
-            ib = ia + 2 * half
-            if ib >= n_fft:
-                ib -= n_fft
-            a = magnitude[r, ia]
-            b = magnitude[r, ib]
-            pa = a * a
-            pb = b * b
-            score[j] = pa if pa <= pb else pb
         top = -np.inf
         kk = 0
         n_in = 0
         for j in range(width):
             if abs(centres_hz[j] - twice_guess_hz[r]) <= reach_hz:
-                masked[j] = score[j]
+                masked[j] = _line_pair_score(spectrum, r, j, shift, half, n_fft)
                 n_in += 1
-                if score[j] > top:
-                    top = score[j]
+                if masked[j] > top:
+                    top = masked[j]
                     kk = j
             else:
                 masked[j] = 0.0
         best[r] = kk
         sums[r] = pairwise_sum_f32(masked, 0, width)
         counts[r] = n_in
-        peak[r] = score[kk]
-        left[r] = score[max(kk - 1, 0)]
-        right[r] = score[min(kk + 1, width - 1)]
+        peak[r] = _line_pair_score(spectrum, r, kk, shift, half, n_fft)
+        left[r] = _line_pair_score(spectrum, r, max(kk - 1, 0), shift, half, n_fft)
+        right[r] = _line_pair_score(spectrum, r, min(kk + 1, width - 1), shift, half, n_fft)
     return best, sums, counts, peak, left, right
+
+
+@numba.njit(cache=True, nogil=True)
+def _line_pair_score(spectrum, r, j, shift, half, n_fft):
+    """min(|X|²) of the two lines of shifted centre j (fftshift: shifted bin j is natural bin j + n/2)."""
+    ia = j + shift
+    if ia >= n_fft:
+        ia -= n_fft
+    ib = ia + 2 * half
+    if ib >= n_fft:
+        ib -= n_fft
+    a = _magnitude(spectrum[r, ia])
+    b = _magnitude(spectrum[r, ib])
+    pa = a * a
+    pb = b * b
+    return pa if pa <= pb else pb
 
 
 @numba.njit(cache=True, nogil=True)

@@ -38,6 +38,7 @@ second, not per frame.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -49,6 +50,7 @@ from dsp import fastgrid
 FloatArray = npt.NDArray[np.float32]
 
 
+@functools.lru_cache(maxsize=4096)  # a detector needs ~100 (every column DOF x n_min): ~3 ms each start
 def min_statistics_bias(dof: float, n_sum: int, n_min: int, quantile: float) -> float:
     """Mean of one cell divided by the ``quantile`` of group minima (see the module docstring).
 

@@ -9,7 +9,8 @@ band's time (``bench/detect_throughput.py``), about a third of a simulated node'
 calling process, as the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` /
 ``MALLOC_TOP_PAD_`` environment variables would had they been set before it started.
 The cost is up to ``TRIM_THRESHOLD_BYTES`` of freed memory kept for reuse.
-Every ``cellwatch`` command calls it first (:func:`service.cli.main`).
+The ``cellwatch`` commands that run the detector (``node``, ``detect``, ``calibrate``) call it
+first (:func:`service.cli.main`); the service does not (it would only hold more memory).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The malloc thresholds every cellwatch process raises (dsp.allocator): freed arrays are reused,
+"""The malloc thresholds the detecting cellwatch commands raise (dsp.allocator): freed arrays are reused,
 not handed back to the kernel and page-faulted in again."""
 
 from __future__ import annotations
@@ -48,3 +48,24 @@ def test_tune_malloc_answers_once() -> None:
     from dsp.allocator import tune_malloc
 
     assert tune_malloc() == tune_malloc()
+
+
+_COMMAND_PROBE = """
+import json, sys
+import dsp.allocator
+from service.cli import main
+main(sys.argv[1:])
+print(json.dumps(dsp.allocator._tuned))
+"""
+
+
+def test_only_the_detecting_commands_tune() -> None:
+    """A node or ``cellwatch detect`` tunes malloc; the service and the other commands keep
+    glibc's defaults (the service would only hold ~90 MB more, bench/results/load.json)."""
+    def tuned_by(*argv: str) -> object:
+        done = subprocess.run([sys.executable, "-c", _COMMAND_PROBE, *argv], cwd=REPO, capture_output=True,
+                              text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert tuned_by("detect", "/nonexistent.cu8") is True  # a bad path: an error, but tuned first
+    assert tuned_by("info", "/nonexistent.cu8") is None

@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from dsp import fastgrid
-
 ComplexArray = npt.NDArray[np.complex64]
 FloatArray = npt.NDArray[np.float32]
 
@@ -25,7 +23,11 @@ def cu8_to_complex64(raw: bytes | bytearray | memoryview | npt.NDArray[np.uint8]
     if data.size % 2:
         raise ValueError("cu8 data must hold an even number of bytes (I and Q)")
     # one fused float32 pass (numba), the bits of ``(data.astype(float32) - 127.5) / 127.5``:
-    # 2.5x faster than numpy's three passes, and ~3x faster than a 256-entry lookup table
+    # 2.5x faster than numpy's three passes, and ~3x faster than a 256-entry lookup table.
+    # Imported here: the records (dsp.records) use this module's types, and the service, which
+    # converts no IQ, then does not load numba (~80 MB of compiler it would hold for nothing)
+    from dsp import fastgrid
+
     out = np.empty(data.size, dtype=np.float32)
     fastgrid.cu8_to_float32(data.reshape(-1), np.float32(CU8_OFFSET), np.float32(CU8_SCALE), out)
     return out.view(np.complex64)

@@ -238,3 +238,14 @@ def test_users_and_audit_commands(tmp_path: Path, cli: Callable[..., Ran]) -> No
     broken = cli("audit", "--config", config, "verify")
     assert broken.returncode == 2
     assert "audit_log row 1" in broken.stderr and "does not match its hash" in broken.stderr
+
+
+def test_the_service_does_not_load_the_detectors_compiler() -> None:
+    """The service converts no IQ: numba and LLVM (~80 MB resident, bench/results/load.json's
+    start) stay out of it; detection records and the wire format import without them."""
+    probe = ("import sys; import service.app, service.worker, service.evidence, service.commands.serve, dsp.wire; "
+             "print('numba' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -61,7 +61,7 @@ def _configure_logging(verbosity: int) -> None:
 
 
 # commands that run the burst detector: freed arrays stay in the process, no page faults for every
-# batch (dsp.allocator); the service keeps glibc's defaults (it would hold ~90 MB more for nothing)
+# batch (dsp.allocator); the others, the service among them, make no such arrays and keep glibc's defaults
 _DETECTING_COMMANDS = frozenset({"node", "detect", "calibrate"})
 
 

@@ -60,8 +60,8 @@ print(json.dumps(dsp.allocator._tuned))
 
 
 def test_only_the_detecting_commands_tune() -> None:
-    """A node or ``cellwatch detect`` tunes malloc; the service and the other commands keep
-    glibc's defaults (the service would only hold ~90 MB more, bench/results/load.json)."""
+    """A node or ``cellwatch detect`` tunes malloc; the service and the other commands, which
+    make no batch arrays, keep glibc's defaults."""
     def tuned_by(*argv: str) -> object:
         done = subprocess.run([sys.executable, "-c", _COMMAND_PROBE, *argv], cwd=REPO, capture_output=True,
                               text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})

@@ -63,3 +63,29 @@ def test_a_clean_stop_and_unchanged_states_are_not_announced(store: Store, demo_
     _beat(store, 6.0, "stopped")  # the node shut down cleanly
     monitor()
     assert _changes(store) == []
+
+
+def test_the_engine_hears_when_a_sensor_listened(store: Store, demo_site_path: Path) -> None:
+    """What the monitor tells the event engine: a running radio listened from its heartbeat on
+    (not before: a node that started late did not miss the bursts sent earlier); a stopped one
+    is deaf from its heartbeat until it is heard again (its silence is not evidence)."""
+    from service.events import EventEngine
+
+    site = load_site(demo_site_path)
+    engine = EventEngine(site)
+    monitor = SensorMonitor(site, store, LiveHub(), offline_after_s=30.0, engine=engine)
+    index = site.sensor_index("A1-S1")
+    freq_hz = 902.4e6
+
+    def listening(t_s: float) -> bool:
+        return bool(engine.sensors.listening(t_s, freq_hz)[index])
+
+    _beat(store, 100.0, "running")
+    monitor()
+    assert listening(100.5) and listening(129.0) and not listening(99.0)
+    _beat(store, 110.0, "retrying", "rtlsdr:0=retrying (usb gone)")
+    monitor()
+    assert listening(105.0) and not listening(110.5) and not listening(200.0)
+    _beat(store, 120.0, "running", "rtlsdr:0=running")
+    monitor()
+    assert listening(120.5) and not listening(115.0)  # the deaf spell stays out

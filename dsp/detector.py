@@ -85,6 +85,7 @@ from dsp.records import Detection, IQBlock, detection_from_values, frozen_builde
 from dsp.transforms import RowFFT
 
 FloatArray = npt.NDArray[np.float32]
+AnyFloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
@@ -940,14 +941,14 @@ class BurstDetector:
         The per-column scale and offset change only with a new floor estimate (a few a
         second) or carrier mask: they are remade then, not for every epoch.
         """
-        key = (floor, self.carrier_mask.tobytes())  # the mask's contents, as _usable_bins keys it
-        if self._norm_key is None or self._norm_key[0] is not floor or self._norm_key[1] != key[1]:
+        mask = self.carrier_mask.tobytes()  # the mask's contents, as _usable_bins keys it
+        if self._norm_key is None or self._norm_key[0] is not floor or self._norm_key[1] != mask:
             g = self.config.bins_per_cell
             usable = (self.column_dofs > 0) & ~self.carrier_mask
             dofs = np.where(usable, self.column_dofs, 0)
             self._norm_scale = np.where(usable, dofs / floor, 0.0).astype(np.float32)
             self._norm_offset = (g - dofs).astype(np.float32)
-            self._norm_key = key
+            self._norm_key = (floor, mask)
         cells = self._take("cells", (epoch.n_frames, self.n_columns), np.float32)
         fastgrid.scale_cells(raw, self._norm_scale, self._norm_offset, cells)  # one pass for numpy's multiply and add
         epoch.cells = cells
@@ -1678,13 +1679,13 @@ class BurstDetector:
                          noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
                          total=total, positive=positive)
 
-    def _dropped(self, snr: FloatArray, rect_hz: FloatArray, bandwidth_hz: FloatArray, total: FloatArray) -> BoolArray:
+    def _dropped(self, snr: AnyFloatArray, rect_hz: AnyFloatArray, bandwidth_hz: AnyFloatArray, total: AnyFloatArray) -> BoolArray:
         """Parts :meth:`_bursts` drops whatever their edges: no power, or narrower than a phone's
         narrowest signal (``min_bandwidth_hz``: carriers) and not rescued."""
         narrow = (bandwidth_hz < self.config.min_bandwidth_hz) & ~self._rescued(snr, rect_hz, bandwidth_hz)
         return (total <= 0) | narrow
 
-    def _rescued(self, snr: FloatArray, rect_hz: FloatArray, bandwidth_hz: FloatArray) -> BoolArray:
+    def _rescued(self, snr: AnyFloatArray, rect_hz: AnyFloatArray, bandwidth_hz: AnyFloatArray) -> BoolArray:
         """Weak parts narrower than ``min_bandwidth_hz`` that are kept with their rectangle's width.
 
         The 99 % bandwidth of a weak burst is noise: near DC on an RTL-SDR a 180 kHz LTE

@@ -201,7 +201,6 @@ class SensorStates:
         next sign of life: bursts it did not detect there were not missed."""
         if from_s > self.alive_from_s[index]:
             self.deaf_from_s[index] = min(self.deaf_from_s[index], from_s)
-            self.listening_until_s[index] = min(self.listening_until_s[index], from_s)
 
     def _alive_at(self, index: int, t_s: float) -> None:
         if t_s >= self.deaf_from_s[index]:  # back to life after a deaf spell: a new stretch

@@ -266,19 +266,19 @@ class EventEngine:
         nothing (their silence then counts against places near them). ``cellwatch locate``
         marks every sensor of its input; the service marks sensors whose heartbeats say they
         are running."""
-        for sensor_id in sensor_ids:
-            index = self._sensor_of.get(sensor_id)
-            if index is not None:
-                self.sensors.mark_listening(index, until_s, from_s)
+        for index in self._indices(sensor_ids):
+            self.sensors.mark_listening(index, until_s, from_s)
 
     def mark_deaf(self, sensor_ids: Iterable[str], from_s: float) -> None:
         """Declare sensors deaf from ``from_s`` until their next detection or listening mark
         (the service: a node gone offline, a radio that stopped), so their silence is not
         taken for a phone far from them."""
-        for sensor_id in sensor_ids:
-            index = self._sensor_of.get(sensor_id)
-            if index is not None:
-                self.sensors.mark_deaf(index, from_s)
+        for index in self._indices(sensor_ids):
+            self.sensors.mark_deaf(index, from_s)
+
+    def _indices(self, sensor_ids: Iterable[str]) -> list[int]:
+        """The site's indices of those sensors it has (others are ignored)."""
+        return [i for i in map(self._sensor_of.get, sensor_ids) if i is not None]
 
     def knows_sensor(self, sensor_id: str) -> bool:
         """Whether the site has this sensor (detections of others are counted and ignored)."""

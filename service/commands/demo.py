@@ -231,7 +231,7 @@ def _cellwatch_command() -> list[str]:
 def _spawn(name: str, args: Sequence[str], log_path: Path, *, stdout_pipe: bool = False) -> Child:
     """A child in its own process group (a terminal's Ctrl-C reaches only the demo, which
     stops the children in order), dying with the demo on Linux."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # each child raises its malloc thresholds (dsp.allocator)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the node children raise their malloc thresholds (dsp.allocator)
     with open(log_path, "ab") as log_file:  # the child has its own copy of the descriptor
         proc = subprocess.Popen(
             [*_cellwatch_command(), *args], stdin=subprocess.DEVNULL,

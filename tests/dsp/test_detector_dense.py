@@ -226,7 +226,6 @@ def test_cuts_do_not_depend_on_block_sizes() -> None:
     assert results[2] == results[0]
 
 
-
 def test_narrowband_parts_are_dropped_without_sample_level_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
     """Parts narrower than a phone's narrowest signal (tone bursts here; on a busy band, a third
     of the measured parts: slivers of signals straddling the band edge) are dropped as before,

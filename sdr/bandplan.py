@@ -199,6 +199,21 @@ class ScanSchedule:
         i = max(0, bisect.bisect_right(self._offsets, position) - 1)
         return i, t_s + max(self.visits[i].end_s - position, 0.0)
 
+    def visit_to_tune(self, t_s: float, current_freq_hz: int | None) -> tuple[int, float]:
+        """``(visit index, UTC slot end)`` a dongle on ``current_freq_hz`` should be on at ``t_s``.
+
+        The slot at ``t_s``, unless reaching it needs a retune whose settling outlasts the
+        slot (a late hop, or the end of the warm-up pass): then the next slot, so that
+        every channel is only ever watched inside its UTC windows, when the other
+        sensors of the site watch it too.
+        """
+        index, end_s = self.visit_at(t_s)
+        visit = self.visits[index]
+        if visit.channel.center_freq_hz != current_freq_hz and t_s + visit.settle_s >= end_s:
+            index = (index + 1) % len(self.visits)
+            end_s += self.visits[index].slot_s
+        return index, end_s
+
     def watch_windows(self, channel: Channel) -> list[tuple[float, float]]:
         """``[(start, end)]`` within ``[0, cycle_s)`` when ``channel`` is watched (settled)."""
         return [(v.watch_start_s, v.end_s) for v in self.visits if v.channel == channel]

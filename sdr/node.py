@@ -313,7 +313,7 @@ class Node:
             return
         if t_s < unit.slot_end_s:
             return
-        index, unit.slot_end_s = unit.schedule.visit_at(t_s)
+        index, unit.slot_end_s = unit.schedule.visit_to_tune(t_s, unit.target_freq_hz)
         self._tune(unit, unit.schedule.visits[index].channel.center_freq_hz)
 
     def _tune(self, unit: _Unit, freq: int) -> None:

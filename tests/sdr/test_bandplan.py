@@ -89,6 +89,27 @@ def test_schedule_is_aligned_to_utc() -> None:
     assert seen == list(range(len(schedule.visits)))
 
 
+def test_a_late_retune_skips_a_slot_it_could_not_watch() -> None:
+    _, (schedule,) = _two_band_plan().schedules(1)
+    k = 1_795_000_000.0 // schedule.cycle_s
+    second, third = schedule.visits[1], schedule.visits[2]
+    first_freq = schedule.visits[0].channel.center_freq_hz
+    for into_s in np.linspace(0.0, second.slot_s, 41, endpoint=False):
+        t_s = k * schedule.cycle_s + second.offset_s + into_s + 1e-6  # clear of the rounding at the slot start
+        index, end_s = schedule.visit_to_tune(t_s, first_freq)
+        if into_s + second.settle_s < second.slot_s:  # time left to watch after settling: stay
+            assert index == 1 and end_s == pytest.approx(k * schedule.cycle_s + second.end_s)
+        else:  # settling would end after the slot: go on to the next one
+            assert index == 2 and end_s == pytest.approx(k * schedule.cycle_s + third.end_s)
+        # already on the slot's channel: no settling, stay whatever is left
+        assert schedule.visit_to_tune(t_s, second.channel.center_freq_hz)[0] == 1
+    # the last slot's successor is the next cycle's first
+    last = schedule.visits[-1]
+    t_s = k * schedule.cycle_s + last.end_s - last.settle_s / 2
+    index, end_s = schedule.visit_to_tune(t_s, first_freq)
+    assert index == 0 and end_s == pytest.approx((k + 1) * schedule.cycle_s + schedule.visits[0].end_s)
+
+
 def test_fixed_tuning_watches_its_slice_all_the_time() -> None:
     plan = BandPlan()
     fixed = ScanSchedule.fixed(plan.fixed_channel(902_400_000, 2.4e6))

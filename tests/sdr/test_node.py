@@ -135,13 +135,18 @@ def test_replay_node_delivers_what_detect_finds_with_curve(tmp_path: Path, capsy
     recorder.log.close()
 
 
-def test_scanning_node_watches_the_phones_channel_in_its_utc_windows(tmp_path: Path, scenario: Path) -> None:
+# where in the 0.48 s cycle the stream starts; from 0.41 the warm-up pass ends 19 ms before the
+# phone channel's slot does (a retune there would settle past it: the node must go on to the next)
+@pytest.mark.parametrize("phase_s", [0.13, 0.41])
+def test_scanning_node_watches_the_phones_channel_in_its_utc_windows(tmp_path: Path, scenario: Path,
+                                                                     phase_s: float) -> None:
     recorder = Recorder(tmp_path / "log.sqlite")
     block_s = 24_000 / 2.4e6
     with IngestServer(recorder, bind="tcp://127.0.0.1:*", insecure=True) as ingest:
         config = _config(ingest.endpoint, tmp_path, [{
             "spec": f"sim:{DEMO_SITE}:{scenario}:A1-S1",
-            "options": {"realtime": False, "loop": False, "seed": 2, "block_samples": 24_000, "settle_s": 0.02}}],
+            "options": {"realtime": False, "loop": False, "seed": 2, "block_samples": 24_000, "settle_s": 0.02,
+                        "start_utc": 1_795_997_760.0 + phase_s}}],
             scan={"dwell_s": 0.1, "settle_s": 0.02},
             bands=[{"name": "LO", "low_mhz": 897.0, "high_mhz": 901.0}, {"name": "HI", "low_mhz": 901.0, "high_mhz": 905.0}])
         setup = _setup(config, tmp_path)

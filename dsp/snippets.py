@@ -14,8 +14,8 @@ SigMF, so anyone can check the detection with their own tools.
   block: it keeps a bounded ring of the most recent :class:`~dsp.records.IQBlock` s
   (references, no copy: ``ring_s`` of samples, ~19 MB a second at 2.4 MS/s) and, for
   the detections the pipeline reports, cuts the samples out of it. The detector reports a
-  burst up to ~0.5 s after it started (its batching delay) plus an epoch and a block, so
-  the ring must hold that much (``ring_s`` = 1 s by default).
+  burst up to ~1 s after it started (its batching delay) plus an epoch and a block, so
+  the ring must hold that much (``ring_s`` = 1.5 s by default).
 * :class:`SnippetRateLimiter` — not every burst: a GSM call sends 216 bursts a second
   (TS 45.002 §4.3: one per 4.615 ms TDMA frame), the uplink must stay small. The first
   ``first_per_session`` bursts of each new session, then at most one per session every
@@ -229,7 +229,7 @@ class SnippetPolicy:
     first_per_session: int = 2  # bursts of each new session that all get a snippet
     interval_s: float = 10.0  # then at most one per session this often
     max_per_minute: int = 60  # in all, whatever the sessions
-    ring_s: float = 1.0  # recent samples kept to cut from (detector delay + one block)
+    ring_s: float = 1.5  # recent samples kept to cut from (detector delay, an epoch, a block)
     max_samples: int = MAX_SNIPPET_SAMPLES  # a longer burst is cut at this length
     session_ttl_s: float = 120.0  # a session not seen this long is forgotten (it is new if it comes back)
     max_sessions: int = 4096  # the oldest are forgotten beyond this

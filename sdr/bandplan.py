@@ -341,7 +341,7 @@ def first_detection(schedule: ScanSchedule, channel: Channel, activity: Activity
 
     A burst counts as watched when it lies wholly inside one of the channel's watch
     windows. Exact on a grid of ``n_phases`` start times over the cycle (vectorized over
-    bursts); detection latency of the node itself (up to a dwell plus 0.5 s) is not
+    bursts); detection latency of the node itself (up to a dwell plus 1 s) is not
     included.
     """
     if schedule.is_fixed:

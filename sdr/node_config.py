@@ -133,7 +133,7 @@ class SnippetsSection(StrictModel):
     first_per_session: int = Field(2, ge=0, le=1000)
     interval_s: float = Field(10.0, gt=0.0, le=86400.0)
     max_per_minute: int = Field(60, ge=0, le=6000)
-    ring_s: float = Field(1.0, gt=0.0, le=30.0)
+    ring_s: float = Field(1.5, gt=0.0, le=30.0)
     max_pending: int = Field(2000, ge=1, le=1_000_000)
 
     def policy(self) -> SnippetPolicy:

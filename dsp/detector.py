@@ -1166,7 +1166,7 @@ class BurstDetector:
 
     def _give(self, kind: str, arr: npt.NDArray[Any] | None) -> None:
         free = self._free.setdefault(kind, [])
-        if arr is not None and len(free) < 16:
+        if arr is not None and len(free) < 4:
             free.append(arr)
 
     def _update_carriers(self, epoch: _Epoch) -> None:

@@ -1399,7 +1399,7 @@ class BurstDetector:
         if not looked.size:
             return None
         lp = parent[looked]
-        noise_bin = self._noise_bins(parts.floor[lp]) / self._window_power
+        noise_bin = self._noise_bins(parts.floor[lp], self._window_power)
         usable = self._usable_bins()
         l_centre = centre[looked]
         energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_bin, usable)
@@ -1649,14 +1649,12 @@ class BurstDetector:
         # sample-level change point: around the estimates above for long bursts, around the
         # rectangle's frame edges (± 2 frames) for bursts too short to have a plateau
         free = ((parts.t0_fixed < 0) | (parts.t1_fixed < 0)) & ~dropped
-        rect_noise = None
         for sel, width in ((long, n), (~long, 4 * n)):
             idx = np.flatnonzero(sel & free)
             if idx.size:
-                if rect_noise is None:
-                    rect_noise = noise_bin / self._window_power
+                rect_noise = self._noise_bins(parts.floor[idx], self._window_power)  # of a rectangular frame
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
-                                                      rect_noise[idx], usable, snr[idx], one_sided=width == n)
+                                                      rect_noise, usable, snr[idx], one_sided=width == n)
         # burst power: the mean spectrum is over whole rectangle frames; rescaled by the
         # fraction of those frames the burst fills (split_kernels.part_levels)
         to_power = 1.0 / (n * n * self._window_power)  # |X_k|² of a windowed frame -> FS² per sample
@@ -1695,9 +1693,15 @@ class BurstDetector:
         return ((snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ)
                 & (bandwidth_hz < self.config.min_bandwidth_hz))
 
-    def _noise_bins(self, floor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size)."""
-        return np.repeat(floor / np.maximum(self.column_dofs, 1), self.config.bins_per_cell, axis=1)
+    def _noise_bins(self, floor: npt.NDArray[np.float64], window_power: float | None = None,
+                    ) -> npt.NDArray[np.float64]:
+        """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size);
+        divided by ``window_power``: for a rectangular frame (per cell before the repeat, the
+        same quotients in a quarter of the divisions)."""
+        per_bin = floor / np.maximum(self.column_dofs, 1)
+        if window_power is not None:
+            per_bin /= window_power
+        return np.repeat(per_bin, self.config.bins_per_cell, axis=1)
 
     def _usable_bins(self) -> BoolArray:
         """Bins outside the DC guard and the carrier mask (remade only when the mask changes)."""

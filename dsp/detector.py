@@ -1858,8 +1858,10 @@ class BurstDetector:
         filtered = self._band_filtered(eps, firsts, width, lo, hi, usable)  # rows r, r + m: part r
         sigma2 = self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
         w, off = _llr_weights(snr)
-        a, b = measure_kernels.edge_change_points(filtered, width, np.tile(w / sigma2, 2), np.tile(off, 2), one_sided)
-        a, b = measure_kernels.half_power_edges(filtered, width, a, b, np.tile(sigma2, 2), one_sided,
+        weight = w / sigma2
+        a, b = measure_kernels.edge_change_points(filtered, width, np.concatenate((weight, weight)),
+                                                  np.concatenate((off, off)), one_sided)
+        a, b = measure_kernels.half_power_edges(filtered, width, a, b, np.concatenate((sigma2, sigma2)), one_sided,
                                                 self._HALF_POWER_MIN_SNR, self._HALF_POWER_HALF_SAMPLES,
                                                 self._HALF_POWER_MAX_SHIFT_SAMPLES)
         t0 = firsts[:m] + a[:m]

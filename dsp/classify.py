@@ -40,7 +40,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from dsp.detector import Burst
+from dsp.detector import Burst, detections_of
 from dsp.errors import InputError
 from dsp.gsm import TDMA_FRAME_S, arfcn_for_uplink_freq_hz
 from dsp.records import Detection
@@ -260,12 +260,11 @@ class SessionTracker:
     def detections(self, bursts: Iterable[Burst], sensor_id: str) -> list[Detection]:
         """``[x.to_detection(sensor_id) for x in self.update(bursts)]`` without the labelled
         bursts in between (the pipeline's path: it wants the records only)."""
-        out = []
+        batch = list(bursts)
         label = self._label
-        for burst in bursts:
-            verdict, session_id, channel = label(burst)
-            out.append(burst.to_detection(sensor_id, verdict.tech, session_id=session_id, channel=channel))
-        return out
+        labels = [label(burst) for burst in batch]
+        techs = [verdict.tech for verdict, _, _ in labels]
+        return detections_of(batch, sensor_id, techs, [s for _, s, _ in labels], [c for _, _, c in labels])
 
     def _label(self, burst: Burst) -> tuple[Verdict, str, str | None]:
         """The burst's verdict, session id and channel; updates (or starts) its session."""

@@ -69,7 +69,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -81,7 +83,7 @@ from dsp import fastgrid, labelling, measure_kernels, split_kernels
 from dsp.errors import InputError
 from dsp.iq import ComplexArray
 from dsp.noise import NoiseFloorTracker
-from dsp.records import Detection, IQBlock, detection_from_values, frozen_builder
+from dsp.records import Detection, IQBlock, decimal_round, detection_from_values, frozen_builder
 from dsp.transforms import RowFFT
 
 FloatArray = npt.NDArray[np.float32]
@@ -262,19 +264,41 @@ class Burst:
     ) -> Detection:
         """DESIGN.md's detection record for this burst, times to 0.1 µs, frequencies to 0.1 Hz,
         levels to 0.01 dB."""
-        if self.clipped or self.truncated or self.split:
-            flags = tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated),
-                                          ("split_time", self.split == "time"),
-                                          ("split_frequency", self.split == "frequency")) if on)
-        else:
-            flags = ()  # most bursts
         return detection_from_values((
             sensor_id, round(self.t_start_s, 7), round(self.duration_s, 7), round(self.freq_hz, 1),
             round(self.bandwidth_hz, 1), round(self.power_dbfs, 2), round(self.snr_db, 2), tech, rssi_dbm, seq, self.sample_start,
-            self.sample_count, channel, flags, self.gain_db, session_id))
+            self.sample_count, channel, self.flags(), self.gain_db, session_id))
+
+    def flags(self) -> tuple[str, ...]:
+        """The detection record's flags."""
+        if not (self.clipped or self.truncated or self.split):
+            return ()  # most bursts
+        return tuple(f for f, on in (("clipped", self.clipped), ("truncated", self.truncated),
+                                     ("split_time", self.split == "time"),
+                                     ("split_frequency", self.split == "frequency")) if on)
 
 
 _burst_from_values = frozen_builder(Burst)  # Burst(*values), every field given, in field order
+_ROUNDED_FIELDS = (("t_start_s", 7), ("duration_s", 7), ("freq_hz", 1), ("bandwidth_hz", 1), ("power_dbfs", 2),
+                   ("snr_db", 2))  # what Burst.to_detection rounds, in record order, and to how many decimals
+_rounded_values = operator.attrgetter(*(name for name, _ in _ROUNDED_FIELDS))
+_count_values = operator.attrgetter("sample_start", "sample_count", "gain_db")
+
+
+def detections_of(bursts: Sequence[Burst], sensor_id: str, techs: Sequence[str], session_ids: Sequence[str | None],
+                  channels: Sequence[str | None]) -> list[Detection]:
+    """``[b.to_detection(sensor_id, tech, session_id=s, channel=c) ...]`` for a batch of the detector's
+    bursts (float fields): the same records, each field rounded for the whole batch at once
+    (:func:`dsp.records.decimal_round`; six ``round`` calls were a third of a record's cost)."""
+    if not bursts:
+        return []
+    values = np.array(list(map(_rounded_values, bursts)), dtype=np.float64).reshape(len(bursts), len(_ROUNDED_FIELDS))
+    rounded = [decimal_round(values[:, k], digits) for k, (_, digits) in enumerate(_ROUNDED_FIELDS)]
+    starts, counts, gains = zip(*map(_count_values, bursts), strict=True)
+    flags = [b.flags() for b in bursts]
+    none = itertools.repeat(None)
+    return list(map(detection_from_values, zip(
+        itertools.repeat(sensor_id), *rounded, techs, none, none, starts, counts, channels, flags, gains, session_ids)))
 
 
 @dataclass(frozen=True, slots=True)

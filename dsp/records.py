@@ -218,6 +218,30 @@ def frozen_builder(cls: type[_T]) -> Callable[[Sequence[Any]], _T]:
     return build
 
 
+def decimal_round(values: Sequence[float] | np.ndarray, ndigits: int) -> list[float]:
+    """``[round(v, ndigits) for v in values]``, the same floats, vectorized (a node rounds six values
+    of every detection it sends; Python's ``round`` with digits costs ~0.2 µs each).
+
+    Python rounds the exact binary value to ``ndigits`` decimals (half to even) and reads that
+    decimal back. Here ``rint(v·10^n) / 10^n``: the product is within half an ulp of the exact
+    one, so its nearest integer is the exact decimal rounding unless the product lies within
+    two ulps of a tie; the quotient of two exact doubles is correctly rounded, as the decimal
+    read back is. Values near a tie, beyond 2^52 once scaled, or not finite are left to
+    ``round`` itself."""
+    if not 0 <= ndigits <= 22:  # 10^n exact
+        return [round(float(v), ndigits) for v in values]
+    x = np.asarray(values, dtype=np.float64)
+    scale = 10.0**ndigits
+    scaled = x * scale
+    out = (np.rint(scaled) / scale).tolist()
+    with np.errstate(invalid="ignore"):
+        tie_distance = np.abs(scaled - np.floor(scaled) - 0.5)
+        risky = ~(np.abs(scaled) < 2.0**52) | (tie_distance <= 2.0 * np.abs(np.spacing(scaled)))
+    for i in np.flatnonzero(risky).tolist():
+        out[i] = round(float(x[i]), ndigits)
+    return out
+
+
 _DETECTION_FIELDS = tuple(f.name for f in fields(Detection))
 detection_from_values = frozen_builder(Detection)  # Detection(*values), every field given, in field order
 _DETECTION_FIELD_SET = frozenset(_DETECTION_FIELDS)

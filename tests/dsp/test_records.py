@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsp.detector import Burst
+from dsp.detector import Burst, detections_of
 from dsp.errors import InputError
-from dsp.records import BandHealth, Detection, Heartbeat, detection_from_values, frozen_builder
+from dsp.records import (
+    BandHealth,
+    Detection,
+    Heartbeat,
+    decimal_round,
+    detection_from_values,
+    frozen_builder,
+)
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 
@@ -121,3 +131,51 @@ def test_frozen_builder_refuses_a_class_with_post_init() -> None:
 
     with pytest.raises(TypeError):
         frozen_builder(Checked)
+
+
+def _same_float(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1.0, a) == math.copysign(1.0, b))
+
+
+@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.floats(-2e9, 2e9), min_size=1, max_size=50),
+       ndigits=st.sampled_from([0, 1, 2, 7]))
+def test_decimal_round_is_pythons_round(values, ndigits) -> None:
+    got = decimal_round(np.array(values), ndigits)
+    assert all(_same_float(g, round(v, ndigits)) for g, v in zip(got, values, strict=True))
+
+
+def test_decimal_round_is_pythons_round_at_ties_and_beside_them() -> None:
+    """Halfway cases are where a scaled product can round the other way than the exact value."""
+    rng = np.random.default_rng(11)
+    for ndigits in (1, 2, 7):
+        for magnitude in (1e-6, 1.0, 1e3, 9e8, 1.8e9, 1e12):
+            x = rng.uniform(-magnitude, magnitude, 20_000)
+            ties = (np.round(x * 10.0**ndigits) + 0.5) / 10.0**ndigits
+            values = np.concatenate((x, ties, np.nextafter(ties, np.inf), np.nextafter(ties, -np.inf)))
+            got = np.array(decimal_round(values, ndigits))
+            want = np.array([round(float(v), ndigits) for v in values])
+            assert np.array_equal(got.view(np.int64), want.view(np.int64)), (ndigits, magnitude)
+
+
+def test_detections_of_a_batch_are_each_bursts_record() -> None:
+    rng = np.random.default_rng(12)
+    bursts = []
+    for i in range(200):
+        bursts.append(Burst(
+            t_start_s=float(1_795_997_760.0 + rng.uniform(0, 10)) if i % 2 else float(rng.uniform(0, 10)),
+            duration_s=float(rng.uniform(1e-4, 1e-2)), freq_hz=float(rng.uniform(880e6, 1.8e9)),
+            bandwidth_hz=float(rng.uniform(1e5, 2e6)), power_dbfs=float(rng.uniform(-90, 0)),
+            snr_db=float(rng.uniform(-5, 60)), noise_dbfs_hz=-150.0, sample_start=int(rng.integers(0, 10**9)),
+            sample_count=int(rng.integers(100, 10**5)), clipped=bool(i % 3 == 0), n_frames=5, n_cells=40,
+            flatness=0.5, gmsk_line_ratio=None, center_freq_hz=900_000_000, truncated=bool(i % 5 == 0),
+            gain_db=None if i % 7 == 0 else 28.0, split=("", "time", "frequency")[(i // 3) % 3]))
+    techs = [("gsm", "lte", "unknown")[i % 3] for i in range(200)]
+    sessions = [None if i % 4 == 0 else f"A1:{i}" for i in range(200)]
+    channels = [None if i % 2 else f"arfcn {i} slot-phase 1" for i in range(200)]
+    got = detections_of(bursts, "A1", techs, sessions, channels)
+    want = [b.to_detection("A1", t, session_id=s, channel=c)
+            for b, t, s, c in zip(bursts, techs, sessions, channels, strict=True)]
+    assert got == want
+    assert [d.to_json() for d in got] == [d.to_json() for d in want]  # the wire text too (floats stay floats)
+    assert {d.flags for d in got} >= {(), ("clipped",), ("split_time",), ("clipped", "split_time"), ("clipped", "truncated")}
+    assert detections_of([], "A1", [], [], []) == []

@@ -234,7 +234,7 @@ def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, 
     for i in range(m):
         cum[0] = 0.0
         c = 0.0
-        for b in range(n):
+        for b in range(max(hi_w[i], hi[i], lo_w[i], lo[i])):  # the sums are read up to there
             c += noise_bin[i, b]
             cum[b + 1] = c
         wide_noise[i] = cum[hi_w[i]] - cum[lo_w[i]]

@@ -394,6 +394,16 @@ def _gamma_isf(pfa: float, shape: float) -> float:
     return float(stats.gamma.isf(pfa, shape))
 
 
+def _inverse_scale(n_fft: int) -> tuple[np.float32, bool]:
+    """The factor to write an inverse FFT's spectra with, and whether that is its 1/n: for a
+    power-of-two length, 1/n times a spectrum is exact, and so is the transform of it (every
+    value scaled by a power of two), so the inverse gives the same bits without pyFFTW's
+    normalising pass over its buffer; other lengths keep that pass."""
+    if n_fft & (n_fft - 1) == 0:
+        return np.float32(1.0 / n_fft), True
+    return np.float32(1.0), False
+
+
 def _llr_weights(snr: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Weight and offset of the log-likelihood ratio ``w·x - off`` of one unit-mean exponential
     sample ``x`` between noise (mean 1) and signal plus noise (mean 1 + snr)."""
@@ -1808,8 +1818,9 @@ class BurstDetector:
         half_band = ((hi - lo) / 2 + g) * self.bin_hz
         band_rel_hz = np.where(off_centre, band_mid_hz - offset_bins * step_hz, 0.0)
         narrow = self._fft.spectra(m, n_out)
-        measure_kernels.gmsk_band(spectrum, offset_bins, rel, rel * step_hz, band_rel_hz, half_band, narrow)
-        filtered = self._fft.inverse(m, n_out)
+        scale, prescaled = _inverse_scale(n_out)
+        measure_kernels.gmsk_band(spectrum, offset_bins, rel, rel * step_hz, band_rel_hz, half_band, scale, narrow)
+        filtered = self._fft.inverse(m, n_out, prescaled)
         offsets, ratios = gmsk_line_frequencies(filtered, self.sample_rate_hz / 4.0,
                                                 guesses - offset_bins * step_hz, self._fft)
         return offsets + offset_bins * step_hz, ratios
@@ -1838,9 +1849,10 @@ class BurstDetector:
         padded = self._fft.rows(k, n_fft)  # filtered in place: valid until the next filter of this size
         self._gather_into(eps, firsts, np.full(k, width, dtype=np.int64), padded)
         spectrum = self._fft.forward(k, n_fft)
+        scale, prescaled = _inverse_scale(n_fft)
         measure_kernels.keep_band_bins(spectrum, self._fft_grid_bins(n_fft), np.ascontiguousarray(lo, dtype=np.int64),
-                                       np.ascontiguousarray(hi, dtype=np.int64), usable)
-        return self._fft.inverse(k, n_fft)
+                                       np.ascontiguousarray(hi, dtype=np.int64), usable, scale)
+        return self._fft.inverse(k, n_fft, prescaled)
 
     def _fft_grid_bins(self, n_fft: int) -> IntArray:
         """Shifted grid bin of each natural-order bin of an ``n_fft``-point FFT (cached, with their counts)."""

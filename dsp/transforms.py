@@ -106,12 +106,17 @@ class RowFFT:
         buf.forward()
         return buf.spectra[:n_rows]
 
-    def inverse(self, n_rows: int, n_points: int) -> ComplexArray:
-        """Inverse FFT of :meth:`spectra` into :meth:`rows`; returns the signals."""
+    def inverse(self, n_rows: int, n_points: int, prescaled: bool = False) -> ComplexArray:
+        """Inverse FFT of :meth:`spectra` into :meth:`rows`; returns the signals.
+
+        Scaled by 1/n, as numpy's and scipy's ifft: pyFFTW multiplies the whole buffer after
+        the transform (an extra pass over every row of the bucket). ``prescaled``: the caller
+        has multiplied the spectra by 1/n already (while writing them; for a power-of-two n
+        the result is the same to the bit), and that pass is skipped."""
         buf = self._buffer(n_rows, n_points)
         if buf.inverse is None:
             buf.inverse = _plan(buf.spectra, buf.rows, "FFTW_BACKWARD")
-        buf.inverse()  # normalise_idft: scaled by 1/n, as numpy's and scipy's ifft
+        buf.inverse(normalise_idft=not prescaled)
         return buf.rows[:n_rows]
 
     def fft(self, x: npt.NDArray[np.complexfloating], n_points: int | None = None) -> ComplexArray:

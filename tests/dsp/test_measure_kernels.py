@@ -12,6 +12,7 @@ import pytest
 
 from dsp import measure_kernels as mk
 from dsp.detector import _best_segments
+from dsp.transforms import RowFFT
 
 
 def _spread(rng: np.random.Generator, shape: tuple[int, ...] | int, dtype: type) -> np.ndarray:
@@ -101,9 +102,20 @@ def test_band_masks_and_noise_match_numpy() -> None:
     hi = np.array([64, 20, 21, 30, 64])
     spectrum = (rng.standard_normal((2 * m, n_fft)) + 1j).astype(np.complex64)
     keep = (np.arange(n)[None, :] >= lo[:, None]) & (np.arange(n)[None, :] < hi[:, None]) & usable[None, :]
-    want = spectrum * np.concatenate((keep, keep))[:, grid_bin].astype(np.float32)
-    mk.keep_band_bins(spectrum, grid_bin, lo, hi, usable)
-    assert np.array_equal(spectrum, want)
+    mask = np.concatenate((keep, keep))[:, grid_bin].astype(np.float32)
+    for scale in (np.float32(1.0), np.float32(1.0 / n_fft)):
+        got = spectrum.copy()
+        mk.keep_band_bins(got, grid_bin, lo, hi, usable, scale)
+        assert np.array_equal(got, spectrum * mask * scale)
+    # the inverse of the scaled spectrum is the normalised inverse of the plain one, to the bit
+    scaled = spectrum.copy()
+    mk.keep_band_bins(scaled, grid_bin, lo, hi, usable, np.float32(1.0 / n_fft))
+    fft = RowFFT()
+    fft.spectra(2 * m, n_fft)[:] = spectrum * mask
+    plain = fft.inverse(2 * m, n_fft).copy()
+    fft.spectra(2 * m, n_fft)[:] = scaled
+    assert np.array_equal(fft.inverse(2 * m, n_fft, prescaled=True).view(np.uint32), plain.view(np.uint32))
+    spectrum *= mask
     noise_bin = _spread(rng, (m, n), np.float64)
     per_grid = np.bincount(grid_bin, minlength=n) * usable
     in_band = (np.arange(n)[None, :] >= lo[:, None]) & (np.arange(n)[None, :] < hi[:, None])
@@ -215,10 +227,11 @@ def test_gmsk_band_and_line_peaks_match_numpy() -> None:
     band_rel_hz = rng.uniform(-50e3, 50e3, k)
     half_band = rng.uniform(100e3, 200e3, k)
     out = np.empty((k, n_out), dtype=np.complex64)
-    mk.gmsk_band(spectrum, offset_bins, rel, rel_hz, band_rel_hz, half_band, out)
+    scale = np.float32(1.0 / n_out)
+    mk.gmsk_band(spectrum, offset_bins, rel, rel_hz, band_rel_hz, half_band, scale, out)
     want = spectrum[np.arange(k)[:, None], (offset_bins[:, None] + rel[None, :]) % span]
     want = np.where(np.abs(rel_hz[None, :] - band_rel_hz[:, None]) <= half_band[:, None], want, 0.0)
-    assert np.array_equal(out, want)
+    assert np.array_equal(out, want * scale)
 
     n_fft, half = 512, 116
     squared = (rng.standard_normal((k, n_fft)) + 1j * rng.standard_normal((k, n_fft))).astype(np.complex64)

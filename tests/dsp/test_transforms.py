@@ -60,7 +60,7 @@ def test_plans_are_bounded() -> None:
         fft.rows(5, n)[:] = 1.0
         fft.forward(5, n)
     assert len(fft._buffers) == 2  # the budget holds two of the larger ones
-    assert list(fft._buffers) == [(8, 1024 + 192), (8, 1024 + 256)]  # the least recently used went first
+    assert list(fft._buffers) == [(-1, 1024 + 192), (-1, 1024 + 256)]  # the least recently used went first
     fft.rows(5, 64)[:] = 1.0  # an evicted shape is planned again
     assert np.allclose(fft.forward(5, 64)[:, 0], 64.0)
 
@@ -80,3 +80,22 @@ def test_each_thread_has_its_own_instance() -> None:
     worker.start()
     worker.join()
     assert seen and seen[0] is not mine
+
+
+def test_one_pair_of_buffers_serves_every_batch_size_and_a_row_is_the_same_in_any_batch() -> None:
+    """Rows are transformed alone: the measurement's results must not depend on how many bursts
+    a batch holds (the buffers grow; a batch of k rows transforms its first 16-row bucket)."""
+    rng = np.random.default_rng(3)
+    row = _rows(rng, 1, 512)
+    fft = RowFFT()
+    spectra, signals = [], []
+    for m in (1, 5, 17, 100, 333, 900, 40):
+        others = _rows(rng, m, 512)
+        others[m // 2] = row[0]
+        fft.rows(m, 512)[:] = others
+        spectra.append(fft.forward(m, 512)[m // 2].copy())
+        fft.spectra(m, 512)[:] = fft.spectra(m, 512) / np.float32(512)
+        signals.append(fft.inverse(m, 512, prescaled=True)[m // 2].copy())
+    assert all(np.array_equal(s.view(np.uint32), spectra[0].view(np.uint32)) for s in spectra)
+    assert all(np.array_equal(s.view(np.uint32), signals[0].view(np.uint32)) for s in signals)
+    assert len(fft._buffers) == 1 and fft._buffers[(-1, 512)].rows.shape[0] >= 900

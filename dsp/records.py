@@ -232,9 +232,9 @@ def decimal_round(values: Sequence[float] | np.ndarray, ndigits: int) -> list[fl
         return [round(float(v), ndigits) for v in values]
     x = np.asarray(values, dtype=np.float64)
     scale = 10.0**ndigits
-    scaled = x * scale
-    out = (np.rint(scaled) / scale).tolist()
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # huge or not finite: left to round below
+        scaled = x * scale
+        out = (np.rint(scaled) / scale).tolist()
         tie_distance = np.abs(scaled - np.floor(scaled) - 0.5)
         risky = ~(np.abs(scaled) < 2.0**52) | (tie_distance <= 2.0 * np.abs(np.spacing(scaled)))
     for i in np.flatnonzero(risky).tolist():

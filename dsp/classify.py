@@ -261,10 +261,10 @@ class SessionTracker:
         """``[x.to_detection(sensor_id) for x in self.update(bursts)]`` without the labelled
         bursts in between (the pipeline's path: it wants the records only)."""
         batch = list(bursts)
-        label = self._label
-        labels = [label(burst) for burst in batch]
-        techs = [verdict.tech for verdict, _, _ in labels]
-        return detections_of(batch, sensor_id, techs, [s for _, s, _ in labels], [c for _, _, c in labels])
+        if not batch:
+            return []
+        verdicts, session_ids, channels = zip(*map(self._label, batch), strict=True)
+        return detections_of(batch, sensor_id, [v.tech for v in verdicts], session_ids, channels)
 
     def _label(self, burst: Burst) -> tuple[Verdict, str, str | None]:
         """The burst's verdict, session id and channel; updates (or starts) its session."""

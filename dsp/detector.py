@@ -264,10 +264,9 @@ class Burst:
     ) -> Detection:
         """DESIGN.md's detection record for this burst, times to 0.1 µs, frequencies to 0.1 Hz,
         levels to 0.01 dB."""
-        return detection_from_values((
-            sensor_id, round(self.t_start_s, 7), round(self.duration_s, 7), round(self.freq_hz, 1),
-            round(self.bandwidth_hz, 1), round(self.power_dbfs, 2), round(self.snr_db, 2), tech, rssi_dbm, seq, self.sample_start,
-            self.sample_count, channel, self.flags(), self.gain_db, session_id))
+        return detection_from_values((sensor_id, *map(round, _rounded_values(self), _ROUNDED_DIGITS), tech, rssi_dbm, seq,
+                                      self.sample_start, self.sample_count, channel, self.flags(), self.gain_db,
+                                      session_id))
 
     def flags(self) -> tuple[str, ...]:
         """The detection record's flags."""
@@ -279,9 +278,12 @@ class Burst:
 
 
 _burst_from_values = frozen_builder(Burst)  # Burst(*values), every field given, in field order
+# the fields a detection record rounds, in record order, and to how many decimals (times to 0.1 µs,
+# frequencies to 0.1 Hz, levels to 0.01 dB): Burst.to_detection and detections_of
 _ROUNDED_FIELDS = (("t_start_s", 7), ("duration_s", 7), ("freq_hz", 1), ("bandwidth_hz", 1), ("power_dbfs", 2),
-                   ("snr_db", 2))  # what Burst.to_detection rounds, in record order, and to how many decimals
+                   ("snr_db", 2))
 _rounded_values = operator.attrgetter(*(name for name, _ in _ROUNDED_FIELDS))
+_ROUNDED_DIGITS = tuple(digits for _, digits in _ROUNDED_FIELDS)
 _count_values = operator.attrgetter("sample_start", "sample_count", "gain_db")
 
 
@@ -292,8 +294,8 @@ def detections_of(bursts: Sequence[Burst], sensor_id: str, techs: Sequence[str],
     (:func:`dsp.records.decimal_round`; six ``round`` calls were a third of a record's cost)."""
     if not bursts:
         return []
-    values = np.array(list(map(_rounded_values, bursts)), dtype=np.float64).reshape(len(bursts), len(_ROUNDED_FIELDS))
-    rounded = [decimal_round(values[:, k], digits) for k, (_, digits) in enumerate(_ROUNDED_FIELDS)]
+    values = np.array(list(map(_rounded_values, bursts)), dtype=np.float64)  # (bursts, fields)
+    rounded = [decimal_round(values[:, k], digits) for k, digits in enumerate(_ROUNDED_DIGITS)]
     starts, counts, gains = zip(*map(_count_values, bursts), strict=True)
     flags = [b.flags() for b in bursts]
     none = itertools.repeat(None)

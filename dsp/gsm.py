@@ -145,7 +145,11 @@ def uplink_freq_hz(arfcn: int) -> int:
     512–810 are read as DCS-1800 (PCS-1900 reuses them, but its uplink is out of an
     RTL-SDR's reach). Anything else raises :class:`InputError` (a ``ValueError``).
     """
-    n = _check_arfcn(arfcn)
+    return _carrier_hz(_check_arfcn(arfcn))
+
+
+def _carrier_hz(n: int) -> int:
+    """:func:`uplink_freq_hz` of a valid channel number, without the argument checks."""
     if 0 <= n <= 124:
         return 890_000_000 + 200_000 * n
     if 955 <= n <= 1023:
@@ -161,19 +165,15 @@ def downlink_freq_hz(arfcn: int) -> int:
 
 def arfcn_for_uplink_freq_hz(freq_hz: float, tolerance_hz: float = 50e3) -> int | None:
     """The ARFCN whose uplink carrier lies within ``tolerance_hz`` of ``freq_hz``, else None."""
-    # the carrier of the nearest channel number, as uplink_freq_hz gives it (called for every
-    # burst: without uplink_freq_hz's argument checks)
     if 876.1e6 <= freq_hz <= 914.9e6:
         n = round((freq_hz - 890e6) / 200e3)
         arfcn = n if n >= 0 else n + 1024
-        carrier_hz = 890_000_000 + 200_000 * n
     elif 1710.1e6 <= freq_hz <= 1784.9e6:
-        n = round((freq_hz - 1710.2e6) / 200e3)
-        arfcn = n + 512
-        carrier_hz = 1_710_200_000 + 200_000 * n
+        arfcn = round((freq_hz - 1710.2e6) / 200e3) + 512
     else:
         return None
-    if not _is_valid_arfcn(arfcn) or abs(carrier_hz - freq_hz) > tolerance_hz:
+    # called for every burst: the checks of uplink_freq_hz are the line before
+    if not _is_valid_arfcn(arfcn) or abs(_carrier_hz(arfcn) - freq_hz) > tolerance_hz:
         return None
     return arfcn
 

@@ -390,9 +390,10 @@ def keep_band_bins(spectrum, grid_bin, lo, hi, usable, scale):
             k = grid_bin[j]
             keep = np.uint64(usable_at[j] & (k >= a) & (k < b))
             row[j] = row[j] & (np.uint64(0) - keep)
-        values = parts[r]
-        for j in range(2 * n_fft):
-            values[j] = values[j] * scale
+        if scale != 1.0:
+            values = parts[r]
+            for j in range(2 * n_fft):
+                values[j] = values[j] * scale
 
 
 @numba.njit(cache=True, nogil=True)

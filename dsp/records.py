@@ -207,12 +207,12 @@ def frozen_builder(cls: type[_T]) -> Callable[[Sequence[Any]], _T]:
     ``__init__``): a loop over the fields cost a third more (1.45 against 0.95 µs a Burst)."""
     if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__"):
         raise TypeError(f"{cls.__name__} is not a slotted dataclass without __post_init__")
-    n = len(fields(cls))  # type: ignore[arg-type]
-    names = {f"set_{i}": getattr(cls, f.name).__set__ for i, f in enumerate(fields(cls))}  # type: ignore[arg-type]
+    setters = {f"set_{i}": getattr(cls, f.name).__set__ for i, f in enumerate(fields(cls))}  # type: ignore[arg-type]
+    n = len(setters)
     unpack = "".join(f"v{i}, " for i in range(n))
     body = "".join(f"    set_{i}(obj, v{i})\n" for i in range(n))
     source = f"def build(values):\n    {unpack}= values\n    obj = new(cls)\n{body}    return obj\n"
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **names}
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls, **setters}
     exec(source, scope)  # our own text, from the class's field count
     build: Callable[[Sequence[Any]], _T] = scope["build"]
     return build

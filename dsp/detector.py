@@ -604,6 +604,7 @@ class _Measured:
     line_ratio: npt.NDArray[np.float64]  # NaN: not looked for
     total: npt.NDArray[np.float64]  # in-band excess of the mean frame spectrum (|X_k|² units)
     positive: npt.NDArray[np.float64]  # (m, fft_size) in-band excess spectrum, clipped at 0, shifted order
+    lines_due: BoolArray  # GMSK lines to be looked for, not yet looked for (BurstDetector._look_for_lines)
 
     @staticmethod
     def concat(items: list[_Measured]) -> _Measured:
@@ -1334,14 +1335,20 @@ class BurstDetector:
             # a cut stands when a piece is a GSM normal burst, GMSK lines and all: LTE is left
             # whole (PUCCH slots at a band edge, cut by its roll-off, can show lines too)
             new, parent = split
-            new_meas = self._measure_parts(new, eps)
+            # the lines (a third of a piece's cost) first only where the rest of a proof holds: most
+            # candidates are LTE subframes, whose pieces are thrown away (a piece's lines are the
+            # same whenever they are looked for)
+            new_meas = self._measure_parts(new, eps, lines=False)
             excess_s = new_meas.length / self.sample_rate_hz - _GSM_NORMAL_BURST_S
-            proof = ((new_meas.line_ratio >= GMSK_LINE_RATIO) & (new_meas.bandwidth >= self._SPLIT_PROOF_BANDWIDTH_HZ)
-                     & (excess_s >= -self._SPLIT_PROOF_SHORTER_S) & (excess_s <= self._SPLIT_PROOF_LONGER_S))
+            may_prove = ((new_meas.bandwidth >= self._SPLIT_PROOF_BANDWIDTH_HZ)
+                         & (excess_s >= -self._SPLIT_PROOF_SHORTER_S) & (excess_s <= self._SPLIT_PROOF_LONGER_S))
+            self._look_for_lines(new, new_meas, eps, np.flatnonzero(may_prove & new_meas.lines_due))
+            proof = may_prove & (new_meas.line_ratio >= GMSK_LINE_RATIO)
             if proof.any():
                 cut = np.zeros(parts.m, dtype=bool)
                 cut[parent[proof]] = True
                 pieces = np.flatnonzero(cut[parent])
+                self._look_for_lines(new, new_meas, eps, pieces[new_meas.lines_due[pieces]])
                 keep = np.flatnonzero(~cut)
                 parts = _Parts.concat([parts.take(keep), new.take(pieces)])
                 meas = _Measured.concat([meas.take(keep), new_meas.take(pieces)])
@@ -1435,10 +1442,10 @@ class BurstDetector:
         if not looked.size:
             return None
         lp = parent[looked]
-        noise_bin = self._noise_bins(parts.floor[lp], self._window_power)
+        noise_cell = self._noise_cells(parts.floor[lp], self._window_power)
         usable = self._usable_bins()
         l_centre = centre[looked]
-        energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_bin, usable)
+        energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_cell, usable)
         # the gap: the lowest 10 µs mean within ±80 µs of the boundary; the flanks, 20 µs each
         # starting 30 µs either side of the gap found (a strong burst's start, and so the slot
         # grid, can be off by tens of µs)
@@ -1638,7 +1645,7 @@ class BurstDetector:
                     split_kernels.part_frames(ep.power, ep.peak, ep.first_frame, first, n_present, row0, power, peaks)
         return power, peaks, row0
 
-    def _measure_parts(self, parts: _Parts, eps: list[_Epoch]) -> _Measured:
+    def _measure_parts(self, parts: _Parts, eps: list[_Epoch], lines: bool = True) -> _Measured:
         """Measure rectangles: edges, spectrum, power; vectorized over the batch.
 
         Edges (bursts of 3 frames or more): the burst's in-band energy in the two frames
@@ -1649,12 +1656,13 @@ class BurstDetector:
         bursts: within two frames of the rectangle's edges). Edges a split has placed
         (``t0_fixed``/``t1_fixed``) are kept. Parts :meth:`_bursts` will drop
         (:meth:`_dropped`) keep the frame-level edges and get no GMSK line search.
+        ``lines=False``: the GMSK lines are left for :meth:`_look_for_lines` (``lines_due``).
         """
         cfg = self.config
         n = cfg.fft_size
         m = parts.m
         ra, rb, lo, hi, snr = parts.ra, parts.rb, parts.lo, parts.hi, parts.snr
-        noise_bin = self._noise_bins(parts.floor)  # E|X_k|² of noise
+        noise_cell = self._noise_cells(parts.floor)  # E|X_k|² of noise, per cell
         usable = self._usable_bins()
         hist_first = eps[0].first_frame
         hist_end = eps[-1].end_frame
@@ -1670,7 +1678,7 @@ class BurstDetector:
         # per burst in one pass: band energy of the edge frames (ra-1, ra, rb-1, rb; the band's
         # noise where the history has none) and mean of the inner ones, mean spectrum, I/Q peak
         edge_energy, interior, inner_count, spectra, clip_peak, wide_noise, noise_band = measure_kernels.frame_sums(
-            power, peaks, row0, n_present, first - ra, n_rows, lo_w, hi_w, lo, hi, noise_bin)
+            power, peaks, row0, n_present, first - ra, n_rows, lo_w, hi_w, lo, hi, noise_cell, cfg.bins_per_cell)
         # the history is contiguous (a gap resets it): frame f starts at this sample
         frame_start = eps[0].sample_start + (ra - hist_first) * n
         t0, t1, long = split_kernels.edge_estimates(edge_energy, interior, inner_count, wide_noise, n_rows,
@@ -1678,7 +1686,8 @@ class BurstDetector:
         below, above, inside = self._guard_fill if self._guard_fill is not None else (_NO_BINS,) * 3
         positive = np.empty((m, n))
         total, centroid, k_lo, k_hi, flatness = measure_kernels.spectrum_stats(
-            spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz, positive)
+            spectra, noise_cell, cfg.bins_per_cell, usable, below, above, inside, lo_m, hi_m, self._bin_freqs_hz,
+            positive)
         # parts _bursts will drop (a third of a busy band's: slivers of signals straddling the
         # band edge) keep the frame-level edges: their length only feeds the carrier mask
         dropped = self._dropped(parts.snr, (hi - lo) * self.bin_hz, (k_hi - k_lo + 1) * self.bin_hz, total)
@@ -1688,7 +1697,7 @@ class BurstDetector:
         for sel, width in ((long, n), (~long, 4 * n)):
             idx = np.flatnonzero(sel & free)
             if idx.size:
-                rect_noise = self._noise_bins(parts.floor[idx], self._window_power)  # of a rectangular frame
+                rect_noise = self._noise_cells(parts.floor[idx], self._window_power)  # of a rectangular frame
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
                                                       rect_noise, usable, snr[idx], one_sided=width == n)
         # burst power: the mean spectrum is over whole rectangle frames; rescaled by the
@@ -1697,21 +1706,32 @@ class BurstDetector:
         t0, length, bandwidth, signal_power, noise_density, gmsk = split_kernels.part_levels(
             t0, t1, parts.t0_fixed, parts.t1_fixed, n_rows, n, total, k_lo, k_hi, noise_band, lo, hi, self.bin_hz,
             to_power, self._GMSK_MAX_BANDWIDTH_HZ, 200e-6 * self.sample_rate_hz)
-        line_ratio = np.full(m, np.nan)  # NaN: not looked for
-        idx = np.flatnonzero(gmsk & ~dropped)
+        meas = _Measured(t0=t0, length=length, centroid=centroid, bandwidth=bandwidth, signal_power=signal_power,
+                         noise_density=noise_density, clip_peak=clip_peak, flatness=flatness,
+                         line_ratio=np.full(m, np.nan), total=total, positive=positive, lines_due=gmsk & ~dropped)
+        if lines:
+            self._look_for_lines(parts, meas, eps, np.flatnonzero(meas.lines_due))
+        return meas
+
+    def _look_for_lines(self, parts: _Parts, meas: _Measured, eps: list[_Epoch], idx: IntArray) -> None:
+        """GMSK lines of the measured parts ``idx`` (whose lines are due), in place: their line
+        ratio, and the line pair's carrier as centre where the lines are strong. Then, for the
+        parts with no lines still due, a frequency cut's carrier as centre where the piece's own
+        lines are blurred by its neighbour's cross term (a centroid would lean towards the cut).
+
+        Row by row (the transforms are the same in any batch): parts' lines may be looked
+        for in several calls, with the same results as in one.
+        """
         if idx.size:
-            offsets, ratios = self._gmsk_lines(eps, t0[idx], length[idx], lo[idx], hi[idx], centroid[idx])
-            line_ratio[idx] = ratios
+            offsets, ratios = self._gmsk_lines(eps, meas.t0[idx], meas.length[idx], parts.lo[idx], parts.hi[idx],
+                                               meas.centroid[idx])
+            meas.line_ratio[idx] = ratios
             strong = ratios >= GMSK_LINE_RATIO
-            centroid[idx[strong]] = offsets[strong]
-        # a piece of a frequency cut whose own lines are blurred by its neighbour's cross term:
-        # the carrier the cut found (a centroid would lean towards the cut)
+            meas.centroid[idx[strong]] = offsets[strong]
+            meas.lines_due[idx] = False
         if parts.split.any():
-            found = ~np.isnan(parts.carrier_hz) & ~(line_ratio >= GMSK_LINE_RATIO)
-            centroid[found] = parts.carrier_hz[found]
-        return _Measured(t0=t0, length=length, centroid=centroid, bandwidth=bandwidth, signal_power=signal_power,
-                         noise_density=noise_density, clip_peak=clip_peak, flatness=flatness, line_ratio=line_ratio,
-                         total=total, positive=positive)
+            found = ~np.isnan(parts.carrier_hz) & ~(meas.line_ratio >= GMSK_LINE_RATIO) & ~meas.lines_due
+            meas.centroid[found] = parts.carrier_hz[found]
 
     def _dropped(self, snr: AnyFloatArray, rect_hz: AnyFloatArray, bandwidth_hz: AnyFloatArray, total: AnyFloatArray) -> BoolArray:
         """Parts :meth:`_bursts` drops whatever their edges: no power, or narrower than a phone's
@@ -1729,15 +1749,15 @@ class BurstDetector:
         return ((snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ)
                 & (bandwidth_hz < self.config.min_bandwidth_hz))
 
-    def _noise_bins(self, floor: npt.NDArray[np.float64], window_power: float | None = None,
-                    ) -> npt.NDArray[np.float64]:
-        """E|X_k|² of noise per bin (shifted order) from each part's cell floor, (m, fft_size);
-        divided by ``window_power``: for a rectangular frame (per cell before the repeat, the
-        same quotients in a quarter of the divisions)."""
+    def _noise_cells(self, floor: npt.NDArray[np.float64], window_power: float | None = None,
+                     ) -> npt.NDArray[np.float64]:
+        """E|X_k|² of noise of each bin of a cell from each part's cell floor, (m, n_columns), shifted
+        order; divided by ``window_power``: for a rectangular frame. The kernels read bin ``k``'s
+        at cell ``k // bins_per_cell`` (repeating it over the bins cost 1 % of a busy band)."""
         per_bin = floor / np.maximum(self.column_dofs, 1)
         if window_power is not None:
             per_bin /= window_power
-        return np.repeat(per_bin, self.config.bins_per_cell, axis=1)
+        return per_bin
 
     def _usable_bins(self) -> BoolArray:
         """Bins outside the DC guard and the carrier mask (remade only when the mask changes)."""
@@ -1828,15 +1848,15 @@ class BurstDetector:
         return offsets + offset_bins * step_hz, ratios
 
     def _band_energy(self, eps: list[_Epoch], firsts: IntArray, width: int, lo: IntArray, hi: IntArray,
-                     noise_bin: npt.NDArray[np.float64], usable: BoolArray) -> tuple[FloatArray, npt.NDArray[np.float64]]:
+                     noise_cell: npt.NDArray[np.float64], usable: BoolArray) -> tuple[FloatArray, npt.NDArray[np.float64]]:
         """Sample power of windows ``[first, first + width)`` band-filtered to grid bins ``[lo, hi)``,
         (k, width), and the noise power σ² per sample in that band, (k,).
 
-        ``noise_bin``: E|X_k|² of noise for a rectangular frame, (k, fft_size), shifted order.
+        ``noise_cell``: E|X_k|² of noise of a cell's bins for a rectangular frame, (k, n_columns).
         """
         filtered = self._band_filtered(eps, firsts, width, lo, hi, usable)[:, :width]
         energy = np.square(filtered.real) + np.square(filtered.imag)
-        return energy, self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
+        return energy, self._band_sigma2(noise_cell, lo, hi, usable, 2 * width)
 
     def _band_filtered(self, eps: list[_Epoch], firsts: IntArray, width: int, lo: IntArray, hi: IntArray,
                        usable: BoolArray) -> ComplexArray:
@@ -1865,18 +1885,18 @@ class BurstDetector:
             self._edge_counts[n_fft] = np.bincount(k, minlength=self.config.fft_size)
         return k
 
-    def _band_sigma2(self, noise_bin: npt.NDArray[np.float64], lo: IntArray, hi: IntArray, usable: BoolArray,
+    def _band_sigma2(self, noise_cell: npt.NDArray[np.float64], lo: IntArray, hi: IntArray, usable: BoolArray,
                      n_fft: int) -> npt.NDArray[np.float64]:
         """Noise power σ² per sample of :meth:`_band_filtered` rows: each kept grid bin's noise
-        (``noise_bin``, E|X_k|² of a rectangular frame) times the FFT bins that map to it."""
+        (its cell's ``noise_cell``, E|X_k|² of a rectangular frame) times the FFT bins that map to it."""
         self._fft_grid_bins(n_fft)
         per_grid = (self._edge_counts[n_fft] * usable).astype(np.float64)
-        return measure_kernels.band_noise(np.ascontiguousarray(noise_bin, dtype=np.float64), per_grid,
-                                          np.ascontiguousarray(lo, dtype=np.int64),
+        return measure_kernels.band_noise(np.ascontiguousarray(noise_cell, dtype=np.float64), self.config.bins_per_cell,
+                                          per_grid, np.ascontiguousarray(lo, dtype=np.int64),
                                           np.ascontiguousarray(hi, dtype=np.int64), float(self.config.fft_size * n_fft))
 
     def _refine_edges(self, eps: list[_Epoch], s0: npt.NDArray[np.int64], s1: npt.NDArray[np.int64], width: int,
-                      lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], noise_bin: npt.NDArray[np.float64],
+                      lo: npt.NDArray[np.int64], hi: npt.NDArray[np.int64], noise_cell: npt.NDArray[np.float64],
                       usable: BoolArray, snr: npt.NDArray[np.float64],
                       one_sided: bool) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Start and stop samples by the change-point rule on the band-filtered power.
@@ -1887,14 +1907,14 @@ class BurstDetector:
         noise σ² from the floor, burst-to-noise ratio ``snr`` — gives the edge at sample
         resolution. ``one_sided``: the bursts are longer than the windows (each window holds
         one edge): the best start minimises the LLR prefix, the best stop maximises it.
-        ``noise_bin``: E|X_k|² of noise for a rectangular frame, (m, fft_size), shifted order.
+        ``noise_cell``: E|X_k|² of noise of a cell's bins for a rectangular frame, (m, n_columns).
         The power, the LLR and its prefix sums are formed in one compiled pass per window
         (:func:`dsp.measure_kernels.edge_change_points`), never stored.
         """
         m = s0.shape[0]
         firsts = np.concatenate((s0 - width // 2, s1 - width // 2))
         filtered = self._band_filtered(eps, firsts, width, lo, hi, usable)  # rows r, r + m: part r
-        sigma2 = self._band_sigma2(noise_bin, lo, hi, usable, 2 * width)
+        sigma2 = self._band_sigma2(noise_cell, lo, hi, usable, 2 * width)
         w, off = _llr_weights(snr)
         weight = w / sigma2
         a, b = measure_kernels.edge_change_points(filtered, width, np.concatenate((weight, weight)),

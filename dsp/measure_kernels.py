@@ -207,7 +207,7 @@ def _row_sums_f32(a, r0, n_rows, out, lanes):
 
 
 @numba.njit(cache=True, nogil=True)
-def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, noise_bin):
+def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, noise_cell, bins_per_cell):
     """Per part, from its frames' shifted spectra ``power`` (rows ``row0[i]`` on, ``n_present[i]`` of
     them, the first at frame ``rel0[i]`` relative to the rectangle, which has ``n_rows[i]``):
 
@@ -216,7 +216,9 @@ def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, 
     of the inner frames 1 .. n_rows - 2 and their count; the mean spectrum of frames 0 .. n_rows - 1
     (float32 sum, as ``reduceat`` along frames forms it: the first frame plus the pairwise sum of
     the others); the largest I/Q peak of all of them; the noise of
-    bins [lo_w, hi_w) and [lo, hi) (differences of the sequential cumulative sum of ``noise_bin``).
+    bins [lo_w, hi_w) and [lo, hi) (differences of the sequential cumulative sum of the noise per
+    bin, ``noise_cell[i, b // bins_per_cell]``: a cell's noise spread over its bins, never repeated
+    into an (m, n) array).
     """
     m = row0.shape[0]
     n = power.shape[1]
@@ -235,7 +237,7 @@ def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, 
         cum[0] = 0.0
         c = 0.0
         for b in range(max(hi_w[i], hi[i], lo_w[i], lo[i])):  # the sums are read up to there
-            c += noise_bin[i, b]
+            c += noise_cell[i, b // bins_per_cell]
             cum[b + 1] = c
         wide_noise[i] = cum[hi_w[i]] - cum[lo_w[i]]
         noise_band[i] = cum[hi[i]] - cum[lo[i]]
@@ -287,8 +289,11 @@ def frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, 
 
 
 @numba.njit(cache=True, nogil=True)
-def spectrum_stats(spectra, noise_bin, usable, below, above, inside, lo_m, hi_m, bin_freqs_hz, positive):
+def spectrum_stats(spectra, noise_cell, bins_per_cell, usable, below, above, inside, lo_m, hi_m, bin_freqs_hz,
+                   positive):
     """Per part: the in-band excess spectrum and its statistics (``BurstDetector._measure_parts``).
+
+    The noise of bin ``b`` is its cell's, ``noise_cell[i, b // bins_per_cell]``.
 
     ``positive`` (m, n) receives the in-band excess clipped at 0; returns total in-band excess,
     power centroid (Hz), the bins where the cumulative excess crosses 0.5 % and 99.5 % (k_lo,
@@ -306,8 +311,10 @@ def spectrum_stats(spectra, noise_bin, usable, below, above, inside, lo_m, hi_m,
     tmp = np.empty(n, dtype=np.float64)
     fill = np.empty(max(below.shape[0], above.shape[0], 1), dtype=np.float64)
     for i in range(m):
-        for b in range(n):
-            excess[b] = spectra[i, b] - noise_bin[i, b] if usable[b] else 0.0
+        for c in range(n // bins_per_cell):
+            noise = noise_cell[i, c]
+            for b in range(c * bins_per_cell, (c + 1) * bins_per_cell):
+                excess[b] = spectra[i, b] - noise if usable[b] else 0.0
         if inside.shape[0]:
             for q in range(below.shape[0]):
                 fill[q] = excess[below[q]]
@@ -397,14 +404,16 @@ def keep_band_bins(spectrum, grid_bin, lo, hi, usable, scale):
 
 
 @numba.njit(cache=True, nogil=True)
-def band_noise(noise_bin, per_grid, lo, hi, scale):
-    """Noise power per sample of the kept band of each row: ``max(sum(noise_bin * per_grid * in_band) / scale, 1e-30)``."""
-    m, n = noise_bin.shape
+def band_noise(noise_cell, bins_per_cell, per_grid, lo, hi, scale):
+    """Noise power per sample of the kept band of each row: ``max(sum(noise_bin * per_grid * in_band) / scale, 1e-30)``,
+    ``noise_bin[i, b]`` being ``noise_cell[i, b // bins_per_cell]``."""
+    m = noise_cell.shape[0]
+    n = per_grid.shape[0]
     out = np.empty(m, dtype=np.float64)
     row = np.empty(n, dtype=np.float64)
     for i in range(m):
         for b in range(n):
-            row[b] = noise_bin[i, b] * per_grid[b] if (b >= lo[i] and b < hi[i]) else 0.0
+            row[b] = noise_cell[i, b // bins_per_cell] * per_grid[b] if (b >= lo[i] and b < hi[i]) else 0.0
         out[i] = max(pairwise_sum_f64(row, 0, n) / scale, 1e-30)
     return out
 

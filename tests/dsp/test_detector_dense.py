@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -253,3 +254,32 @@ def test_narrowband_parts_are_dropped_without_sample_level_measurement(monkeypat
     det = BurstDetector(DetectorConfig(), FS, FC)
     assert len(det.process(IQBlock(render(phone, 0.55, 55), FC, FS, T0)) + det.flush()) == len(phone)
     assert calls["_refine_edges"] and calls["_gmsk_lines"]
+
+
+def test_lines_looked_for_in_several_calls_are_those_of_one(monkeypatch) -> None:
+    """The pieces of a cut have their GMSK lines looked for where the rest of a proof holds first,
+    the others only if the cut stands (BurstDetector._measure): every measurement of two dense
+    scenes (cuts in time and in frequency), its lines looked for in two interleaved calls, is
+    the measurement with the lines looked for at once, to the bit."""
+    original = BurstDetector._measure_parts
+    n_lines: list[int] = []
+
+    def measure_parts(self, parts, eps, lines=True):
+        meas = original(self, parts, eps, lines)
+        if lines:
+            lazy = original(self, parts, eps, lines=False)
+            due = np.flatnonzero(lazy.lines_due)
+            assert np.isnan(lazy.line_ratio[due]).all()
+            self._look_for_lines(parts, lazy, eps, due[1::2])
+            self._look_for_lines(parts, lazy, eps, due[0::2])
+            for f in fields(meas):
+                np.testing.assert_array_equal(getattr(lazy, f.name), getattr(meas, f.name), err_msg=f.name)
+            n_lines.append(int((~np.isnan(meas.line_ratio)).sum()))
+        return meas
+
+    monkeypatch.setattr(BurstDetector, "_measure_parts", measure_parts)
+    for phones, seeds in (([(52, 2, 20.0), (52, 3, 11.0)], (41, 42)), ([(52, 2, 20.0), (53, 2, 15.0)], (43, 44))):
+        truth = gsm_phones(phones, 0.3, 0.2, np.random.default_rng(seeds[0]))
+        detections = detect(render(truth, 0.55, seeds[1]))
+        assert sum(d.tech == "gsm" for d in detections) >= 0.9 * len(truth)
+    assert sum(n_lines) >= 100

@@ -116,11 +116,13 @@ def test_band_masks_and_noise_match_numpy() -> None:
     fft.spectra(2 * m, n_fft)[:] = scaled
     assert np.array_equal(fft.inverse(2 * m, n_fft, prescaled=True).view(np.uint32), plain.view(np.uint32))
     spectrum *= mask
-    noise_bin = _spread(rng, (m, n), np.float64)
+    noise_cell = _spread(rng, (m, n // 4), np.float64)  # a cell's noise, read for each of its 4 bins
+    noise_bin = np.repeat(noise_cell, 4, axis=1)
     per_grid = np.bincount(grid_bin, minlength=n) * usable
     in_band = (np.arange(n)[None, :] >= lo[:, None]) & (np.arange(n)[None, :] < hi[:, None])
     want_sigma2 = np.maximum((noise_bin * per_grid[None, :] * in_band).sum(axis=1) / (n * n_fft), 1e-30)
-    assert np.array_equal(mk.band_noise(noise_bin, per_grid.astype(np.float64), lo, hi, float(n * n_fft)), want_sigma2)
+    got_sigma2 = mk.band_noise(noise_cell, 4, per_grid.astype(np.float64), lo, hi, float(n * n_fft))
+    assert np.array_equal(got_sigma2, want_sigma2)
 
 
 def _frame_sums_numpy(power, peaks, owner, rel, n_rows, lo_w, hi_w, lo, hi, noise_bin):
@@ -167,10 +169,10 @@ def test_frame_sums_match_numpy() -> None:
     lo = rng.integers(0, 30, m)
     hi = lo + rng.integers(1, 30, m)
     lo_w, hi_w = np.maximum(lo - 4, 0), np.minimum(hi + 4, n)
-    noise_bin = _spread(rng, (m, n), np.float64)
+    noise_cell = _spread(rng, (m, n // 4), np.float64)  # a cell's noise, read for each of its 4 bins
     row0 = np.cumsum(n_present) - n_present
-    got = mk.frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, noise_bin)
-    want = _frame_sums_numpy(power, peaks, owner, rel, n_rows, lo_w, hi_w, lo, hi, noise_bin)
+    got = mk.frame_sums(power, peaks, row0, n_present, rel0, n_rows, lo_w, hi_w, lo, hi, noise_cell, 4)
+    want = _frame_sums_numpy(power, peaks, owner, rel, n_rows, lo_w, hi_w, lo, hi, np.repeat(noise_cell, 4, axis=1))
     for name, g, w in zip(("edge", "interior", "count", "spectra", "clip", "wide", "band"), got, want, strict=True):
         assert np.array_equal(g, w), name
 
@@ -179,7 +181,8 @@ def test_spectrum_stats_match_numpy() -> None:
     rng = np.random.default_rng(7)
     m, n = 30, 256
     freqs = (np.arange(n) - n // 2) * 9375.0
-    noise_bin = rng.uniform(0.5, 1.5, (m, n))
+    noise_cell = rng.uniform(0.5, 1.5, (m, n // 4))  # a cell's noise, read for each of its 4 bins
+    noise_bin = np.repeat(noise_cell, 4, axis=1)
     spectra = noise_bin + rng.exponential(1.0, (m, n)) - 0.8
     centre = rng.integers(40, 200, m)
     spectra += 50.0 * (np.abs(np.arange(n)[None, :] - centre[:, None]) < rng.integers(2, 30, m)[:, None])
@@ -190,7 +193,7 @@ def test_spectrum_stats_match_numpy() -> None:
     hi_m = np.minimum(centre + 40, n + 3)
     lo_m[0], hi_m[0] = 10, 10  # an empty band
     positive = np.empty((m, n))
-    total, centroid, k_lo, k_hi, flatness = mk.spectrum_stats(spectra, noise_bin, usable, below, above, inside,
+    total, centroid, k_lo, k_hi, flatness = mk.spectrum_stats(spectra, noise_cell, 4, usable, below, above, inside,
                                                               lo_m, hi_m, freqs, positive)
     excess = np.where(usable[None, :], spectra - noise_bin, 0.0)
     excess[:, inside] = 0.5 * (excess[:, below].mean(axis=1) + excess[:, above].mean(axis=1))[:, None]

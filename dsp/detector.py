@@ -1113,9 +1113,11 @@ class BurstDetector:
             comps = self._components(labels[lo_row:hi_row], cells, box, done + 1, first, truncated[done], eps)
             finished = np.zeros(n_labels + 1, dtype=bool)
             finished[done + 1] = True
-            row = 0
+            row = 0  # the finished regions' cells lie in their boxes' rows [lo_row, hi_row): only those are cleared
             for m in masks:
-                labelling.clear_finished(m, labels[row : row + m.shape[0]], finished)  # views into the epochs' masks
+                top, bottom = max(row, lo_row), min(row + m.shape[0], hi_row)
+                if bottom > top:  # views into the epochs' masks
+                    labelling.clear_finished(m[top - row : bottom - row], labels[top:bottom], finished)
                 row += m.shape[0]
             if comps.m:
                 self._pending.append(comps)

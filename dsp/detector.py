@@ -1444,7 +1444,7 @@ class BurstDetector:
         if not looked.size:
             return None
         lp = parent[looked]
-        noise_cell = self._noise_cells(parts.floor[lp], self._window_power)
+        noise_cell = self._noise_cells(parts.floor[lp]) / self._window_power  # of a rectangular frame
         usable = self._usable_bins()
         l_centre = centre[looked]
         energy, sigma2 = self._band_energy(eps, l_centre - half, width, parts.lo[lp], parts.hi[lp], noise_cell, usable)
@@ -1699,7 +1699,7 @@ class BurstDetector:
         for sel, width in ((long, n), (~long, 4 * n)):
             idx = np.flatnonzero(sel & free)
             if idx.size:
-                rect_noise = self._noise_cells(parts.floor[idx], self._window_power)  # of a rectangular frame
+                rect_noise = noise_cell[idx] / self._window_power  # of a rectangular frame
                 t0[idx], t1[idx] = self._refine_edges(eps, t0[idx], t1[idx], width, lo[idx], hi[idx],
                                                       rect_noise, usable, snr[idx], one_sided=width == n)
         # burst power: the mean spectrum is over whole rectangle frames; rescaled by the
@@ -1751,15 +1751,11 @@ class BurstDetector:
         return ((snr < self._BANDWIDTH_RELIABLE_SNR) & (rect_hz >= self._RESCUE_MIN_RECT_HZ)
                 & (bandwidth_hz < self.config.min_bandwidth_hz))
 
-    def _noise_cells(self, floor: npt.NDArray[np.float64], window_power: float | None = None,
-                     ) -> npt.NDArray[np.float64]:
+    def _noise_cells(self, floor: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """E|X_k|² of noise of each bin of a cell from each part's cell floor, (m, n_columns), shifted
-        order; divided by ``window_power``: for a rectangular frame. The kernels read bin ``k``'s
+        order (divided by the window's power: of a rectangular frame). The kernels read bin ``k``'s
         at cell ``k // bins_per_cell`` (repeating it over the bins cost 1 % of a busy band)."""
-        per_bin = floor / np.maximum(self.column_dofs, 1)
-        if window_power is not None:
-            per_bin /= window_power
-        return per_bin
+        return floor / np.maximum(self.column_dofs, 1)
 
     def _usable_bins(self) -> BoolArray:
         """Bins outside the DC guard and the carrier mask (remade only when the mask changes)."""

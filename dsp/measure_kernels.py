@@ -311,9 +311,9 @@ def spectrum_stats(spectra, noise_cell, bins_per_cell, usable, below, above, ins
     tmp = np.empty(n, dtype=np.float64)
     fill = np.empty(max(below.shape[0], above.shape[0], 1), dtype=np.float64)
     for i in range(m):
-        for c in range(n // bins_per_cell):
-            noise = noise_cell[i, c]
-            for b in range(c * bins_per_cell, (c + 1) * bins_per_cell):
+        for cell in range(n // bins_per_cell):
+            noise = noise_cell[i, cell]
+            for b in range(cell * bins_per_cell, (cell + 1) * bins_per_cell):
                 excess[b] = spectra[i, b] - noise if usable[b] else 0.0
         if inside.shape[0]:
             for q in range(below.shape[0]):

@@ -116,10 +116,7 @@ class RowFFT:
     def forward(self, n_rows: int, n_points: int, exact: bool = False) -> ComplexArray:
         """FFT of :meth:`rows` into :meth:`spectra`; returns the spectra."""
         buf, rows = self._buffer(n_rows, n_points, exact)
-        plan = buf.forward.get(rows)
-        if plan is None:
-            plan = buf.forward[rows] = _plan(buf.rows[:rows], buf.spectra[:rows], "FFTW_FORWARD")
-        plan()
+        _planned(buf.forward, rows, buf.rows, buf.spectra, "FFTW_FORWARD")()
         return buf.spectra[:n_rows]
 
     def inverse(self, n_rows: int, n_points: int, prescaled: bool = False) -> ComplexArray:
@@ -130,10 +127,7 @@ class RowFFT:
         multiplied the spectra by 1/n already (while writing them; for a power-of-two n the
         result is the same to the bit), and that pass is skipped."""
         buf, rows = self._buffer(n_rows, n_points)
-        plan = buf.inverse.get(rows)
-        if plan is None:
-            plan = buf.inverse[rows] = _plan(buf.spectra[:rows], buf.rows[:rows], "FFTW_BACKWARD")
-        plan(normalise_idft=not prescaled)
+        _planned(buf.inverse, rows, buf.spectra, buf.rows, "FFTW_BACKWARD")(normalise_idft=not prescaled)
         return buf.rows[:n_rows]
 
     def fft(self, x: npt.NDArray[np.complexfloating], n_points: int | None = None) -> ComplexArray:
@@ -154,5 +148,11 @@ class RowFFT:
         return self.inverse(n_rows, n).copy()
 
 
-def _plan(src: ComplexArray, dst: ComplexArray, direction: str) -> pyfftw.FFTW:
-    return pyfftw.FFTW(src, dst, axes=(1,), direction=direction, flags=("FFTW_ESTIMATE",), threads=1)
+def _planned(plans: dict[int, pyfftw.FFTW], rows: int, src: ComplexArray, dst: ComplexArray,
+             direction: str) -> pyfftw.FFTW:
+    """The plan of ``plans`` over the first ``rows`` rows of ``src`` -> ``dst``, made on first use."""
+    plan = plans.get(rows)
+    if plan is None:
+        plan = plans[rows] = pyfftw.FFTW(src[:rows], dst[:rows], axes=(1,), direction=direction,
+                                         flags=("FFTW_ESTIMATE",), threads=1)
+    return plan

@@ -8,8 +8,9 @@ on a 5 MHz carrier whose allocations fall partly inside the 2.4 MHz band. The sa
 length of idle band (receiver noise only) is timed too: the difference is the cost
 of the detections, which the report gives per detection.
 
-The timed path is exactly what ``cellwatch detect`` runs per block once the bytes are
-read: :func:`dsp.iq.cu8_to_complex64` → :class:`dsp.records.IQBlock` →
+The timed path is exactly what ``cellwatch detect`` (and a node on a dongle) runs per block
+once the bytes are read: :meth:`dsp.records.IQBlock.from_cu8` (the bytes as read; the
+detector windows them itself, with no complex64 copy) →
 :class:`dsp.pipeline.DetectionPipeline` (detector, classifier, sessions), blocks of
 :data:`bench.common.BLOCK_SAMPLES`, best of ``n_repeats`` passes with a fresh pipeline,
 the process pinned to one CPU and numerical libraries to one thread. File reading is
@@ -161,9 +162,8 @@ def run_pipeline(raw: npt.NDArray[np.uint8], gain_db: float, block_samples: int 
     started = time.perf_counter()
     pipeline = DetectionPipeline("bench", fs, CENTER_FREQ_HZ)
     for first in range(0, n, block_samples):  # a loop over blocks
-        x = cu8_to_complex64(raw[2 * first : 2 * min(n, first + block_samples)])
-        block = IQBlock(samples=x, center_freq_hz=CENTER_FREQ_HZ, sample_rate_hz=fs, t_start_s=first / fs,
-                        sensor_id="bench", sample_index=first, gain_db=gain_db)
+        block = IQBlock.from_cu8(raw[2 * first : 2 * min(n, first + block_samples)], CENTER_FREQ_HZ, fs, first / fs,
+                                 sensor_id="bench", sample_index=first, gain_db=gain_db)
         techs.update(d.tech for d in pipeline.process(block))
     techs.update(d.tech for d in pipeline.flush())
     return time.perf_counter() - started, techs

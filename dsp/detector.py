@@ -62,6 +62,13 @@ finalization — is keyed to frame indices, never to block boundaries. The first
 ``warmup_s`` are held until the floor has its first estimate, then searched with it,
 so nothing is lost at the start of a stream (or of a recording shorter than that), nor
 after an announced gain step, which starts the floor afresh.
+
+A block that carries the receiver's cu8 bytes (:meth:`dsp.records.IQBlock.from_cu8`: a
+dongle's, a cu8 recording's) is kept as bytes: the epoch's frames are windowed from them
+and the measurement's windows converted as they are gathered, each value the one
+converter's (:func:`dsp.iq.cu8_to_complex64`), so the detections are the same to the bit
+as from its samples, with no conversion pass and a quarter of the memory held (busy band
++7-9 %, idle +6-8 %, same process A/B).
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ import operator
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -81,13 +88,14 @@ from scipy import signal, stats
 
 from dsp import fastgrid, labelling, measure_kernels, split_kernels
 from dsp.errors import InputError
-from dsp.iq import ComplexArray
+from dsp.iq import CU8_OFFSET, CU8_SCALE, ComplexArray, U8Array, cu8_to_complex64
 from dsp.noise import NoiseFloorTracker
 from dsp.records import Detection, IQBlock, decimal_round, detection_from_values, frozen_builder
 from dsp.transforms import RowFFT
 
 FloatArray = npt.NDArray[np.float32]
 AnyFloatArray = npt.NDArray[np.floating[Any]]  # float32 or float64
+IQArray = npt.NDArray[np.complex64] | U8Array  # samples, or the receiver's cu8 bytes
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
@@ -322,7 +330,7 @@ class _Epoch:
 
     first_frame: int  # absolute frame index (frames restart nowhere: gaps skip indices)
     sample_start: int  # stream sample index of the first sample
-    samples: ComplexArray  # (n_frames * fft_size,)
+    iq: IQArray  # (n_frames * fft_size,) complex64 samples, or their cu8 bytes (twice as many: _iq_width)
     power: FloatArray  # (n_frames, fft_size) |X_k|² per bin, natural FFT order, DC guard zeroed
     peak: FloatArray  # (n_frames,) largest |I| or |Q| of each frame's samples (clipping flag)
     cells: FloatArray | None  # normalized (n_frames, n_columns), None during warm-up
@@ -336,6 +344,15 @@ class _Epoch:
     @property
     def end_frame(self) -> int:
         return self.first_frame + self.n_frames
+
+    @property
+    def sample_end(self) -> int:
+        return self.sample_start + self.iq.shape[0] // _iq_width(self.iq)
+
+
+def _iq_width(iq: IQArray) -> int:
+    """Array items a sample takes: 2 cu8 bytes (I, Q), or 1 complex64."""
+    return 2 if iq.dtype == np.uint8 else 1
 
 
 @dataclass
@@ -624,8 +641,8 @@ class BurstDetector:
 
     Bursts come out in batches (up to 512, or once the oldest started 1 s ago), each
     batch in time order; a long burst can come after shorter later ones. The detector
-    keeps references to block sample arrays for up to ~1.3 s: a source must not refill
-    an array it has handed over.
+    keeps references to block sample (or cu8 byte) arrays for up to ~1.3 s: a source must
+    not refill an array it has handed over.
     """
 
     _GMSK_MAX_BANDWIDTH_HZ = 450e3  # look for GMSK lines in bands up to this wide
@@ -835,8 +852,8 @@ class BurstDetector:
     def _reset_stream(self) -> None:
         """Forget the frame grid (after a gap); the noise floor is kept."""
         n = self.config.fft_size
-        self._buffer = np.empty(self.config.epoch_frames * n, dtype=np.complex64)
-        self._n_buffered = 0
+        self._buffer: IQArray = np.empty(self.config.epoch_frames * n, dtype=np.complex64)
+        self._n_buffered = 0  # samples in the buffer (cu8 blocks are buffered as bytes)
         self._buffer_sample_start: int | None = None
         self._history: deque[_Epoch] = deque()
         self._pending: list[_Components] = []  # finalized, waiting to be measured in a batch
@@ -869,31 +886,47 @@ class BurstDetector:
                 out.extend(self._end_stream())
                 self._tracker.restart()
             self._gain_db = block.gain_db
-        samples = block.samples
-        if samples.dtype != np.complex64:
-            samples = samples.astype(np.complex64)
+        iq = self._block_iq(block)
+        width = _iq_width(iq)
+        n_samples = iq.shape[0] // width
         if self._buffer_sample_start is None:
             self._buffer_sample_start = block.sample_index
-        self.stats.n_samples += samples.shape[0]
+        self.stats.n_samples += n_samples
         pos = 0
-        n_epoch = self._buffer.shape[0]
-        while pos < samples.shape[0]:
-            if self._n_buffered == 0 and samples.shape[0] - pos >= n_epoch:
+        n_epoch = self.config.epoch_frames * self.config.fft_size
+        while pos < n_samples:
+            if self._n_buffered == 0 and n_samples - pos >= n_epoch:
                 # a whole epoch inside the block: use it in place (it is never modified)
-                out.extend(self._run_epoch(samples[pos : pos + n_epoch], final=False))
+                out.extend(self._run_epoch(iq[width * pos : width * (pos + n_epoch)], final=False))
                 self._buffer_sample_start += n_epoch
                 pos += n_epoch
                 continue
-            take = min(n_epoch - self._n_buffered, samples.shape[0] - pos)
-            self._buffer[self._n_buffered : self._n_buffered + take] = samples[pos : pos + take]
+            if self._buffer.dtype != iq.dtype:  # empty (_block_iq): bytes or samples, as the block
+                self._buffer = np.empty(width * n_epoch, dtype=iq.dtype)
+            take = min(n_epoch - self._n_buffered, n_samples - pos)
+            self._buffer[width * self._n_buffered : width * (self._n_buffered + take)] = iq[width * pos : width * (pos + take)]
             self._n_buffered += take
             pos += take
             if self._n_buffered == n_epoch:
                 out.extend(self._run_epoch(self._buffer, final=False))
-                self._buffer = np.empty(n_epoch, dtype=np.complex64)
+                self._buffer = np.empty(width * n_epoch, dtype=iq.dtype)
                 self._buffer_sample_start += n_epoch
                 self._n_buffered = 0
         return out
+
+    def _block_iq(self, block: IQBlock) -> IQArray:
+        """The block's cu8 bytes when it has them, else its samples as complex64; when the partial
+        epoch buffered holds the other kind, both become samples (the buffered bytes converted:
+        the same values), so an epoch is all of one kind."""
+        bytes_buffered = self._n_buffered > 0 and self._buffer.dtype == np.uint8
+        if block.cu8 is not None and (self._n_buffered == 0 or bytes_buffered):
+            return block.cu8
+        if bytes_buffered:
+            converted = np.empty(self._buffer.shape[0] // 2, dtype=np.complex64)
+            converted[: self._n_buffered] = cu8_to_complex64(cast(U8Array, self._buffer)[: 2 * self._n_buffered])
+            self._buffer = converted
+        samples = block.samples
+        return samples if samples.dtype == np.complex64 else samples.astype(np.complex64)
 
     def flush(self) -> list[Burst]:
         """End of stream: process the partial epoch and close every open burst."""
@@ -904,7 +937,7 @@ class BurstDetector:
         n = self.config.fft_size
         n_frames = self._n_buffered // n
         if n_frames and self._buffer_sample_start is not None:
-            out.extend(self._run_epoch(self._buffer[: n_frames * n].copy(), final=True))
+            out.extend(self._run_epoch(self._buffer[: _iq_width(self._buffer) * n_frames * n].copy(), final=True))
         else:
             if self._tracker.floor is None and self._history:
                 self._tracker.estimate_now()  # the stream ended during the warm-up
@@ -916,36 +949,41 @@ class BurstDetector:
 
     # -- one epoch ------------------------------------------------------------------
 
-    def _power_cells(self, samples: ComplexArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _power_cells(self, iq: IQArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Windowed FFT power per bin (natural order), summed over ``bins_per_cell`` bins into
         (n_frames, n_columns) cells in shifted (increasing frequency) order, and each frame's
         largest |I| or |Q| (read here, where the samples pass anyway, for the clipping flag).
 
-        Two fused passes around an in-place FFT (:mod:`dsp.fastgrid`): window and peak before,
-        power, guard, cell sums and shift after; a rectangular window is a window of ones.
+        Two fused passes around an in-place FFT (:mod:`dsp.fastgrid`): window and peak before
+        (from the cu8 bytes themselves when the epoch holds bytes), power, guard, cell sums and
+        shift after; a rectangular window is a window of ones.
         """
         n = self.config.fft_size
-        n_frames = samples.shape[0] // n
+        n_frames = iq.shape[0] // (_iq_width(iq) * n)
         ws = self._ws
-        windowed = self._fft.rows(n_frames, n, exact=True)
+        windowed = self._fft.rows(n_frames, n, exact=True).view(np.float32).ravel()
         peak = np.empty(n_frames, dtype=np.float32)
-        fastgrid.window_frames(samples.view(np.float32), self._window_iq, windowed.view(np.float32).ravel(), peak)
+        if iq.dtype == np.uint8:
+            fastgrid.window_frames_cu8(cast(U8Array, iq), np.float32(CU8_OFFSET), np.float32(CU8_SCALE), self._window_iq,
+                                       windowed, peak)
+        else:
+            fastgrid.window_frames(iq.view(np.float32), self._window_iq, windowed, peak)
         spectra = self._fft.forward(n_frames, n, exact=True)  # planned, in place on the rows just written
         power = self._take("power", (n_frames, n), np.float32)
         cells = ws.get("raw_cells", n_frames * self.n_columns).reshape(n_frames, self.n_columns)
         fastgrid.power_cells(spectra.view(np.float32), self._guard_bins, self.config.bins_per_cell, power, cells)
         return power, cells, peak
 
-    def _run_epoch(self, samples: ComplexArray, final: bool) -> list[Burst]:
+    def _run_epoch(self, iq: IQArray, final: bool) -> list[Burst]:
         assert self._buffer_sample_start is not None
-        power, raw, peak = self._power_cells(samples)
+        power, raw, peak = self._power_cells(iq)
         n_frames = raw.shape[0]
         floor = self._tracker.floor
         self.stats.n_frames += n_frames
         epoch = _Epoch(
             first_frame=self._next_frame,
             sample_start=self._buffer_sample_start,
-            samples=samples,
+            iq=iq,
             cells=None,
             mask=self._take("mask", (n_frames, self.n_columns), np.bool_),
             power=power,
@@ -1236,14 +1274,18 @@ class BurstDetector:
             return
         a = int(starts.min())
         b = int((starts + lengths).max())
-        held = [ep for ep in eps if ep.sample_start < b and ep.sample_start + ep.samples.shape[0] > a]
+        held = [ep for ep in eps if ep.sample_start < b and ep.sample_end > a]
         # each sample written once: zeros only where no epoch will copy (the history is
         # contiguous: a gap resets it)
         cover_start = held[0].sample_start if held else 0
-        cover_end = held[-1].sample_start + held[-1].samples.shape[0] if held else 0
+        cover_end = held[-1].sample_end if held else 0
         measure_kernels.zero_outside(starts, lengths, cover_start, cover_end, out)
         for ep in held:
-            measure_kernels.gather_windows(ep.samples, ep.sample_start, starts, lengths, out)
+            if ep.iq.dtype == np.uint8:  # converted as they are copied
+                measure_kernels.gather_windows_cu8(ep.iq, ep.sample_start, starts, lengths, np.float32(CU8_OFFSET),
+                                                   np.float32(CU8_SCALE), out.view(np.float32))
+            else:
+                measure_kernels.gather_windows(ep.iq, ep.sample_start, starts, lengths, out)
 
     def _separate_bands(self, comps: _Components) -> tuple[IntArray, IntArray, IntArray, IntArray]:
         """Cut components in frequency where whole columns of them are noise.

@@ -56,6 +56,27 @@ def window_frames(iq: FloatArray, window_iq: FloatArray, out: FloatArray,
 
 
 @numba.njit(cache=True, nogil=True)
+def window_frames_cu8(data: npt.NDArray[np.uint8], offset: np.float32, scale: np.float32, window_iq: FloatArray,
+                      out: FloatArray, peak: FloatArray) -> None:  # pragma: no cover - compiled
+    """:func:`window_frames` of the samples of cu8 bytes, read from the bytes: bit for bit
+    :func:`cu8_to_float32` then :func:`window_frames`, with no float copy of the samples made.
+
+    The peak comes from the bytes as integers: ``|b - 127.5|`` orders as ``|2b - 255|``, and
+    ``b`` and ``255 - b`` give the same float magnitude, so the largest is the magnitude of
+    the value of ``b* = (max|2b - 255| + 255) / 2`` (an integer maximum: it vectorizes).
+    """
+    width = window_iq.shape[0]
+    for f in range(peak.shape[0]):
+        base = f * width
+        top = np.int32(0)
+        for k in range(width):
+            b = data[base + k]
+            out[base + k] = ((np.float32(b) - offset) / scale) * window_iq[k]
+            top = max(top, abs(np.int32(b) * 2 - 255))
+        peak[f] = abs((np.float32((top + 255) // 2) - offset) / scale)
+
+
+@numba.njit(cache=True, nogil=True)
 def power_cells(spectra: FloatArray, guard_bins: IntArray, bins_per_cell: int,
                 power: FloatArray, cells: FloatArray) -> None:  # pragma: no cover - compiled
     """|X_k|² per bin (natural order, guard bins 0) and cell sums in shifted column order.

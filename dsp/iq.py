@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 ComplexArray = npt.NDArray[np.complex64]
 FloatArray = npt.NDArray[np.float32]
+U8Array = npt.NDArray[np.uint8]  # cu8 bytes: I0, Q0, I1, Q1, ...
 
 CU8_OFFSET = 127.5
 CU8_SCALE = 127.5

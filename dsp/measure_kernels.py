@@ -167,6 +167,23 @@ def gather_windows(samples, sample_start, starts, lengths, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def gather_windows_cu8(data, sample_start, starts, lengths, offset, scale, out_iq):
+    """:func:`gather_windows` from one epoch held as the receiver's cu8 bytes (``data``: 2 per
+    sample) into ``out_iq``, the float32 view of the complex rows (I, Q interleaved): each value
+    converted as :func:`dsp.fastgrid.cu8_to_float32` does it (a contiguous loop: it vectorizes,
+    and reads a quarter of the bytes a copy of samples does)."""
+    n = data.shape[0] // 2
+    for r in range(starts.shape[0]):
+        s0 = starts[r]
+        a = max(s0, sample_start)
+        b = max(min(s0 + lengths[r], sample_start + n), a)
+        src = data[2 * (a - sample_start) : 2 * (b - sample_start)]  # slices: see labelling._shift_add
+        dst = out_iq[r, 2 * (a - s0) : 2 * (b - s0)]
+        for k in range(src.shape[0]):
+            dst[k] = (np.float32(src[k]) - offset) / scale
+
+
+@numba.njit(cache=True, nogil=True)
 def _row_sums_f32(a, r0, n_rows, out, lanes):
     """``out[b] = pairwise_sum_f32(a[:, b], r0, n_rows)`` for every column b, a row at a time (the
     8 accumulators of numpy's pairwise sum are 8 rows of ``lanes``); columns one by one past 128 rows."""

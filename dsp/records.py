@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from dsp.errors import InputError
-from dsp.iq import ComplexArray
+from dsp.iq import ComplexArray, U8Array, cu8_to_complex64
 
 WIRE_VERSION = 1
 TECHNOLOGIES = ("gsm", "lte", "nr", "umts", "unknown")
@@ -35,9 +35,14 @@ class IQBlock:
     ``sample_index`` counts samples since the stream started (dropped samples
     included), so ``t_start_s`` of later blocks can be checked against it, and
     ``n_dropped`` says how many samples were lost just before this block.
+
+    A block read from an RTL-SDR or a cu8 recording may carry the receiver's interleaved
+    I, Q bytes (``cu8``, :meth:`from_cu8`) instead: its ``samples`` are then made from them
+    on first use (:func:`dsp.iq.cu8_to_complex64`, kept), and the detector reads the bytes
+    themselves (a quarter of the memory, and no conversion pass: DESIGN.md's performance facts).
     """
 
-    samples: ComplexArray  # complex64, shape (n_samples,)
+    samples: ComplexArray  # complex64, shape (n_samples,); from ``cu8`` on first use when not given
     center_freq_hz: int
     sample_rate_hz: float
     t_start_s: float  # UTC of the first sample, seconds since the Unix epoch
@@ -45,10 +50,45 @@ class IQBlock:
     sample_index: int = 0
     gain_db: float | None = None
     n_dropped: int = 0
+    cu8: U8Array | None = None  # the receiver's bytes I0, Q0, I1, ... that ``samples`` are (b - 127.5) / 127.5 of
+
+    def __post_init__(self) -> None:
+        if self.cu8 is not None and (self.cu8.dtype != np.uint8 or self.cu8.ndim != 1 or self.cu8.shape[0] % 2):
+            raise ValueError("cu8 must be a 1-D uint8 array of interleaved I, Q bytes (an even number of them)")
+        if self.samples is None:
+            if self.cu8 is None:
+                raise TypeError("an IQBlock needs samples or cu8 bytes")
+            object.__delattr__(self, "samples")  # unset: made on first use (__getattr__)
+
+    def __getattr__(self, name: str) -> Any:
+        """Called only for an unset slot: the samples of a block given as bytes, made once."""
+        if name == "samples" and self.cu8 is not None:
+            samples = cu8_to_complex64(self.cu8)
+            object.__setattr__(self, "samples", samples)
+            return samples
+        raise AttributeError(name)
+
+    @classmethod
+    def from_cu8(cls, cu8: U8Array, center_freq_hz: int, sample_rate_hz: float, t_start_s: float,
+                 **metadata: Any) -> IQBlock:
+        """A block of the receiver's interleaved I, Q bytes (``metadata``: the other fields)."""
+        return cls(None, center_freq_hz, sample_rate_hz, t_start_s, cu8=cu8, **metadata)  # type: ignore[arg-type]
 
     @property
     def n_samples(self) -> int:
+        if self.cu8 is not None:  # without making the samples
+            return int(self.cu8.shape[0] // 2)
         return int(self.samples.shape[0])
+
+    def samples_in(self, start: int, stop: int) -> ComplexArray:
+        """Samples ``[start, stop)`` of the block (indices within it): of a block given as bytes whose
+        samples were not made, only those are converted (a snippet cut from a ring of blocks)."""
+        if self.cu8 is not None:
+            try:
+                object.__getattribute__(self, "samples")
+            except AttributeError:
+                return cu8_to_complex64(self.cu8[2 * start : 2 * stop])
+        return self.samples[start:stop]
 
     @property
     def duration_s(self) -> float:

@@ -12,7 +12,8 @@ SigMF, so anyone can check the detection with their own tools.
   in base64 (``data_b64``) and ``"v": WIRE_VERSION``, validated field by field.
 * :class:`SnippetCutter` — the node's plan, built once per radio and called block after
   block: it keeps a bounded ring of the most recent :class:`~dsp.records.IQBlock` s
-  (references, no copy: ``ring_s`` of samples, ~19 MB a second at 2.4 MS/s) and, for
+  (references, no copy: ``ring_s`` of samples, ~19 MB a second at 2.4 MS/s, ~5 MB as the cu8
+  bytes a dongle's blocks carry) and, for
   the detections the pipeline reports, cuts the samples out of it. The detector reports a
   burst up to ~1 s after it started (its batching delay) plus an epoch and a block, so
   the ring must hold that much (``ring_s`` = 1.5 s by default).
@@ -405,7 +406,7 @@ class IQRing:
                 continue
             if not parts:
                 first_block = b
-            parts.append(b.samples[a - b.sample_index : z - b.sample_index])
+            parts.append(b.samples_in(a - b.sample_index, z - b.sample_index))  # of bytes: only these converted
         return first_block, start, np.concatenate(parts).astype(np.complex64, copy=False)
 
 

@@ -49,8 +49,17 @@ def compile_kernels(seed: int = 0) -> float:
         x[i0 : i0 + m] += s[:m] * np.float32(scale)
     pipeline = DetectionPipeline("warm-up", _SAMPLE_RATE_HZ, fc_hz)
     raw = np.clip(np.round(x.view(np.float32) * 127.5 / 0.1 + 127.5), 0, 255).astype(np.uint8)
-    for first in range(0, n, _BLOCK_SAMPLES):  # a loop over blocks
-        samples = cu8_to_complex64(raw[2 * first : 2 * min(n, first + _BLOCK_SAMPLES)])
-        pipeline.process(IQBlock(samples, fc_hz, _SAMPLE_RATE_HZ, first / _SAMPLE_RATE_HZ, sample_index=first))
+    for i, first in enumerate(range(0, n, _BLOCK_SAMPLES)):  # a loop over blocks
+        data = raw[2 * first : 2 * min(n, first + _BLOCK_SAMPLES)]
+        t_s = first / _SAMPLE_RATE_HZ
+        # samples as other formats give them, and cu8 bytes as a dongle does, writable (read into
+        # a buffer) or not (rtl_tcp's, from bytes): numba compiles a kernel for each kind of array
+        if i % 3 == 0:
+            block = IQBlock(cu8_to_complex64(data), fc_hz, _SAMPLE_RATE_HZ, t_s, sample_index=first)
+        else:
+            data = data.copy()
+            data.flags.writeable = i % 3 == 1
+            block = IQBlock.from_cu8(data, fc_hz, _SAMPLE_RATE_HZ, t_s, sample_index=first)
+        pipeline.process(block)
     pipeline.flush()
     return time.perf_counter() - started

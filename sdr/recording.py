@@ -7,6 +7,8 @@ fixed-point samples itself; sigmf's autoscale is never used:
 * ``cu8`` goes through :func:`dsp.iq.cu8_to_complex64`, ``(b - 127.5) / 127.5``:
   the converter live dongle data uses too (sigmf's autoscale would use
   ``(b - 128) / 128``, and a replayed level would then differ from a live one);
+  its blocks keep the bytes (:meth:`dsp.records.IQBlock.from_cu8`: the detector reads
+  them, and the samples are made only if something else asks for them);
 * ``ci16_le`` is scaled by 1/32768;
 * ``cf32_le`` is used as stored.
 
@@ -110,6 +112,15 @@ def raw_to_complex64(raw: npt.NDArray[Any], datatype: str) -> ComplexArray:
     if datatype == "cf32_le":
         return np.ascontiguousarray(raw, dtype=np.float32).view(np.complex64)
     raise ValueError(f"unsupported datatype {datatype!r}")
+
+
+def raw_to_block(raw: npt.NDArray[Any], datatype: str, center_freq_hz: int, sample_rate_hz: float, t_start_s: float,
+                 **metadata: Any) -> IQBlock:
+    """An :class:`IQBlock` of interleaved components as stored: cu8 bytes are kept as such
+    (:meth:`IQBlock.from_cu8`), the others become complex64 samples (:func:`raw_to_complex64`)."""
+    if datatype == "cu8":
+        return IQBlock.from_cu8(raw, center_freq_hz, sample_rate_hz, t_start_s, **metadata)
+    return IQBlock(raw_to_complex64(raw, datatype), center_freq_hz, sample_rate_hz, t_start_s, **metadata)
 
 
 def complex64_to_raw(samples: npt.ArrayLike, datatype: str) -> npt.NDArray[Any]:
@@ -419,8 +430,8 @@ class Recording:
         rate = info.sample_rate_hz
         for raw in self._iter_raw(start, stop, block):
             capture = self._captures[raw.capture_index]
-            yield IQBlock(
-                samples=raw_to_complex64(raw.data, info.datatype),
+            yield raw_to_block(
+                raw.data, info.datatype,
                 center_freq_hz=capture.center_freq_hz,
                 sample_rate_hz=rate,
                 t_start_s=capture.t_start_s + (raw.sample_index - capture.sample_start) / rate,

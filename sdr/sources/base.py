@@ -1,6 +1,6 @@
 """The one interface every radio source implements, and what live sources share.
 
-A :class:`Source` yields :class:`~dsp.records.IQBlock` s: complex64 samples with their
+A :class:`Source` yields :class:`~dsp.records.IQBlock` s: complex64 samples (or the cu8 bytes they come from) with their
 centre frequency (the integer Hz that was *requested*: librtlsdr's getter rounds to kHz),
 sample rate, manual gain, a UTC ``t_start_s`` and ``n_dropped``, the samples missing just
 before the block. ``sample_index`` counts samples since the stream started, dropped ones
@@ -17,10 +17,12 @@ Kinds (:func:`open_source` parses the spec):
 
 Live sources (the first two) share :class:`LiveSource`: a worker thread reads the radio's
 cu8 bytes into a bounded queue that this module owns (a full queue drops a chunk and counts
-it, never blocks the radio), the consumer converts them with :func:`dsp.iq.cu8_to_complex64`
-(the one converter for live and replayed data), applies the fractional part of the ppm
-correction by mixing (librtlsdr's correction is integer-only), and a lost radio is reopened
-with backoff while :attr:`Source.state` says ``"retrying"``.
+it, never blocks the radio), the consumer hands the bytes over as they are
+(:meth:`~dsp.records.IQBlock.from_cu8`: the detector reads them; samples, when asked for,
+come from :func:`dsp.iq.cu8_to_complex64`, the one converter for live and replayed data) or,
+where the fractional part of the ppm correction is applied by mixing (librtlsdr's correction
+is integer-only), as samples; a lost radio is reopened with backoff while
+:attr:`Source.state` says ``"retrying"``.
 
 Time: :class:`LiveClock` stamps chunks from a running sample count anchored to the
 monotonic clock at their arrival, so arrival jitter never moves a timestamp, and it finds
@@ -817,23 +819,16 @@ class LiveSource(Source):
         for first, stop, freq in pieces:
             offset = first - chunk.sample_index
             raw = chunk.raw[2 * offset : 2 * (stop - chunk.sample_index)]
-            samples = cu8_to_complex64(raw)
-            if self._ppm_frac:
-                samples = self._shifter.apply(samples, first, freq * self._ppm_frac * 1e-6)
             if clipped_fraction_cu8(raw) > self._overload_fraction:
                 self._count(overloads=1)
-            blocks.append(
-                IQBlock(
-                    samples=samples,
-                    center_freq_hz=freq,
-                    sample_rate_hz=self._rate_hz,
-                    t_start_s=chunk.t_start_s + offset / self._rate_hz,
-                    sensor_id=self._sensor_id,
-                    sample_index=first,
-                    gain_db=self._gain_applied_db,
-                    n_dropped=first - self._yielded_end,
-                )
-            )
+            metadata: dict[str, Any] = dict(sensor_id=self._sensor_id, sample_index=first, gain_db=self._gain_applied_db,
+                                            n_dropped=first - self._yielded_end)
+            t_start_s = chunk.t_start_s + offset / self._rate_hz
+            if self._ppm_frac:  # mixed: samples only
+                samples = self._shifter.apply(cu8_to_complex64(raw), first, freq * self._ppm_frac * 1e-6)
+                blocks.append(IQBlock(samples, freq, self._rate_hz, t_start_s, **metadata))
+            else:  # the bytes as read (the chunk is never refilled): the detector reads them
+                blocks.append(IQBlock.from_cu8(raw, freq, self._rate_hz, t_start_s, **metadata))
             self._yielded_end = stop
         return blocks
 

@@ -24,7 +24,6 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import numpy as np
 
@@ -36,7 +35,7 @@ from sdr.recording import (
     Capture,
     Recording,
     open_recording,
-    raw_to_complex64,
+    raw_to_block,
 )
 from sdr.sources.base import OVERLOAD_FRACTION, RUNNING, STOPPED, Source
 
@@ -190,11 +189,8 @@ class ReplaySource(Source):
                     t_start_s = recording.time_of_sample(raw.sample_index) + loop_index * span / rate
                 else:
                     t_start_s = self._t0_utc + index / rate
-                samples = raw_to_complex64(raw.data, info.datatype)
-                if self._is_overloaded(raw.data, samples, info.datatype):
-                    self._count(overloads=1)
-                block = IQBlock(
-                    samples=samples,
+                block = raw_to_block(
+                    raw.data, info.datatype,
                     center_freq_hz=captures[raw.capture_index].center_freq_hz,
                     sample_rate_hz=rate,
                     t_start_s=t_start_s,
@@ -203,15 +199,17 @@ class ReplaySource(Source):
                     gain_db=info.gain_db,
                     n_dropped=index - self._next_index,
                 )
+                if self._is_overloaded(block):
+                    self._count(overloads=1)
                 self._next_index = index + raw.n_samples
                 yield block, self._next_index
 
-    def _is_overloaded(self, raw: np.ndarray[Any, Any], samples: np.ndarray[Any, Any], datatype: str) -> bool:
-        if raw.size == 0:
+    def _is_overloaded(self, block: IQBlock) -> bool:
+        if block.n_samples == 0:
             return False
-        if datatype == "cu8":
-            fraction = clipped_fraction_cu8(raw)
+        if block.cu8 is not None:
+            fraction = clipped_fraction_cu8(block.cu8)
         else:
-            components = samples.view(np.float32)
+            components = block.samples.view(np.float32)
             fraction = np.count_nonzero(np.abs(components) >= FULL_SCALE) / components.size
         return bool(fraction > self._overload_fraction) and math.isfinite(fraction)

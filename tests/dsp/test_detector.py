@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
@@ -22,6 +22,7 @@ from dsp.detector import (
 )
 from dsp.errors import InputError
 from dsp.gsm import NORMAL_BURST_DURATION_S, TDMA_FRAME_S
+from dsp.iq import complex64_to_cu8, cu8_to_complex64
 from dsp.noise import NoiseFloorTracker, min_statistics_bias
 from dsp.records import Detection, IQBlock
 from dsp.waveform import TxBurst, render_burst
@@ -372,6 +373,40 @@ def test_detections_do_not_depend_on_block_sizes(mixed_scene, sizes: list[int]) 
     assert got == reference
 
 
+@pytest.fixture(scope="module")
+def cu8_scene(mixed_scene) -> tuple[np.ndarray, list[Burst]]:
+    """The mixed scene as a dongle's bytes, and its bursts detected from the samples they convert to."""
+    x, _ = mixed_scene
+    data = complex64_to_cu8(x * np.float32(4.0))
+    return data, detect(cu8_to_complex64(data), block=x.shape[0])[0]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(1000, 400_000), st.booleans()), min_size=1, max_size=12))
+@example([(100_000, True), (100_000, False)])  # bytes buffered when samples come: converted
+@example([(100_000, False), (100_000, True)])  # samples buffered when bytes come
+def test_bytes_and_samples_give_the_same_bursts_in_any_blocks(cu8_scene, blocks: list[tuple[int, bool]]) -> None:
+    """A dongle's blocks carry their cu8 bytes, which the detector windows and gathers from
+    directly; blocks of samples, or a stream switching between the two kinds mid-epoch,
+    give the same bursts, to the bit."""
+    data, reference = cu8_scene
+    assert len(reference) >= 25
+    det = BurstDetector(DetectorConfig(), FS, FC)
+    got: list[Burst] = []
+    i = k = 0
+    n_total = data.shape[0] // 2
+    while i < n_total:
+        n, as_bytes = blocks[k % len(blocks)]
+        raw = data[2 * i : 2 * min(i + n, n_total)]
+        block = (IQBlock.from_cu8(raw, FC, FS, T0 + i / FS, sample_index=i) if as_bytes
+                 else IQBlock(cu8_to_complex64(raw), FC, FS, T0 + i / FS, sample_index=i))
+        got += det.process(block)
+        i += n
+        k += 1
+    got += det.flush()
+    assert got == reference
+
+
 def test_dropped_samples_close_bursts_and_time_stays_right() -> None:
     rng = np.random.default_rng(21)
     x = noise(1.2, 22)
@@ -495,7 +530,7 @@ def test_normalize_follows_floor_and_carrier_mask() -> None:
     raw = np.random.default_rng(7).gamma(4.0, 1.0, (16, det.n_columns)).astype(np.float32)
 
     def normalized(floor: np.ndarray) -> np.ndarray:
-        epoch = _Epoch(first_frame=0, sample_start=0, samples=np.zeros(0, np.complex64),
+        epoch = _Epoch(first_frame=0, sample_start=0, iq=np.zeros(0, np.complex64),
                        power=np.zeros((16, det.config.fft_size), np.float32), peak=np.zeros(16, np.float32),
                        cells=None, mask=np.zeros((16, det.n_columns), bool), floor=None)
         det._normalize(epoch, raw, floor)

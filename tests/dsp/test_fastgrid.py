@@ -52,6 +52,34 @@ def test_window_frames_products_and_peaks() -> None:
     assert peak[0] == np.float32(1.25) and peak[1] == 0.0
 
 
+def test_window_frames_of_cu8_bytes_are_those_of_their_samples() -> None:
+    """Windowing the bytes themselves gives the bits of converting them, then windowing: every
+    byte value at every window position, and each frame's peak (rails, mid-scale, silence)."""
+    rng = np.random.default_rng(4)
+    n, n_frames = 64, 12
+    data = rng.integers(0, 256, 2 * n * n_frames).astype(np.uint8)
+    data[: 2 * n] = np.arange(2 * n) % 256  # every value once in a frame ...
+    data[2 * n : 4 * n] = np.arange(256)[::-1][: 2 * n]  # ... and the rest in the next
+    data[4 * n : 6 * n] = 128  # one step from mid-scale: the smallest magnitude
+    data[6 * n : 8 * n] = 127
+    data[8 * n : 10 * n] = 130
+    data[8 * n + 5] = 60  # the farthest from mid-scale, below it
+    data[10 * n : 12 * n] = 126
+    data[10 * n + 9] = 255  # a rail
+    window_iq = np.repeat(np.hanning(n).astype(np.float32), 2)
+    samples = np.empty(data.shape[0], dtype=np.float32)
+    fastgrid.cu8_to_float32(data, np.float32(CU8_OFFSET), np.float32(CU8_SCALE), samples)
+    want_out, want_peak = np.empty_like(samples), np.empty(n_frames, dtype=np.float32)
+    fastgrid.window_frames(samples, window_iq, want_out, want_peak)
+    out, peak = np.empty_like(samples), np.empty(n_frames, dtype=np.float32)
+    fastgrid.window_frames_cu8(data, np.float32(CU8_OFFSET), np.float32(CU8_SCALE), window_iq, out, peak)
+    assert np.array_equal(out.view(np.uint32), want_out.view(np.uint32))
+    assert np.array_equal(peak.view(np.uint32), want_peak.view(np.uint32))
+    assert peak[0] == peak[1] == peak[5] == 1.0
+    assert peak[2] == peak[3] == np.float32(0.5) / np.float32(127.5)
+    assert peak[4] == np.float32(67.5) / np.float32(127.5)
+
+
 def _numpy_power_cells(spectra: np.ndarray, guard: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
     """The detector's former numpy front end (guard zeroed, squares, strided cell sums, shift)."""
     spectra = spectra.copy()

@@ -12,6 +12,7 @@ import pytest
 
 from dsp import measure_kernels as mk
 from dsp.detector import _best_segments
+from dsp.iq import CU8_OFFSET, CU8_SCALE, cu8_to_complex64
 from dsp.transforms import RowFFT
 
 
@@ -64,6 +65,24 @@ def test_gather_windows_copies_across_epochs_and_zero_fills() -> None:
             if 100 <= t < 900:
                 want[r, t - s] = stream[t]
     assert np.array_equal(out, want)
+
+
+def test_gather_windows_from_cu8_bytes_copies_their_samples() -> None:
+    """An epoch held as cu8 bytes gathers the samples they convert to, bit for bit, and writes
+    nothing outside the history (rows keep what zero_outside left)."""
+    rng = np.random.default_rng(4)
+    data = rng.integers(0, 256, 2000).astype(np.uint8)
+    stream = cu8_to_complex64(data)
+    starts = np.array([0, 90, 150, 380, 850, 950, 500], dtype=np.int64)
+    lengths = np.array([50, 40, 64, 64, 64, 20, 10], dtype=np.int64)
+    want = np.full((7, 64), 9.0 + 9.0j, dtype=np.complex64)
+    got = want.copy()
+    for first, stop in ((100, 400), (400, 900)):  # the history holds samples 100 .. 899
+        mk.gather_windows(stream[first:stop], first, starts, lengths, want)
+        mk.gather_windows_cu8(data[2 * first : 2 * stop], first, starts, lengths, np.float32(CU8_OFFSET),
+                              np.float32(CU8_SCALE), got.view(np.float32))
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+    assert (got[0] == 9.0 + 9.0j).all() and got[1, 10] == stream[100]
 
 
 def _llr(filtered: np.ndarray, width: int, coef: np.ndarray, off: np.ndarray) -> np.ndarray:

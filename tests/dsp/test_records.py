@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 
 from dsp.detector import Burst, detections_of
 from dsp.errors import InputError
+from dsp.iq import cu8_to_complex64
 from dsp.records import (
     BandHealth,
     Detection,
     Heartbeat,
+    IQBlock,
     decimal_round,
     detection_from_values,
     frozen_builder,
@@ -179,3 +182,26 @@ def test_detections_of_a_batch_are_each_bursts_record() -> None:
     assert [d.to_json() for d in got] == [d.to_json() for d in want]  # the wire text too (floats stay floats)
     assert {d.flags for d in got} >= {(), ("clipped",), ("split_time",), ("clipped", "split_time"), ("clipped", "truncated")}
     assert detections_of([], "A1", [], [], []) == []
+
+
+def test_a_block_of_cu8_bytes_makes_its_samples_only_when_asked() -> None:
+    """A dongle's block carries its bytes: its length and any span of samples come without
+    converting the whole block; the samples, once asked for, are the one converter's and are
+    kept; a copy with a field changed keeps the bytes; a block needs samples or bytes."""
+    raw = np.random.default_rng(3).integers(0, 256, 2 * 1000, dtype=np.uint8)
+    block = IQBlock.from_cu8(raw, 900_000_000, 2.4e6, 1.0e9, sensor_id="A1-S1", sample_index=5)
+    assert block.n_samples == 1000 and block.duration_s == pytest.approx(1000 / 2.4e6)
+    with pytest.raises(AttributeError):
+        object.__getattribute__(block, "samples")  # not made by the above
+    assert np.array_equal(block.samples_in(10, 20), cu8_to_complex64(raw)[10:20])
+    with pytest.raises(AttributeError):
+        object.__getattribute__(block, "samples")  # nor by a span
+    assert np.array_equal(block.samples, cu8_to_complex64(raw)) and block.samples is block.samples
+    moved = replace(block, n_dropped=3)
+    assert moved.cu8 is raw and moved.n_dropped == 3 and np.array_equal(moved.samples, block.samples)
+    plain = IQBlock(cu8_to_complex64(raw), 900_000_000, 2.4e6, 1.0e9)
+    assert plain.cu8 is None and plain.n_samples == 1000 and np.array_equal(plain.samples_in(3, 7), plain.samples[3:7])
+    with pytest.raises(TypeError, match="samples or cu8"):
+        IQBlock(None, 900_000_000, 2.4e6, 1.0e9)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="even number"):
+        IQBlock.from_cu8(raw[:3], 900_000_000, 2.4e6, 1.0e9)

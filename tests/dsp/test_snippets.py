@@ -173,25 +173,28 @@ def _stream_bytes(n_samples: int, seed: int = 0) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, 2 * n_samples, dtype=np.uint8).tobytes()
 
 
-def _blocks(raw: bytes, sizes: list[int], *, first_index: int = 0, center: int = CENTER) -> list[IQBlock]:
+def _blocks(raw: bytes, sizes: list[int], *, first_index: int = 0, center: int = CENTER,
+            as_bytes: bool = False) -> list[IQBlock]:
+    """Blocks of samples, or (``as_bytes``) of the cu8 bytes themselves, as a dongle's are."""
     out, pos = [], 0
     for size in sizes:
-        chunk = raw[2 * pos : 2 * (pos + size)]
-        out.append(IQBlock(cu8_to_complex64(chunk), center, RATE, T0 + (first_index + pos) / RATE,
-                           "A1-S1", first_index + pos, 28.0))
+        chunk = np.frombuffer(raw[2 * pos : 2 * (pos + size)], dtype=np.uint8)
+        make = IQBlock.from_cu8 if as_bytes else lambda b, *a, **k: IQBlock(cu8_to_complex64(b), *a, **k)
+        out.append(make(chunk, center, RATE, T0 + (first_index + pos) / RATE, sensor_id="A1-S1",
+                        sample_index=first_index + pos, gain_db=28.0))
         pos += size
     return out
 
 
 @settings(max_examples=25, deadline=None)
-@given(sizes=st.lists(st.integers(100, 9000), min_size=4, max_size=12))
-def test_the_snippet_holds_the_bytes_received_whatever_the_block_length(sizes: list[int]) -> None:
+@given(sizes=st.lists(st.integers(100, 9000), min_size=4, max_size=12), as_bytes=st.booleans())
+def test_the_snippet_holds_the_bytes_received_whatever_the_block_length(sizes: list[int], as_bytes: bool) -> None:
     n = sum(sizes)
     raw = _stream_bytes(n)
     cutter = SnippetCutter(SnippetPolicy(margin_s=0.5e-3, ring_s=1.0))
     start = n // 2
     count = min(1310, n - start)
-    for block in _blocks(raw, sizes):
+    for block in _blocks(raw, sizes, as_bytes=as_bytes):
         cutter.observe(block)
     (s,) = cutter.cut([detection(T0 + start / RATE, sample_start=start, sample_count=count)], CENTER)
     margin = 1200

@@ -107,6 +107,11 @@ def test_cu8_round_trip_is_the_dongle_converter(tmp_path: Path) -> None:
     assert np.array_equal(recording.read(), cu8_to_complex64(raw))
     stored = np.concatenate([b.data for b in recording.raw_blocks(999)])
     assert np.array_equal(stored, raw)
+    # its blocks carry the bytes as stored (the detector reads them), samples made from them
+    blocks = list(recording.blocks(999))
+    assert all(b.cu8 is not None for b in blocks)
+    assert np.array_equal(np.concatenate([b.cu8 for b in blocks]), raw)
+    assert np.array_equal(np.concatenate([b.samples for b in blocks]), cu8_to_complex64(raw))
 
 
 def test_writer_is_deterministic(tmp_path: Path) -> None:

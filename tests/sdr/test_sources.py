@@ -367,6 +367,8 @@ def test_rtltcp_yields_the_recordings_samples(data_bytes: bytes, reference: np.n
     assert np.array_equal(concatenate(blocks), reference)
     check_contiguous(blocks)
     assert {b.gain_db for b in blocks} == {28.0} and {b.center_freq_hz for b in blocks} == {FREQ_HZ}
+    # a whole ppm is the tuner's: the blocks carry the bytes as received (the detector reads them)
+    assert b"".join(b.cu8.tobytes() for b in blocks if b.cu8 is not None) == data_bytes[: 2 * N_SAMPLES]
 
 
 def test_rtltcp_reconnects_when_the_server_drops(data_bytes: bytes, reference: np.ndarray) -> None:
